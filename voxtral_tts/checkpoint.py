@@ -1,0 +1,132 @@
+"""The checkpoint's tensor set, derived from params.json, and validation of a model directory.
+
+:func:`expected_tensors` lists every tensor of ``consolidated.safetensors`` with its shape, by the
+real (Mistral-native) key names of spec §2, from the configuration alone — no weights allocated.
+:func:`validate_checkpoint` compares a file's header with it and reports every missing, unexpected
+or mis-shaped tensor by name in one error. Torch-free: the export and the runtime share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .tensors import TensorFileError, TensorInfo, read_safetensors_header
+
+CHECKPOINT_FILE = "consolidated.safetensors"
+Shape = tuple[int, ...]
+
+
+def _transformer_layer(prefix: str, dim: int, hidden: int, n_heads: int, n_kv: int, head_dim: int) -> dict[str, Shape]:
+    q, kv = n_heads * head_dim, n_kv * head_dim
+    return {
+        f"{prefix}.attention.wq.weight": (q, dim),
+        f"{prefix}.attention.wk.weight": (kv, dim),
+        f"{prefix}.attention.wv.weight": (kv, dim),
+        f"{prefix}.attention.wo.weight": (dim, q),
+        f"{prefix}.attention_norm.weight": (dim,),
+        f"{prefix}.ffn_norm.weight": (dim,),
+        f"{prefix}.feed_forward.w1.weight": (hidden, dim),
+        f"{prefix}.feed_forward.w2.weight": (dim, hidden),
+        f"{prefix}.feed_forward.w3.weight": (hidden, dim),
+    }
+
+
+def _weight_norm_conv(prefix: str, dim0: int, dim1: int, kernel: int) -> dict[str, Shape]:
+    return {
+        f"{prefix}.conv.parametrizations.weight.original0": (dim0, 1, 1),
+        f"{prefix}.conv.parametrizations.weight.original1": (dim0, dim1, kernel),
+    }
+
+
+def expected_tensors(config: ModelConfig) -> dict[str, Shape]:
+    """Every tensor the released checkpoint format holds for this configuration (spec §2)."""
+    b, f, a, c = config.backbone, config.flow, config.audio, config.codec
+    out: dict[str, Shape] = {
+        "mm_audio_embeddings.tok_embeddings.weight": (b.vocab_size, b.dim),
+        "mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight": (a.codebook_table_rows, b.dim),
+        "norm.weight": (b.dim,),
+    }
+    for i in range(b.n_layers):
+        out.update(_transformer_layer(f"layers.{i}", b.dim, b.hidden_dim, b.n_heads, b.n_kv_heads, b.head_dim))
+
+    p = "acoustic_transformer"
+    out.update({
+        f"{p}.input_projection.weight": (f.dim, a.n_acoustic_codebook),
+        f"{p}.time_projection.weight": (f.dim, f.dim),
+        f"{p}.llm_projection.weight": (f.dim, f.input_dim),
+        f"{p}.semantic_codebook_output.weight": (a.semantic_head_rows, f.input_dim),
+        f"{p}.acoustic_codebook_output.weight": (a.n_acoustic_codebook, f.dim),
+        f"{p}.norm.weight": (f.dim,),
+    })
+    for j in range(f.n_layers):
+        out.update(_transformer_layer(f"{p}.layers.{j}", f.dim, f.hidden_dim, f.n_heads, f.n_kv_heads, f.head_dim))
+
+    p = "audio_tokenizer"
+    block = 0
+    for stage, (n_layers, kernel, stride) in enumerate(
+        zip(c.decoder_transformer_lengths, c.decoder_convs_kernels, c.decoder_convs_strides)
+    ):
+        if stage == 0:
+            out.update(_weight_norm_conv(f"{p}.decoder_blocks.{block}", c.dim, c.latent_dim, kernel))
+        else:  # Conv1d [out, in, k] or ConvTranspose1d [in, out, k]: both dim × dim here
+            out.update(_weight_norm_conv(f"{p}.decoder_blocks.{block}", c.dim, c.dim, kernel))
+        block += 1
+        for layer in range(n_layers):
+            lp = f"{p}.decoder_blocks.{block}.layers.{layer}"
+            out.update(_transformer_layer(lp, c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.head_dim))
+            if c.qk_norm:
+                out[f"{lp}.attention.q_norm.weight"] = (c.n_heads * c.head_dim,)
+                out[f"{lp}.attention.k_norm.weight"] = (c.n_kv_heads * c.head_dim,)
+            if c.layer_scale:
+                out[f"{lp}.attention_scale"] = (c.dim,)
+                out[f"{lp}.ffn_scale"] = (c.dim,)
+        block += 1
+    out.update(_weight_norm_conv(f"{p}.output_proj", c.patch_size, c.dim, c.patch_proj_kernel_size))
+    out[f"{p}.quantizer.semantic_codebook.embedding_sum"] = (c.semantic_codebook_size, c.semantic_dim)
+    out[f"{p}.quantizer.semantic_codebook.cluster_usage"] = (c.semantic_codebook_size,)
+    return out
+
+
+def checkpoint_path(model_dir: str | Path) -> Path:
+    model_dir = Path(model_dir)
+    return model_dir / CHECKPOINT_FILE if model_dir.is_dir() else model_dir
+
+
+def validate_checkpoint(path: str | Path, config: ModelConfig) -> dict[str, TensorInfo]:
+    """The checkpoint header, checked against the configuration; one error lists every problem."""
+    path = checkpoint_path(path)
+    try:
+        infos, _ = read_safetensors_header(path)
+    except TensorFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    expected = expected_tensors(config)
+    missing = sorted(set(expected) - set(infos))
+    unexpected = sorted(set(infos) - set(expected))
+    misshaped = sorted(
+        f"{name} {list(infos[name].shape)} (expected {list(shape)})"
+        for name, shape in expected.items()
+        if name in infos and infos[name].shape != shape
+    )
+    bad_dtype = sorted(
+        f"{name} {infos[name].dtype}" for name in expected if name in infos and infos[name].dtype not in ("BF16", "F32", "F16")
+    )
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped), ("unsupported dtype", bad_dtype)):
+        if names:
+            shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match params.json: " + "; ".join(problems))
+    return infos
+
+
+def checkpoint_identity(path: str | Path) -> str:
+    """sha256 of the safetensors header: names, dtypes, shapes and offsets (cheap, content-free)."""
+    path = checkpoint_path(path)
+    infos, metadata = read_safetensors_header(path)
+    canon = {n: [i.dtype, list(i.shape), i.start, i.end] for n, i in sorted(infos.items())}
+    return hashlib.sha256(json.dumps([canon, metadata], sort_keys=True).encode()).hexdigest()
