@@ -34,3 +34,13 @@ def reference_model_dir() -> Path:
 def golden() -> dict:
     with np.load(_require(REFERENCE_TINY / "golden_A.npz")) as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A freshly generated random model in the released format, with other sizes than the fixture."""
+    from voxtral_tts.testing import tiny_params, write_random_model
+
+    params = tiny_params(dim=48, n_layers=2, head_dim=12, hidden_dim=96, n_heads=4, n_kv_heads=1,
+                         vocab_size=1536, flow_layers=1, codec_dim=32, codec_heads=2, semantic_dim=16)
+    return write_random_model(tmp_path_factory.mktemp("tiny") / "model", params, seed=7)

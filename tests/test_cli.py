@@ -1,0 +1,84 @@
+"""voxtral-run end to end, as a user runs it (a subprocess, the installed console script)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from voxtral_tts.audio import read_wav
+
+pytest.importorskip("torch")
+
+
+def voxtral_run(*args, stdin: str | None = None):
+    exe = shutil.which("voxtral-run")
+    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.runtime.cli"]
+    return subprocess.run(cmd + [str(a) for a in args], input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
+    out = tmp_path / "hello.wav"
+    proc = voxtral_run(tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out, "--max-frames", "6", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    audio, rate = read_wav(out)
+    assert rate == 24000 and audio.shape == (6 * 1920,)
+    assert "wrote" in proc.stderr and "seed 3" in proc.stderr
+
+
+def test_stdin_and_text_file(tiny_model_dir, tmp_path):
+    proc = voxtral_run(tiny_model_dir, "-o", tmp_path / "a.wav", "--max-frames", "2", "-q", stdin="From stdin.")
+    assert proc.returncode == 0, proc.stderr
+    assert read_wav(tmp_path / "a.wav")[0].shape == (2 * 1920,)
+    (tmp_path / "t.txt").write_text("From a file.", encoding="utf-8")
+    proc = voxtral_run(tiny_model_dir, "--text-file", tmp_path / "t.txt", "-o", tmp_path / "b.wav", "--max-frames", "2")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
+    text = " ".join(f"Sentence {i} is part of a long text." for i in range(20))  # > 400 characters
+    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2", "--capacity", "1024")
+    assert proc.returncode == 0, proc.stderr
+    assert "split into 2 parts" in proc.stderr
+    assert read_wav(tmp_path / "long.wav")[0].shape == (2 * 2 * 1920,)
+
+
+def test_list_voices(tiny_model_dir):
+    proc = voxtral_run(tiny_model_dir, "--list-voices")
+    assert proc.returncode == 0
+    assert "casual_male" in proc.stdout and "alias echo" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-t", "   "], "text is empty"),
+        (["-t", "Hi.", "-v", "darth"], "unknown voice 'darth'"),
+        (["-t", "Hi.", "--reference-audio", "me.wav"], "no codec encoder|does not include"),
+        (["-t", "Hi.", "-o", "out.mp3"], "writes WAV files"),
+    ],
+)
+def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):
+    proc = voxtral_run(tiny_model_dir, *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voxtral-run: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(message, lines[0])
+
+
+def test_model_dir_errors_are_one_line(reference_model_dir, tmp_path):
+    proc = voxtral_run(tmp_path / "absent", "-t", "Hi.")
+    assert proc.returncode == 2 and "not a directory" in proc.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(reference_model_dir, broken)
+    ckpt = broken / "consolidated.safetensors"
+    ckpt.chmod(0o644)
+    ckpt.write_bytes(ckpt.read_bytes()[:100_000])
+    proc = voxtral_run(broken, "-t", "Hi.", "-o", tmp_path / "x.wav")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "truncated" in proc.stderr.strip().splitlines()[-1]

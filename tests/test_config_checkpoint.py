@@ -1,0 +1,155 @@
+"""params.json parsing and checkpoint validation, against the released files in ../shared/spec."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from voxtral_tts.checkpoint import checkpoint_identity, expected_tensors, validate_checkpoint
+from voxtral_tts.config import ModelConfig
+from voxtral_tts.errors import CheckpointError, ConfigError
+from voxtral_tts.tensors import write_safetensors
+
+
+@pytest.fixture(scope="module")
+def released(spec_dir):
+    return ModelConfig.from_file(spec_dir / "params.json")
+
+
+def test_released_params(released):
+    b, f, a, c = released.backbone, released.flow, released.audio, released.codec
+    assert (b.dim, b.n_layers, b.n_heads, b.n_kv_heads, b.head_dim, b.hidden_dim) == (3072, 26, 32, 8, 128, 9216)
+    assert b.rope_theta == 1e6 and b.vocab_size == 131072
+    assert (f.n_layers, f.n_decoding_steps, f.cfg_alpha, f.norm_eps) == (3, 7, 1.2, 1e-5)  # absent → defaults
+    assert c.decoder_transformer_lengths == (2, 2, 2, 2)  # parsed from "*_str" strings
+    assert c.decoder_convs_kernels == (3, 4, 4, 4) and c.decoder_convs_strides == (1, 2, 2, 2)
+    assert c.encoder_convs_strides == (2, 2, 2, 1) and c.decoder_windows == (2, 4, 8, 16)
+    assert c.latent_dim == 292 and c.samples_per_frame == 1920 and c.norm_eps == 0.01
+    assert a.semantic_head_rows == 8320 and a.codebook_table_rows == 9088
+    assert a.codebook_sizes == (8194,) + (23,) * 36
+    assert a.codebook_offsets[:3] == (0, 8194, 8217) and a.codebook_offsets[-1] == 8194 + 23 * 35
+    assert len(released.voices) == 20 and released.voices["hi_female"] == 19
+
+
+def test_expected_tensors_match_the_released_manifest(spec_dir, released):
+    manifest = json.loads((spec_dir / "checkpoint-manifest.json").read_text())
+    expected = expected_tensors(released)
+    assert len(expected) == manifest["tensor_count"] == 386
+    assert expected == {k: tuple(v) for k, v in manifest["tensors"].items()}
+    assert sum(int(np.prod(s)) for s in expected.values()) == manifest["parameter_count"]
+
+
+def test_unknown_fields_ignored_and_lists_accepted(spec_dir):
+    params = json.loads((spec_dir / "params.json").read_text())
+    params["some_future_field"] = {"x": 1}
+    codec = params["multimodal"]["audio_tokenizer_args"]
+    codec["decoder_convs_strides_str"] = [1, 2, 2, 2]
+    assert ModelConfig.from_dict(params).codec.decoder_convs_strides == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (("dim",), "'dim' is missing"),
+        (("multimodal", "audio_tokenizer_args", "decoder_convs_kernels_str"), "decoder_convs_kernels_str' is missing"),
+        (("multimodal", "audio_model_args"), "audio_model_args' is missing"),
+    ],
+)
+def test_missing_required_field_is_named(spec_dir, path, message):
+    params = json.loads((spec_dir / "params.json").read_text())
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict(params)
+
+
+def test_bad_values(spec_dir, tmp_path):
+    params = json.loads((spec_dir / "params.json").read_text())
+    params["multimodal"]["audio_tokenizer_args"]["decoder_convs_strides_str"] = "1,two"
+    with pytest.raises(ConfigError, match="must list integers"):
+        ModelConfig.from_dict(params)
+    params = json.loads((spec_dir / "params.json").read_text())
+    params["n_heads"] = "32"
+    with pytest.raises(ConfigError, match="'n_heads' must be int"):
+        ModelConfig.from_dict(params)
+    (tmp_path / "params.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ModelConfig.from_file(tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        ModelConfig.from_file(tmp_path / "nowhere")
+
+
+# --- checkpoint validation ---------------------------------------------------------------------------
+
+def _model_copy(src, dst):
+    shutil.copytree(src, dst)
+    (dst / "consolidated.safetensors").chmod(0o644)
+    return dst
+
+
+def _rewrite(model_dir, config, change):
+    """Rewrite the checkpoint with zeros after ``change(specs)`` edits the tensor list."""
+    specs = {name: ("BF16", shape) for name, shape in expected_tensors(config).items()}
+    change(specs)
+    write_safetensors(model_dir / "consolidated.safetensors", specs, lambda n: np.zeros(specs[n][1], np.float32))
+
+
+@pytest.fixture
+def tiny_copy(reference_model_dir, tmp_path):
+    return _model_copy(reference_model_dir, tmp_path / "model")
+
+
+def test_reference_checkpoint_is_valid(reference_model_dir):
+    config = ModelConfig.from_file(reference_model_dir)
+    assert len(validate_checkpoint(reference_model_dir, config)) == 161
+    assert len(checkpoint_identity(reference_model_dir)) == 64
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.pop("layers.1.attention.wq.weight"), r"missing: layers\.1\.attention\.wq\.weight"),
+        (lambda s: s.__setitem__("output.weight", ("BF16", (4, 4))), r"unexpected: output\.weight"),
+        (lambda s: s.__setitem__("norm.weight", ("BF16", (65,))), r"wrong shape: norm\.weight \[65\] \(expected \[64\]\)"),
+    ],
+)
+def test_checkpoint_mismatch_is_reported_by_name(tiny_copy, change, message):
+    config = ModelConfig.from_file(tiny_copy)
+    _rewrite(tiny_copy, config, change)
+    with pytest.raises(CheckpointError, match=message) as info:
+        validate_checkpoint(tiny_copy, config)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_and_corrupt_checkpoints(tiny_copy):
+    config = ModelConfig.from_file(tiny_copy)
+    path = tiny_copy / "consolidated.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        validate_checkpoint(tiny_copy, config)
+    path.write_bytes(struct.pack("<Q", 40) + b"{this is not json at all..............}" + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        validate_checkpoint(tiny_copy, config)
+    path.write_bytes(b"\x01\x02")
+    with pytest.raises(CheckpointError, match="truncated"):
+        validate_checkpoint(tiny_copy, config)
+    path.unlink()
+    with pytest.raises(CheckpointError, match="not found"):
+        validate_checkpoint(tiny_copy, config)
+
+
+def test_loading_a_bad_checkpoint_fails_before_reading_weights(tiny_copy):
+    pytest.importorskip("torch")
+    from voxtral_tts.model.loading import load_model
+
+    config = ModelConfig.from_file(tiny_copy)
+    _rewrite(tiny_copy, config, lambda s: s.pop("audio_tokenizer.output_proj.conv.parametrizations.weight.original0"))
+    with pytest.raises(CheckpointError, match="missing: audio_tokenizer.output_proj"):
+        load_model(tiny_copy, progress=False)

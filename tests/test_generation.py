@@ -1,0 +1,90 @@
+"""The decode loop and the TTS API on a freshly generated model (not the fixture's sizes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from voxtral_tts.errors import CapacityError, VoxtralError
+from voxtral_tts.runtime.decoding import chunk_plan
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_model_dir):
+    import voxtral_tts
+
+    return voxtral_tts.load(tiny_model_dir, backend="torch", capacity=256, progress=False)
+
+
+def test_prompt_layout(tts):
+    r = tts.generate("Hi there.", voice="casual_male", max_frames=2, seed=0)
+    n = tts.voice_bank.get("casual_male").n_audio_tokens
+    text_ids = tts.tokenizer.encode("Hi there.")
+    assert r.prompt_ids.tolist() == [1, 25] + [24] * n + [36] + text_ids + [35, 25]
+
+
+def test_seed_reproduces_and_equals_explicit_noise(tts):
+    a = tts.generate("Reproducible.", max_frames=6, seed=42)
+    b = tts.generate("Reproducible.", max_frames=6, seed=42)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.audio, b.audio)
+    noise = np.random.default_rng(42).standard_normal((6, 36)).astype(np.float32)
+    c = tts.generate("Reproducible.", noise=noise)
+    np.testing.assert_array_equal(a.codes, c.codes)
+    d = tts.generate("Reproducible.", max_frames=6, seed=43)
+    assert not np.array_equal(a.codes, d.codes)
+    assert a.seed == 42 and c.seed is None
+
+
+def test_frame_cap_and_output_shapes(tts):
+    r = tts.generate("Cap me.", max_frames=7, seed=1)
+    assert r.codes.shape == (7, 37) and r.codes.dtype == np.int64
+    assert r.audio.shape == (7 * 1920,) and r.audio.dtype == np.float32
+    assert not r.finished and r.sample_rate == 24000
+    assert (r.codes[:, 0] >= 2).all() and (r.codes[:, 0] <= 8193).all()
+    assert (r.codes[:, 1:] >= 2).all() and (r.codes[:, 1:] <= 22).all()
+
+
+def test_chunked_decode_equals_one_shot(tts):
+    """Chunks with 25 frames of left context give the one-shot waveform (the codec is causal)."""
+    r = tts.generate("A longer utterance for the codec.", max_frames=60, seed=5)
+    one_shot = tts.model.decode_audio(r.codes)
+    diff = float(np.abs(r.audio - one_shot).max())
+    print(f"chunked vs one-shot max abs diff {diff:.2e}")
+    assert len(chunk_plan(60)) == 2 and diff < 1e-4
+
+
+def test_capacity_and_argument_errors(tts):
+    with pytest.raises(CapacityError, match="KV cache holds 256"):
+        tts.generate("Too many frames.", max_frames=400, seed=0)
+    with pytest.raises(CapacityError, match="the prompt has"):
+        tts.generate("x" * 300, seed=0)  # byte-level vocabulary: 300 tokens > 256 positions
+    with pytest.raises(VoxtralError, match="either seed or noise"):
+        tts.generate("Both.", seed=1, noise=np.zeros((2, 36), np.float32))
+    with pytest.raises(VoxtralError, match="noise must be float32"):
+        tts.generate("Bad noise.", noise=np.zeros((2, 35), np.float32))
+    with pytest.raises(VoxtralError, match="noise has 2 rows but max_frames is 3"):
+        tts.generate("Short noise.", noise=np.zeros((2, 36), np.float32), max_frames=3)
+    with pytest.raises(VoxtralError, match="codes must be"):
+        tts.decode(np.zeros((3, 5), np.int64))
+
+
+def test_synthesize_splits_long_text(tts):
+    text = " ".join(["Sentence one is here."] * 3)
+    r = tts.synthesize(text, max_frames=3, seed=2, max_chars=30)
+    assert len(r.parts) == 3
+    assert r.codes.shape == (9, 37) and r.audio.shape == (9 * 1920,)
+    np.testing.assert_array_equal(r.audio[: 3 * 1920], r.parts[0].audio)
+
+
+def test_runtime_import_is_torch_free():
+    code = (
+        "import sys, voxtral_tts, voxtral_tts.runtime.cli, voxtral_tts.runtime.decoding, voxtral_tts.testing\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,1 @@
+"""The torch-free runtime: decode loop, backends interface, the TTS API and ``voxtral-run``."""

@@ -1,0 +1,103 @@
+"""``voxtral-run``: synthesise text to a 16-bit 24 kHz WAV file.
+
+    voxtral-run MODEL_DIR -t "Hello world." -v casual_male -o hello.wav --seed 0
+    echo "Hello." | voxtral-run MODEL_DIR -o hello.wav
+    voxtral-run MODEL_DIR --list-voices
+
+Errors caused by input are printed as one line (no traceback) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..audio import write_wav
+from ..errors import VoxtralError
+from ..voices import OPENAI_ALIASES, voice_gender, voice_language
+from ..text import check_text
+from .tts import BACKENDS, TTS, create_backend, read_model_dir
+
+log = logging.getLogger("voxtral_tts")
+
+NO_ENCODER = (
+    "voice cloning from reference audio needs the codec encoder, which the released "
+    "Voxtral-4B-TTS-2603 checkpoint does not include; use a preset voice, or pass a voice "
+    "embedding file with --voice path/to/voice.pt"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
+    p.add_argument("model", type=Path, help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-t", "--text", help="text to speak (default: read standard input)")
+    src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    p.add_argument("-v", "--voice", help="preset name, OpenAI alias (alloy, echo, …) or a .pt/.safetensors voice file")
+    p.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="output WAV file (default out.wav)")
+    p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default 2048)")
+    p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--capacity", type=int, default=4096, help="KV cache positions: prompt + frames (default 4096)")
+    p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
+    p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    return p
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None:
+        return args.text
+    if args.text_file is not None:
+        try:
+            return args.text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VoxtralError(f"{args.text_file}: cannot read text ({exc})") from None
+    if sys.stdin is None or sys.stdin.isatty():
+        raise VoxtralError("no text: give --text, --text-file, or pipe text on standard input")
+    return sys.stdin.read()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.reference_audio is not None:
+        raise VoxtralError(NO_ENCODER)
+    if args.output.suffix.lower() != ".wav":
+        raise VoxtralError(f"{args.output}: voxtral-run writes WAV files (name the output *.wav)")
+    _, tokenizer, voices = read_model_dir(args.model)
+    if args.list_voices:
+        aliases = {v: k for k, v in OPENAI_ALIASES.items()}
+        for name in voices.names:
+            extra = f"  (alias {aliases[name]})" if name in aliases else ""
+            print(f"{name:18s} {voice_language(name)}  {voice_gender(name) or '-':6s}{extra}")
+        return 0
+    # check what is cheap to check before loading gigabytes of weights
+    text = check_text(_read_text(args))
+    voices.get(args.voice)
+    model = create_backend(args.model, args.backend, capacity=args.capacity, progress=not args.quiet)
+    tts = TTS(model, tokenizer, voices)
+    result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
+    write_wav(args.output, result.audio, result.sample_rate)
+    seed = f", seed {result.seed}" if result.seed is not None else ""
+    stop = "" if result.finished else " (frame cap reached)"
+    log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, result.n_frames,
+             result.duration, result.voice, seed, stop)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except VoxtralError as exc:
+        print(f"voxtral-run: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("voxtral-run: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

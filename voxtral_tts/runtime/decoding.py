@@ -1,0 +1,182 @@
+"""The decode loop, written once for every backend (spec §6.1).
+
+A backend implements :class:`Inference` — it only runs graphs: embed, prefill, decode step,
+flow frame, code embedding, codec chunk — on numpy arrays. :func:`generate_frames` owns the loop:
+
+    h = prefill(prompt embeddings)                  # hidden of the final [BEGIN_AUDIO]
+    for n = 0, 1, …:
+        codes = flow_frame(h, noise[n])              # 37 codes, +2 offset
+        if codes[0] == END_AUDIO: stop               # never fed back, never decoded
+        yield codes
+        h = decode_step(embed_codes(codes), P + n)   # no extra [AUDIO] step
+
+:func:`decode_codes` turns codes into audio in chunks, each decoded with left context so that
+the result equals a one-shot decode (the codec is causal with a ~21-frame receptive field, §7.7);
+streaming uses the same chunking.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..config import END_AUDIO, ModelConfig
+from ..errors import CapacityError, VoxtralError
+
+log = logging.getLogger(__name__)
+
+#: Generated-frame cap when none is given (the reference deploy config's max_tokens).
+DEFAULT_MAX_FRAMES = 2048
+#: Codec chunking: new frames per chunk and frames of left context (≥ the 21-frame receptive field).
+CODEC_CHUNK_FRAMES = 50
+CODEC_CONTEXT_FRAMES = 25
+
+
+class Inference(ABC):
+    """What a backend provides. Arrays are numpy float32 / int64; one sequence at a time."""
+
+    config: ModelConfig
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int:
+        """Positions the KV cache holds (prompt + frames − 1 must fit)."""
+
+    @abstractmethod
+    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """Text-table rows for token ids [P] → [P, D]."""
+
+    @abstractmethod
+    def prefill(self, embeds: np.ndarray) -> np.ndarray:
+        """Start a sequence: prompt embeddings [P, D] at positions 0..P−1 → hidden of position P−1 [D]."""
+
+    @abstractmethod
+    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
+        """One backbone step: input [D] at ``position`` → hidden [D]."""
+
+    @abstractmethod
+    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """hidden [D], x0 noise [36] → codes [37] (int64, +2 offset)."""
+
+    @abstractmethod
+    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
+        """codes [37] → the summed code embedding [D] fed back to the backbone."""
+
+    @abstractmethod
+    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
+        """codes [T, 37] → waveform [T · samples_per_frame] (one codec call, no chunking)."""
+
+
+class NoiseSource:
+    """x0 of each frame: rows of an explicit array, or draws from a seeded generator.
+
+    With a seed, row n equals ``default_rng(seed).standard_normal((M, 36))[n]`` for any M ≥ n+1,
+    the fixture's contract, so explicit noise and a seed are interchangeable.
+    """
+
+    def __init__(self, width: int, seed: int | None = None, noise: np.ndarray | None = None):
+        self.width = width
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float32)
+            if noise.ndim != 2 or noise.shape[1] != width:
+                raise VoxtralError(f"noise must be float32 [frames, {width}], got shape {list(noise.shape)}")
+            self._rows, self._rng = noise, None
+        else:
+            self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
+            self._rows, self._rng = None, np.random.default_rng(self.seed)
+        self._next = 0
+
+    @property
+    def limit(self) -> int | None:
+        """Frames this source can supply (None: unlimited)."""
+        return None if self._rows is None else self._rows.shape[0] - self._next
+
+    def take(self) -> np.ndarray:
+        if self._rows is not None:
+            if self._next >= self._rows.shape[0]:
+                raise VoxtralError(f"noise has {self._rows.shape[0]} rows; more frames were needed")
+            row = self._rows[self._next]
+        else:
+            row = self._rng.standard_normal(self.width).astype(np.float32)
+        self._next += 1
+        return row
+
+
+def frame_budget(model: Inference, prompt_len: int, max_frames: int | None, noise: NoiseSource) -> int:
+    """How many frames may be generated: the request's cap, bounded by noise rows and the cache."""
+    room = model.capacity - prompt_len + 1  # frame n is computed from position P−1+n
+    if room < 1:
+        raise CapacityError(
+            f"the prompt has {prompt_len} tokens but the KV cache holds {model.capacity} positions; "
+            "shorten the text or raise the capacity"
+        )
+    if max_frames is None:
+        budget = min(DEFAULT_MAX_FRAMES, room)
+        if noise.limit is not None:
+            budget = min(budget, noise.limit)
+        return budget
+    if max_frames < 1:
+        raise VoxtralError(f"max_frames must be at least 1, got {max_frames}")
+    if max_frames > room:
+        raise CapacityError(
+            f"{max_frames} frames after a {prompt_len}-token prompt need {prompt_len + max_frames - 1} "
+            f"positions; the KV cache holds {model.capacity}"
+        )
+    if noise.limit is not None and noise.limit < max_frames:
+        raise VoxtralError(f"noise has {noise.limit} rows but max_frames is {max_frames}")
+    return max_frames
+
+
+def generate_frames(
+    model: Inference, embeds: np.ndarray, noise: NoiseSource, max_frames: int
+) -> Iterator[np.ndarray]:
+    """Yield the codes [37] of each audio frame until END_AUDIO or ``max_frames``."""
+    prompt_len = embeds.shape[0]
+    hidden = model.prefill(embeds)
+    for n in range(max_frames):
+        codes = model.flow_frame(hidden, noise.take())
+        if codes[0] == END_AUDIO:
+            log.debug("END_AUDIO at frame %d", n)
+            return
+        yield codes
+        if n + 1 < max_frames:
+            hidden = model.decode_step(model.embed_codes(codes), prompt_len + n)
+    log.info("frame cap reached (%d frames): audio truncated", max_frames)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Which frames one codec call decodes, and which of its output frames are new."""
+
+    start: int  # first frame decoded (context included)
+    stop: int  # one past the last frame decoded
+    context: int  # leading frames whose audio is dropped
+
+
+def chunk_plan(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES, context: int = CODEC_CONTEXT_FRAMES) -> list[ChunkPlan]:
+    plans, first = [], 0
+    while first < n_frames:
+        start = max(0, first - context)
+        stop = min(n_frames, first + chunk)
+        plans.append(ChunkPlan(start, stop, first - start))
+        first = stop
+    return plans
+
+
+def decode_codes(
+    decode_chunk: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, samples_per_frame: int,
+    chunk: int = CODEC_CHUNK_FRAMES, context: int = CODEC_CONTEXT_FRAMES,
+) -> np.ndarray:
+    """Codes [T, 37] → waveform [T · samples_per_frame], chunk by chunk with left context."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
+    pieces = []
+    for plan in chunk_plan(codes.shape[0], chunk, context):
+        audio = decode_chunk(codes[plan.start : plan.stop])
+        pieces.append(audio[plan.context * samples_per_frame :])
+    return np.concatenate(pieces).astype(np.float32, copy=False)

@@ -1,0 +1,61 @@
+"""Input text: validation and splitting of long text at sentence boundaries (spec §8).
+
+The model takes the text as is (no normalisation in the reference). Text longer than
+``max_chars`` is split the way the Rust port does: at the last sentence end (``. ! ?`` followed by
+a space) within the limit, else at the last line break or word boundary, else hard; a part that
+does not end in punctuation gets a ``,`` so that it is read as a continuing clause. Each part is
+then generated with a fresh prompt and the audio concatenated.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import TextError
+
+MAX_CHUNK_CHARS = 400
+MAX_INPUT_CHARS = 4096
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*\s+")
+_CLAUSE_END = ".!?,;:…。！？"
+
+
+def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> str:
+    """The text stripped of surrounding whitespace; empty or over-long text is an error."""
+    if not isinstance(text, str):
+        raise TextError(f"text must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise TextError("text is empty")
+    if max_chars is not None and len(stripped) > max_chars:
+        raise TextError(f"text is {len(stripped)} characters long; the limit is {max_chars}")
+    return stripped
+
+
+def _cut(window: str) -> int:
+    ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+    if ends:
+        return ends[-1]
+    for sep in ("\n", " "):
+        pos = window.rfind(sep)
+        if pos > 0:
+            return pos + 1
+    return len(window)
+
+
+def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
+    """Parts of at most ``max_chars`` characters, cut at sentence ends where possible."""
+    if max_chars < 1:
+        raise ValueError("max_chars must be positive")
+    rest = " ".join(text.split()) if len(text) > max_chars else text.strip()
+    parts: list[str] = []
+    while len(rest) > max_chars:
+        cut = _cut(rest[: max_chars + 1])
+        cut = min(cut, max_chars) if cut > max_chars else cut
+        part, rest = rest[:cut].strip(), rest[cut:].strip()
+        if part and part[-1] not in _CLAUSE_END:
+            part += ","
+        if part:
+            parts.append(part)
+    if rest:
+        parts.append(rest)
+    return parts
