@@ -3,7 +3,9 @@
 :func:`expected_tensors` lists every tensor of ``consolidated.safetensors`` with its shape, by the
 real (Mistral-native) key names of spec §2, from the configuration alone — no weights allocated.
 :func:`validate_checkpoint` compares a file's header with it and reports every missing, unexpected
-or mis-shaped tensor by name in one error. Torch-free: the export and the runtime share it.
+or mis-shaped tensor by name in one error. :class:`CheckpointReader` serves each tensor of the
+reference model by its module name, read lazily from the memory-mapped file with the load-time
+transforms applied — the one mapping that both model loading and ONNX export use. Torch-free.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .config import ModelConfig
 from .errors import CheckpointError
-from .tensors import TensorFileError, TensorInfo, read_safetensors_header
+from .tensors import TensorFileError, TensorInfo, bf16_to_float32, read_safetensors_array, read_safetensors_header
 
 CHECKPOINT_FILE = "consolidated.safetensors"
 Shape = tuple[int, ...]
@@ -130,3 +134,91 @@ def checkpoint_identity(path: str | Path) -> str:
     infos, metadata = read_safetensors_header(path)
     canon = {n: [i.dtype, list(i.shape), i.start, i.end] for n, i in sorted(infos.items())}
     return hashlib.sha256(json.dumps([canon, metadata], sort_keys=True).encode()).hexdigest()
+
+
+# --- module-space tensors ---------------------------------------------------------------------------
+
+FLOW_PREFIX = "acoustic_transformer."
+CODEC_PREFIX = "audio_tokenizer."
+WEIGHT_NORM_G = ".parametrizations.weight.original0"
+WEIGHT_NORM_V = ".parametrizations.weight.original1"
+SEMANTIC_CODEBOOK = "audio_tokenizer.semantic_codebook"
+_QUANTIZER = "audio_tokenizer.quantizer.semantic_codebook."
+
+
+def module_key(checkpoint_key: str) -> str:
+    """Where a checkpoint tensor lives in the reference model (backbone keys get ``backbone.``)."""
+    if checkpoint_key.startswith((FLOW_PREFIX, CODEC_PREFIX)):
+        return checkpoint_key
+    return "backbone." + checkpoint_key
+
+
+def fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """weight_norm(dim=0): ``g · v / ‖v‖``, one norm per dim-0 slice over all other dims, in
+    float32 (for ConvTranspose1d [in, out, k] dim 0 is the *input* channel; spec §2.4)."""
+    v = v.astype(np.float32, copy=False)
+    norm = np.sqrt(np.square(v.reshape(v.shape[0], -1), dtype=np.float32).sum(axis=1, dtype=np.float32))
+    return (g.astype(np.float32).reshape(-1, *([1] * (v.ndim - 1))) * v / norm.reshape(-1, *([1] * (v.ndim - 1)))).astype(np.float32)
+
+
+class CheckpointReader:
+    """The checkpoint in module space: each reference-model tensor (by its module name) as numpy,
+    read from the memory-mapped file on demand, one at a time, with the load-time transforms
+    applied (weight norm folded, the semantic codebook computed, spec §2.4, §7.1)."""
+
+    def __init__(self, model_dir: str | Path, config: ModelConfig):
+        self.path = checkpoint_path(model_dir)
+        self.config = config
+        self.infos = validate_checkpoint(self.path, config)
+        self.shapes: dict[str, Shape] = {}
+        self._sources: dict[str, tuple[str, ...]] = {}
+        for key, info in self.infos.items():
+            if key.endswith(WEIGHT_NORM_G):
+                base = key[: -len(WEIGHT_NORM_G)]
+                v_key = base + WEIGHT_NORM_V
+                self._add(module_key(base + ".weight"), self.infos[v_key].shape, (key, v_key))
+            elif key.endswith(WEIGHT_NORM_V) or key.startswith(_QUANTIZER):
+                continue
+            else:
+                self._add(module_key(key), info.shape, (key,))
+        c = config.codec
+        self._add(SEMANTIC_CODEBOOK, (c.semantic_codebook_size, c.semantic_dim),
+                  (_QUANTIZER + "embedding_sum", _QUANTIZER + "cluster_usage"))
+
+    def _add(self, name: str, shape: Shape, sources: tuple[str, ...]) -> None:
+        self.shapes[name] = tuple(shape)
+        self._sources[name] = sources
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(np.prod(i.shape, dtype=np.int64)) for i in self.infos.values())
+
+    def is_plain(self, name: str) -> bool:
+        """Stored as is in the file (no transform): may be read as raw BF16 bits."""
+        return len(self._sources[name]) == 1
+
+    def _array(self, key: str) -> np.ndarray:
+        return read_safetensors_array(self.path, self.infos[key])
+
+    def read(self, name: str, raw_bf16: bool = False) -> np.ndarray:
+        """Module tensor ``name`` as float32 — or, with ``raw_bf16`` and a plain BF16 tensor, its
+        uint16 bits (no conversion; torch views them as bfloat16)."""
+        sources = self._sources[name]
+        try:
+            if name == SEMANTIC_CODEBOOK:
+                total, usage = (as_float(self._array(k), self.infos[k].dtype) for k in sources)
+                return (total / np.maximum(usage, np.float32(1e-5))[:, None]).astype(np.float32)
+            if len(sources) == 2:
+                g, v = (as_float(self._array(k), self.infos[k].dtype) for k in sources)
+                return fold_weight_norm(g, v)
+            info = self.infos[sources[0]]
+            array = self._array(sources[0])
+            if raw_bf16 and info.dtype == "BF16":
+                return np.array(array)
+            return as_float(array, info.dtype)
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot read tensor data ({exc})") from None
+
+
+def as_float(array: np.ndarray, dtype: str) -> np.ndarray:
+    return bf16_to_float32(array) if dtype == "BF16" else np.asarray(array, dtype=np.float32).copy()

@@ -86,3 +86,17 @@ class Backbone(nn.Module):
         for layer in self.layers:
             x = layer(x, rope=rope, mask=mask, positions=positions, kv_len=kv_len)
         return self.norm(x)
+
+    def forward_past(self, embeds: torch.Tensor, positions: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]):
+        """The same step with the cache outside: embeds [B, L, D] at ``positions`` [B, L], after
+        ``past`` keys/values per layer ([B, P, Hkv, hd], positions 0..P−1) → final-normed hidden
+        [B, L, D] and the new keys and values [n_layers, B, L, Hkv, hd] to store at the positions."""
+        cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
+        rope = (cos[:, None], sin[:, None])  # broadcast over heads
+        x = embeds.float()
+        new_k, new_v = [], []
+        for layer, (past_k, past_v) in zip(self.layers, past):
+            x, k, v = layer.forward_past(x, rope, past_k, past_v)
+            new_k.append(k)
+            new_v.append(v)
+        return self.norm(x), torch.stack(new_k), torch.stack(new_v)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import N_AUDIO_SPECIAL, CodecArgs
-from .layers import FeedForward, Linear, RMSNorm
+from .layers import FeedForward, Linear, RMSNorm, attend
 
 
 class CausalConv1d(nn.Module):
@@ -93,10 +93,7 @@ class CodecAttention(nn.Module):
         q = q.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        rep = self.n_heads // self.n_kv_heads
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0 / math.sqrt(self.head_dim))
+        out = attend(q, [(k, v, bias)], 1.0 / math.sqrt(self.head_dim))
         return self.wo(out.transpose(1, 2).reshape(B, L, -1))
 
 

@@ -49,9 +49,9 @@ class FeedForward(nn.Module):
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [L, head_dim/2] for absolute positions, in float32 (spec §5 step 3)."""
+    """cos/sin tables [..., head_dim/2] for absolute positions [...], in float32 (spec §5 step 3)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    angles = positions.to(torch.float32)[..., None] * inv_freq
     return torch.cos(angles), torch.sin(angles)
 
 
@@ -84,17 +84,62 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
+def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
+    """Softmax attention of q [B, H, L, hd] over one or more key/value blocks, in float32.
+
+    Each block is ``(k, v, mask)`` with k, v [B, Hkv, S, hd] and mask None, bool [L, S] (True =
+    attend) or an additive float bias [H, L, S]. Scores of all blocks share one softmax, so a
+    cache block and the new tokens' block are attended together without concatenating the cache.
+    Grouped-query: query head h reads kv head h // (H / Hkv); k and v are never repeated.
+    """
+    B, H, L, hd = q.shape
+    n_kv = blocks[0][0].shape[1]
+    rep = H // n_kv
+    qg = q.float().reshape(B, n_kv, rep * L, hd) * scale
+    scores = []
+    for k, v, mask in blocks:
+        s = qg @ k.float().transpose(-1, -2)  # [B, Hkv, rep·L, S]
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                s = s.masked_fill(~mask.repeat(rep, 1), float("-inf"))
+            else:
+                s = s + mask.reshape(n_kv, rep * L, -1)
+        scores.append(s)
+    probs = torch.softmax(torch.cat(scores, dim=-1) if len(scores) > 1 else scores[0], dim=-1)
+    out, start = None, 0
+    for k, v, _ in blocks:
+        part = probs[..., start : start + k.shape[2]] @ v.float()
+        out = part if out is None else out + part
+        start += k.shape[2]
+    return out.reshape(B, H, L, hd).to(q.dtype)
+
+
 class Attention(nn.Module):
     """Grouped-query attention: query head h reads kv head h // (n_heads / n_kv_heads)."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.scale = 1.0 / math.sqrt(head_dim)
         self.wq = Linear(dim, n_heads * head_dim)
         self.wk = Linear(dim, n_kv_heads * head_dim)
         self.wv = Linear(dim, n_kv_heads * head_dim)
         self.wo = Linear(n_heads * head_dim, dim)
         self.cache: KVCache | None = None
+
+    def project(self, x: torch.Tensor, rope=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, H, L, hd], k and v [B, Hkv, L, hd], RoPE applied when given."""
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        B, _, L, _ = out.shape
+        return self.wo(out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
 
     def forward(
         self,
@@ -104,23 +149,25 @@ class Attention(nn.Module):
         positions: torch.Tensor | None = None,
         kv_len: int | None = None,
     ) -> torch.Tensor:
-        B, L, _ = x.shape
-        q = self.wq(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        """Self-attention over ``x``, or — with a static cache set up — over the cache after
+        writing ``x``'s keys/values at ``positions`` (slots beyond ``kv_len`` are not read)."""
+        q, k, v = self.project(x, rope)
         if self.cache is not None:
             k, v = self.cache.update(positions, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        rep = self.n_heads // self.n_kv_heads
-        if rep > 1:
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(
-            q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim)
-        )
-        return self.wo(out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
+        return self.output(attend(q, [(k, v, mask)], self.scale))
+
+    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor):
+        """Attention of new tokens over given past keys/values [B, P, Hkv, hd] (all visible) and
+        themselves (causal). Returns the output and the new keys/values [B, L, Hkv, hd], for the
+        caller to store: the cache lives outside (exported graphs)."""
+        q, k, v = self.project(x, rope)
+        L = x.shape[1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        past = (past_k.transpose(1, 2), past_v.transpose(1, 2), None)
+        out = attend(q, [past, (k, v, causal)], self.scale)
+        return self.output(out), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class TransformerBlock(nn.Module):
@@ -136,3 +183,8 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, **attention_kwargs) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), **attention_kwargs)
         return x + self.feed_forward(self.ffn_norm(x))
+
+    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor):
+        a, k, v = self.attention.forward_past(self.attention_norm(x), rope, past_k, past_v)
+        x = x + a
+        return x + self.feed_forward(self.ffn_norm(x)), k, v
