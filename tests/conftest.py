@@ -44,3 +44,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     params = tiny_params(dim=48, n_layers=2, head_dim=12, hidden_dim=96, n_heads=4, n_kv_heads=1,
                          vocab_size=1536, flow_layers=1, codec_dim=32, codec_heads=2, semantic_dim=16)
     return write_random_model(tmp_path_factory.mktemp("tiny") / "model", params, seed=7)
+
+
+@pytest.fixture(scope="session")
+def reference_engine_dir(tmp_path_factory, reference_model_dir) -> Path:
+    """The fixture's model exported to ONNX (with the raw velocity graph), validated on export."""
+    pytest.importorskip("onnx")
+    from voxtral_tts.export.build import build_engine
+
+    return build_engine(reference_model_dir, tmp_path_factory.mktemp("engines") / "reference", with_velocity=True,
+                        progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    pytest.importorskip("onnx")
+    from voxtral_tts.export.build import build_engine
+
+    return build_engine(tiny_model_dir, tmp_path_factory.mktemp("engines") / "tiny", capacity=512, progress=False)

@@ -50,7 +50,8 @@ class FeedForward(nn.Module):
 
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [..., head_dim/2] for absolute positions [...], in float32 (spec §5 step 3)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device)
+    inv_freq = 1.0 / (theta ** (steps / head_dim))
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return torch.cos(angles), torch.sin(angles)
 

@@ -18,7 +18,7 @@ from ..audio import write_wav
 from ..errors import VoxtralError
 from ..voices import OPENAI_ALIASES, voice_gender, voice_language
 from ..text import check_text
-from .tts import BACKENDS, TTS, create_backend, read_model_dir
+from .tts import BACKENDS, TTS, create_backend, default_backend, read_model_dir
 
 log = logging.getLogger("voxtral_tts")
 
@@ -31,7 +31,8 @@ NO_ENCODER = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
-    p.add_argument("model", type=Path, help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)")
+    p.add_argument("model", type=Path, help="engine directory (voxtral-export) or model directory (params.json, "
+                   "consolidated.safetensors, tekken.json, voice_embedding/)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("-t", "--text", help="text to speak (default: read standard input)")
     src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
@@ -39,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="output WAV file (default out.wav)")
     p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default 2048)")
     p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--capacity", type=int, default=4096, help="KV cache positions: prompt + frames (default 4096)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="default: onnxruntime for an engine directory, torch for a model directory (onnxruntime "
+                        "exports a model directory once to the engine cache)")
+    p.add_argument("--device", default="cpu", help="onnxruntime: cpu, cuda or tensorrt (default cpu)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
+    p.add_argument("--capacity", type=int, help="KV cache positions: prompt + frames (default 4096, or the engine's)")
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
     p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
@@ -75,7 +80,14 @@ def run(args: argparse.Namespace) -> int:
     # check what is cheap to check before loading gigabytes of weights
     text = check_text(_read_text(args))
     voices.get(args.voice)
-    model = create_backend(args.model, args.backend, capacity=args.capacity, progress=not args.quiet)
+    options = {"progress": not args.quiet}
+    if args.capacity:
+        options["capacity"] = args.capacity
+    if (args.backend or default_backend(args.model)) == "onnxruntime":
+        options.update(device=args.device, threads=args.threads)
+    elif args.device != "cpu" or args.threads:
+        raise VoxtralError("--device and --threads apply to the onnxruntime backend")
+    model = create_backend(args.model, args.backend, **options)
     tts = TTS(model, tokenizer, voices)
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
     write_wav(args.output, result.audio, result.sample_rate)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -34,6 +33,9 @@ DEFAULT_MAX_FRAMES = 2048
 #: Codec chunking: new frames per chunk and frames of left context (≥ the 21-frame receptive field).
 CODEC_CHUNK_FRAMES = 50
 CODEC_CONTEXT_FRAMES = 25
+#: Streaming: audio after the first 5 frames, then every 5 frames up to 25, then every 25.
+STREAM_FIRST_FRAMES = 5
+STREAM_CHUNK_FRAMES = 25
 
 
 class Inference(ABC):
@@ -148,23 +150,18 @@ def generate_frames(
     log.info("frame cap reached (%d frames): audio truncated", max_frames)
 
 
-@dataclass(frozen=True)
-class ChunkPlan:
-    """Which frames one codec call decodes, and which of its output frames are new."""
-
-    start: int  # first frame decoded (context included)
-    stop: int  # one past the last frame decoded
-    context: int  # leading frames whose audio is dropped
+def chunk_bounds(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """[first, stop) of each codec call's new frames."""
+    return [(first, min(n_frames, first + chunk)) for first in range(0, n_frames, chunk)]
 
 
-def chunk_plan(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES, context: int = CODEC_CONTEXT_FRAMES) -> list[ChunkPlan]:
-    plans, first = [], 0
-    while first < n_frames:
-        start = max(0, first - context)
-        stop = min(n_frames, first + chunk)
-        plans.append(ChunkPlan(start, stop, first - start))
-        first = stop
-    return plans
+def decode_span(decode_chunk: Callable[[np.ndarray], np.ndarray], codes, first: int, stop: int,
+                samples_per_frame: int, context: int = CODEC_CONTEXT_FRAMES) -> np.ndarray:
+    """Audio of frames [first, stop): decoded with up to ``context`` frames before ``first``,
+    whose audio is dropped. ``codes`` is any sequence of [37] frames (an array or a list)."""
+    start = max(0, first - context)
+    audio = decode_chunk(np.asarray(codes[start:stop], dtype=np.int64))
+    return np.asarray(audio[(first - start) * samples_per_frame :], dtype=np.float32)
 
 
 def decode_codes(
@@ -175,8 +172,11 @@ def decode_codes(
     codes = np.asarray(codes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
-    pieces = []
-    for plan in chunk_plan(codes.shape[0], chunk, context):
-        audio = decode_chunk(codes[plan.start : plan.stop])
-        pieces.append(audio[plan.context * samples_per_frame :])
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+    pieces = [decode_span(decode_chunk, codes, first, stop, samples_per_frame, context)
+              for first, stop in chunk_bounds(codes.shape[0], chunk)]
+    return np.concatenate(pieces)
+
+
+def stream_chunk_frames(emitted: int) -> int:
+    """New frames in the next streamed chunk: 5 until 25 frames are out, then 25 (the reference)."""
+    return STREAM_FIRST_FRAMES if emitted + STREAM_FIRST_FRAMES <= STREAM_CHUNK_FRAMES else STREAM_CHUNK_FRAMES

@@ -8,22 +8,27 @@ torch backend is imported only when asked for.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..config import ModelConfig
+from ..engine import Engine, is_engine_dir, open_engine
 from ..errors import VoxtralError
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
-from .decoding import Inference, NoiseSource, decode_codes, frame_budget, generate_frames
+from .decoding import (Inference, NoiseSource, decode_codes, decode_span, frame_budget, generate_frames,
+                       stream_chunk_frames)
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,30 @@ class TTS:
             seed=results[0].seed, parts=tuple(results),
         )
 
+    def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
+               seed: int | None = None, noise: np.ndarray | None = None,
+               max_chars: int = MAX_CHUNK_CHARS) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks as frames are produced: the first after 5 frames (400 ms of
+        audio), then every 5 frames up to 25, then every 25. Each chunk is decoded with up to 25
+        frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
+        arguments) up to float rounding. Long text is streamed part by part."""
+        text = check_text(text)
+        source = self._noise(seed, noise)
+        chosen = self.voice_bank.get(voice)
+        spf = self.config.samples_per_frame
+        for part in split_text(text, max_chars):
+            ids, embeds = self.prompt(part, chosen)
+            budget = frame_budget(self.model, len(ids), max_frames, source)
+            frames: list[np.ndarray] = []
+            emitted = 0
+            for codes in generate_frames(self.model, embeds, source, budget):
+                frames.append(codes)
+                if len(frames) - emitted >= stream_chunk_frames(emitted):
+                    yield decode_span(self.model.decode_audio, frames, emitted, len(frames), spf)
+                    emitted = len(frames)
+            if len(frames) > emitted:
+                yield decode_span(self.model.decode_audio, frames, emitted, len(frames), spf)
+
     def _noise(self, seed: int | None, noise: np.ndarray | None) -> NoiseSource:
         if seed is not None and noise is not None:
             raise VoxtralError("give either seed or noise, not both")
@@ -137,29 +166,86 @@ class TTS:
 
 
 def read_model_dir(path: str | Path) -> tuple[ModelConfig, Tekken, VoiceBank]:
-    """The light parts of a model directory — config, tokenizer, voices — without any weights."""
+    """The light parts of a model or engine directory — config, tokenizer, voices — without weights."""
     path = Path(path)
     if not path.is_dir():
-        raise VoxtralError(f"{path}: not a directory (expected a model directory)")
+        raise VoxtralError(f"{path}: not a directory (expected a model or engine directory)")
     config = ModelConfig.from_file(path)
     tokenizer = Tekken.from_file(path)
     voices = VoiceBank(path / VOICE_DIR, tokenizer.voice_num_audio_tokens, config.backbone.dim, config.voices)
     return config, tokenizer, voices
 
 
-def create_backend(path: str | Path, backend: str = "torch", **options) -> Inference:
+def default_backend(path: str | Path) -> str:
+    return "onnxruntime" if is_engine_dir(path) else "torch"
+
+
+def create_backend(path: str | Path, backend: str | None = None, **options) -> Inference:
+    """The backend for a model directory or an engine directory.
+
+    - ``torch`` (model directories): options ``capacity``, ``device``, ``weight_dtype``, ``progress``.
+    - ``onnxruntime``: an engine directory, or a model directory exported once to the engine
+      cache and reused (see :func:`cached_engine`); options ``capacity``, ``device``
+      (cpu | cuda | tensorrt), ``threads``, ``progress``.
+    """
+    path = Path(path)
+    backend = backend or default_backend(path)
     if backend not in BACKENDS:
         raise VoxtralError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
-    from ..model.backend import TorchInference
+    if backend == "torch":
+        if is_engine_dir(path):
+            raise VoxtralError(f"{path}: is an engine directory; the torch backend needs a model directory")
+        from ..model.backend import TorchInference
 
-    return TorchInference.from_model_dir(path, **options)
+        return TorchInference.from_model_dir(path, **options)
+    from .onnx_backend import OnnxInference
+
+    progress = options.pop("progress", True)
+    engine = open_engine(path) if is_engine_dir(path) else cached_engine(path, progress=progress)
+    return OnnxInference(engine, **options)
 
 
-def load(path: str | Path, backend: str = "torch", **options) -> TTS:
-    """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/).
+def cache_root() -> Path:
+    return Path(os.environ.get("VOXTRAL_TTS_CACHE", Path.home() / ".cache" / "voxtral-tts"))
 
-    ``backend="torch"``: the PyTorch reference (options: ``capacity``, ``device``, ``weight_dtype``,
-    ``progress``).
-    """
+
+def cached_engine(model_dir: str | Path, precision: str = "fp32", progress: bool = True) -> Engine:
+    """The ONNX engine of a model directory, exported on first use into the cache directory
+    (``$VOXTRAL_TTS_CACHE``, default ``~/.cache/voxtral-tts``) and reused while the model's
+    params.json, checkpoint header and tokenizer are unchanged. Exporting needs torch and onnx."""
+    from ..checkpoint import checkpoint_identity
+    from ..engine import FORMAT_VERSION, check_engine_matches, sha256_file
+
+    model_dir = Path(model_dir)
+    config = ModelConfig.from_file(model_dir)
+    identity = {"params_sha256": config.params_sha256, "checkpoint_sha256": checkpoint_identity(model_dir),
+                "tekken_sha256": sha256_file(model_dir / "tekken.json")}
+    key = "-".join(identity[k][:12] for k in sorted(identity)) + f"-onnx-{precision}-v{FORMAT_VERSION}"
+    target = cache_root() / "engines" / key
+    if is_engine_dir(target):
+        engine = open_engine(target)
+        check_engine_matches(engine, identity)
+        log.info("using the cached engine %s", target)
+        return engine
+    try:
+        from ..export.build import build_engine
+    except ImportError as exc:
+        raise VoxtralError(
+            f"{model_dir}: exporting a model directory for onnxruntime needs the export extras "
+            f"(pip install 'voxtral-tts[export]'): {exc}"
+        ) from None
+    log.info("first use of %s with onnxruntime: exporting to %s", model_dir, target)
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    build_engine(model_dir, staging, precision=precision, progress=progress)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return open_engine(target)
+
+
+def load(path: str | Path, backend: str | None = None, **options) -> TTS:
+    """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)
+    or an engine directory (``voxtral-export``). ``backend``: ``torch`` or ``onnxruntime``; by
+    default onnxruntime for engine directories and torch for model directories."""
     _, tokenizer, voices = read_model_dir(path)
     return TTS(create_backend(path, backend, **options), tokenizer, voices)

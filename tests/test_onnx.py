@@ -1,0 +1,207 @@
+"""ONNX export and the torch-free ONNX Runtime backend: fixture, parity with torch, streaming,
+engine checks, and the CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+import voxtral_tts  # noqa: E402
+from voxtral_tts.engine import MANIFEST, check_engine_matches, open_engine  # noqa: E402
+from voxtral_tts.errors import CapacityError, EngineError, VoxtralError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ort_tts(reference_engine_dir):
+    return voxtral_tts.load(reference_engine_dir)
+
+
+def test_engine_manifest(reference_engine_dir):
+    engine = open_engine(reference_engine_dir)
+    assert engine.target == "onnx" and engine.precision == "fp32" and engine.capacity == 4096
+    assert set(engine.manifest["graphs"]) == {"backbone", "flow_frame", "codec", "flow_velocity"}
+    backbone = engine.graph("backbone")
+    names = [i["name"] for i in backbone["inputs"]]
+    assert names[:4] == ["embeds", "positions", "past_k.0", "past_v.0"] and backbone["outputs"] == ["hidden", "present_k", "present_v"]
+    assert backbone["data_files"] == ["backbone.onnx.data"]
+    validation = engine.manifest["validation"]
+    assert validation["flow_frame codes"]["mismatches"] == 0
+    assert max(v["relative"] for v in validation.values() if "relative" in v) < 1e-4
+    assert {"params_sha256", "checkpoint_sha256", "tekken_sha256"} <= set(engine.identity)
+    assert engine.manifest["exporter"]["torch"] and engine.manifest["exporter"]["onnxruntime"]
+
+
+def test_graphs_have_no_if_nodes_and_a_static_cache_interface(reference_engine_dir):
+    import onnx
+
+    for name in ("backbone", "flow_frame", "codec"):
+        model = onnx.load(str(reference_engine_dir / f"{name}.onnx"), load_external_data=False)
+        ops = {n.op_type for n in model.graph.node}
+        assert "If" not in ops and "Loop" not in ops, (name, ops)
+
+
+def test_fixture_reproduced_by_onnxruntime(ort_tts, golden):
+    assert type(ort_tts.model).__name__ == "OnnxInference"
+    r = ort_tts.generate("Hello world.", voice="casual_male", noise=golden["noise"])
+    np.testing.assert_array_equal(r.prompt_ids, golden["prompt_ids"])
+    np.testing.assert_array_equal(r.codes, golden["codes_decoded"])  # exact, with the stop at frame 9
+    err = float(np.abs(r.audio - golden["waveform"]).max() / np.abs(golden["waveform"]).max())
+    print(f"onnxruntime waveform vs fixture: {err:.2e} of peak")
+    assert r.finished and err < 1e-4
+
+
+def test_velocity_graph_matches_fixture(reference_engine_dir, golden):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(reference_engine_dir / "flow_velocity.onnx"), providers=["CPUExecutionProvider"])
+    h = golden["frame_hidden"][:1]
+    t_grid = np.linspace(0, 1, 8, dtype=np.float32)
+    for k in range(7):
+        x = golden["fm_x_t_frame0"][k : k + 1]
+        cond = sess.run(None, {"x": x, "t": t_grid[k : k + 1], "hidden": h})[0][0]
+        uncond = sess.run(None, {"x": x, "t": t_grid[k : k + 1], "hidden": np.zeros_like(h)})[0][0]
+        ref = golden["fm_velocity_frame0"][k]
+        assert np.abs(cond - ref[0]).max() <= 1e-4 * np.abs(ref).max()
+        assert np.abs(uncond - ref[1]).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_streaming_equals_one_shot(tiny_engine_dir):
+    tts = voxtral_tts.load(tiny_engine_dir)
+    one_shot = tts.synthesize("Streaming must equal one-shot output.", voice="casual_male", max_frames=70, seed=11)
+    chunks = list(tts.stream("Streaming must equal one-shot output.", voice="casual_male", max_frames=70, seed=11))
+    sizes = [len(c) // 1920 for c in chunks]
+    assert sizes[:5] == [5, 5, 5, 5, 5] and sizes[5] == 25 and sum(sizes) == 70
+    diff = float(np.abs(np.concatenate(chunks) - one_shot.audio).max())
+    print(f"streaming vs one-shot max abs diff: {diff:.2e}")
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("voice", ["casual_male", "neutral_female"])
+def test_codes_equal_torch_backend(tiny_model_dir, tiny_engine_dir, voice):
+    pytest.importorskip("torch")
+    ort_tts = voxtral_tts.load(tiny_engine_dir)
+    torch_tts = voxtral_tts.load(tiny_model_dir, backend="torch", progress=False)
+    for i, text in enumerate(["Hello world.", "A second, longer sentence to speak!", "Numbers: 1, 2, 3?"]):
+        a = ort_tts.generate(text, voice=voice, max_frames=12, seed=100 + i)
+        b = torch_tts.generate(text, voice=voice, max_frames=12, seed=100 + i)
+        np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)
+        np.testing.assert_array_equal(a.codes, b.codes)
+        assert np.abs(a.audio - b.audio).max() <= 1e-4 * np.abs(b.audio).max()
+
+
+def test_runtime_never_imports_torch(reference_engine_dir):
+    code = (
+        "import sys, numpy as np, voxtral_tts\n"
+        f"tts = voxtral_tts.load({str(reference_engine_dir)!r})\n"
+        "r = tts.generate('Hello world.', voice='casual_male', seed=1234, max_frames=16)\n"
+        "chunks = list(tts.stream('Hello world.', voice='casual_male', seed=1234, max_frames=16))\n"
+        "assert r.n_frames == 9, r.n_frames\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+        "print('torch-free ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch-free ok" in proc.stdout
+
+
+def test_capacity_is_a_runtime_setting(reference_engine_dir):
+    tts = voxtral_tts.load(reference_engine_dir, capacity=20)
+    assert tts.model.k_cache.shape[2] == 20
+    r = tts.generate("Hello world.", voice="casual_male", seed=1234, max_frames=4)  # 17 + 4 - 1 positions
+    assert r.n_frames == 4
+    with pytest.raises(CapacityError, match="KV cache holds 20"):
+        tts.generate("Hello world.", voice="casual_male", seed=1234, max_frames=5)
+
+
+def test_missing_execution_provider_is_a_clear_error(reference_engine_dir):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(VoxtralError, match="needs onnxruntime.s CUDAExecutionProvider, which this onnxruntime build lacks"):
+        voxtral_tts.load(reference_engine_dir, device="cuda")
+
+
+# --- engine checks -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def engine_copy(reference_engine_dir, tmp_path):
+    return shutil.copytree(reference_engine_dir, tmp_path / "engine")
+
+
+def test_incomplete_engine(engine_copy):
+    (engine_copy / "codec.onnx.data").unlink()
+    with pytest.raises(EngineError, match="incomplete engine, missing codec.onnx.data"):
+        open_engine(engine_copy)
+
+
+def test_engine_from_another_version(engine_copy):
+    manifest = json.loads((engine_copy / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (engine_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="format version 99"):
+        voxtral_tts.load(engine_copy)
+
+
+def test_engine_for_another_model(engine_copy):
+    params = json.loads((engine_copy / "params.json").read_text())
+    params["n_layers"] = 3
+    (engine_copy / "params.json").write_text(json.dumps(params))
+    with pytest.raises(EngineError, match="params.json differs"):
+        open_engine(engine_copy)
+
+
+def test_identity_mismatch(reference_engine_dir):
+    engine = open_engine(reference_engine_dir)
+    other = dict(engine.identity, checkpoint_sha256="0" * 64)
+    with pytest.raises(EngineError, match="built for another model \\(checkpoint_sha256 differ\\)"):
+        check_engine_matches(engine, other)
+
+
+def test_not_an_engine(tmp_path):
+    with pytest.raises(EngineError, match="not an engine directory"):
+        open_engine(tmp_path)
+
+
+# --- CLIs --------------------------------------------------------------------------------------------
+
+def _cli(name, *args, env=None):
+    exe = shutil.which(name)
+    module = {"voxtral-run": "voxtral_tts.runtime.cli", "voxtral-export": "voxtral_tts.export.cli"}[name]
+    cmd = [exe] if exe else [sys.executable, "-m", module]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def test_export_check_on_existing_engine(reference_engine_dir, reference_model_dir):
+    proc = _cli("voxtral-export", reference_model_dir, "-o", reference_engine_dir, "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "backbone decode step" in proc.stdout and "all graphs within" in proc.stdout
+
+
+def test_export_errors_are_one_line(tmp_path):
+    proc = _cli("voxtral-export", tmp_path / "nowhere", "-o", tmp_path / "e")
+    assert proc.returncode == 2 and proc.stderr.startswith("voxtral-export: error:")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_voxtral_run_on_engine_and_on_model_dir_via_cache(reference_engine_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "a.wav"
+    proc = _cli("voxtral-run", reference_engine_dir, "-t", "Hello world.", "-v", "casual_male", "--seed", "1234", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "9 frames" in proc.stderr
+    env = {"VOXTRAL_TTS_CACHE": str(tmp_path / "cache")}
+    args = (tiny_model_dir, "--backend", "onnxruntime", "-t", "Hi.", "--max-frames", "3", "-o", tmp_path / "b.wav")
+    first = _cli("voxtral-run", *args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "exporting to" in first.stderr
+    second = _cli("voxtral-run", *args, env=env)
+    assert second.returncode == 0 and "using the cached engine" in second.stderr

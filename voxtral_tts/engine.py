@@ -1,0 +1,129 @@
+"""Engine directories: what ``voxtral-export`` writes and the runtime loads. Torch-free.
+
+    ENGINE_DIR/
+      manifest.json                  format, version, model identity, graphs and their I/O, versions
+      backbone.onnx (+ .data)        one decode graph for prefill and for each step (see export)
+      flow_frame.onnx (+ .data)      hidden + noise → 37 codes
+      codec.onnx (+ .data)           codes [B, T, 37] → waveform
+      embeddings/*.npy               text and codebook tables (BF16 bits or float32), read on the host
+      params.json tekken.json voice_embedding/*.safetensors     copied / converted: self-contained
+
+An engine is checked when loaded: every file the manifest names is present, the format version
+is one this runtime reads, and params.json / tekken.json are the ones it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+from .errors import EngineError
+
+ENGINE_FORMAT = "voxtral-tts-engine"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS_DIR = "embeddings"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_engine_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A checked engine directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: ModelConfig
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def capacity(self) -> int:
+        return int(self.manifest["capacity"])
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.manifest["model"]
+
+    def graph(self, name: str) -> dict[str, Any]:
+        try:
+            return self.manifest["graphs"][name]
+        except KeyError:
+            raise EngineError(f"{self.path}: the engine has no '{name}' graph") from None
+
+    def graph_path(self, name: str) -> Path:
+        return self.path / self.graph(name)["file"]
+
+    def embedding(self, name: str) -> tuple[Path, str]:
+        entry = self.manifest["embeddings"][name]
+        return self.path / entry["file"], entry["dtype"]
+
+
+def _files(manifest: dict[str, Any]) -> list[str]:
+    files = ["params.json", "tekken.json"]
+    for graph in manifest.get("graphs", {}).values():
+        files.append(graph["file"])
+        files.extend(graph.get("data_files", []))
+    files.extend(e["file"] for e in manifest.get("embeddings", {}).values())
+    return files
+
+
+def open_engine(path: str | Path) -> Engine:
+    """Read and check an engine directory; every problem is one :class:`EngineError` line."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise EngineError(f"{path}: not an engine directory (no {MANIFEST}); run voxtral-export first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{manifest_path}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != ENGINE_FORMAT:
+        raise EngineError(f"{manifest_path}: not a voxtral-tts engine manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EngineError(
+            f"{path}: engine format version {version}, this runtime reads version {FORMAT_VERSION}; "
+            "re-export it with this version of voxtral-export"
+        )
+    missing = [f for f in _files(manifest) if not (path / f).is_file()]
+    if missing:
+        raise EngineError(f"{path}: incomplete engine, missing {', '.join(missing)}")
+    identity = manifest.get("model", {})
+    for name, key in (("params.json", "params_sha256"), ("tekken.json", "tekken_sha256")):
+        if sha256_file(path / name) != identity.get(key):
+            raise EngineError(f"{path}: {name} differs from the one this engine was built from")
+    return Engine(path, manifest, ModelConfig.from_file(path / "params.json"))
+
+
+def check_engine_matches(engine: Engine, identity: dict[str, str]) -> None:
+    """An engine must come from the same model (params, checkpoint header, tokenizer)."""
+    theirs = engine.identity
+    differing = [k for k in ("params_sha256", "checkpoint_sha256", "tekken_sha256") if theirs.get(k) != identity.get(k)]
+    if differing:
+        raise EngineError(f"{engine.path}: built for another model ({', '.join(differing)} differ)")
+
+
+def host_info() -> dict[str, str]:
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}

@@ -1,0 +1,74 @@
+"""``voxtral-export``: a model directory (or a hub id) → an engine directory.
+
+    voxtral-export MODEL_DIR -o ENGINE_DIR [--target onnx] [--precision fp32] [--capacity 4096]
+    voxtral-export MODEL_DIR -o ENGINE_DIR --check      # re-validate an existing engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import VoxtralError
+from .build import DEFAULT_CAPACITY, PRECISIONS, TARGETS
+
+
+def resolve_model(source: str) -> Path:
+    """A local directory, or a Hugging Face hub id (``org/name``) downloaded with huggingface_hub."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if source.count("/") == 1 and not source.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise VoxtralError(f"{source}: not a directory; to download it from the hub, pip install huggingface_hub") from None
+        try:
+            return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "voice_embedding/*"]))
+        except Exception as exc:  # network or hub errors: one line
+            raise VoxtralError(f"{source}: download failed ({type(exc).__name__}: {exc})") from None
+    raise VoxtralError(f"{source}: no such model directory")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="voxtral-export", description="Export Voxtral-4B-TTS-2603 to an engine directory.")
+    p.add_argument("model", help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/) or hub id")
+    p.add_argument("-o", "--output", type=Path, required=True, help="engine directory to write")
+    p.add_argument("--target", choices=TARGETS, default="onnx")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
+                   help="default KV-cache positions (prompt + frames) recorded in the engine; the runtime may override")
+    p.add_argument("--with-velocity", action="store_true", help="also export the raw flow velocity graph (for tests)")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with the PyTorch reference")
+    p.add_argument("--check", action="store_true", help="only re-run the validation of an existing engine")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        model_dir = resolve_model(args.model)
+        if args.check:
+            from ..engine import open_engine
+            from .validate import validate_engine
+
+            engine = open_engine(args.output)
+            validate_engine(engine.path, model_dir, manifest=engine.manifest)
+            return 0
+        from .build import build_engine
+
+        build_engine(model_dir, args.output, target=args.target, precision=args.precision, capacity=args.capacity,
+                     with_velocity=args.with_velocity, validate=not args.no_validate, progress=not args.quiet)
+        return 0
+    except VoxtralError as exc:
+        print(f"voxtral-export: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("voxtral-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

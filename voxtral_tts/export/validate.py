@@ -1,0 +1,115 @@
+"""Check every exported graph against the PyTorch reference on random inputs (``--check``).
+
+Each graph runs in ONNX Runtime (CPU) next to the reference modules on the same inputs; the
+largest error, absolute and relative to the reference's peak, is printed and recorded in the
+manifest. Codes must match exactly; float outputs within ``tolerance`` of the peak.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..engine import MANIFEST
+from ..errors import VoxtralError
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = {"fp32": 1e-4}
+
+
+def _error(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    diff = float(np.abs(actual.astype(np.float64) - expected).max())
+    return {"max_abs": diff, "relative": diff / max(float(np.abs(expected).max()), 1e-30)}
+
+
+def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dict | None = None,
+                    seed: int = 0) -> dict[str, dict[str, float]]:
+    import onnxruntime as ort
+    import torch
+
+    from ..model.loading import load_model
+
+    engine_dir = Path(engine_dir)
+    if manifest is None:
+        manifest = json.loads((engine_dir / MANIFEST).read_text())
+    tolerance = TOLERANCE.get(manifest["precision"], 1e-2)
+    model = load_model(model_dir, progress=False)
+    config = model.config
+    rng = np.random.default_rng(seed)
+    results: dict[str, dict[str, float]] = {}
+
+    def session(name: str):
+        path = engine_dir / manifest["graphs"][name]["file"]
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def record(label: str, actual, expected, codes: bool = False):
+        actual, expected = np.asarray(actual), np.asarray(expected)
+        if codes:
+            results[label] = {"mismatches": int((actual != expected).sum()), "count": int(actual.size)}
+            print(f"  {label:24s} {results[label]['mismatches']} of {actual.size} codes differ")
+        else:
+            results[label] = _error(actual, expected)
+            print(f"  {label:24s} max |Δ| {results[label]['max_abs']:.3e}  ({results[label]['relative']:.2e} of peak)")
+
+    print(f"validating {engine_dir} against the PyTorch reference ({manifest['precision']}):")
+    b = config.backbone
+    with torch.inference_mode():
+        # backbone: a prefill of 7 positions, then one decode step
+        ids = torch.from_numpy(rng.integers(1000, b.vocab_size, size=7))
+        embeds = model.backbone.embed_tokens(ids)[None]
+        step = model.backbone.embed_codes(torch.tensor([[2 + int(rng.integers(8192))] + [12] * 36]))[None]
+        model.backbone.setup_cache(1, 16)
+        ref_prefill = model.backbone(embeds, torch.arange(7), kv_len=7)
+        ref_k = model.backbone.layers[-1].attention.cache.k[0, :, :7].transpose(0, 1).numpy().copy()
+        ref_step = model.backbone(step, torch.tensor([7]), kv_len=8)
+        sess = session("backbone")
+        empty = np.zeros((1, 0, b.n_kv_heads, b.head_dim), np.float32)
+        feeds = {"embeds": embeds.numpy(), "positions": np.arange(7)[None]}
+        feeds.update({f"past_{kv}.{i}": empty for i in range(b.n_layers) for kv in "kv"})
+        hidden, present_k, present_v = sess.run(None, feeds)
+        record("backbone prefill hidden", hidden, ref_prefill.numpy())
+        record("backbone prefill keys", present_k[-1, 0], ref_k)
+        feeds = {"embeds": step.numpy(), "positions": np.array([[7]])}
+        feeds.update({f"past_k.{i}": present_k[i] for i in range(b.n_layers)})
+        feeds.update({f"past_v.{i}": present_v[i] for i in range(b.n_layers)})
+        record("backbone decode step", sess.run(["hidden"], feeds)[0], ref_step.numpy())
+        del sess
+        gc.collect()
+
+        # flow head: hidden states of the prefill (realistic scale) and fresh noise
+        hidden = torch.cat([ref_prefill[0, -4:]])
+        noise = torch.from_numpy(rng.standard_normal((4, config.audio.n_acoustic_codebook)).astype(np.float32))
+        sess = session("flow_frame")
+        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy()})[0]
+        record("flow_frame codes", codes, model.acoustic_transformer(hidden, noise).numpy(), codes=True)
+        del sess
+        if "flow_velocity" in manifest["graphs"]:
+            flow = model.acoustic_transformer
+            t = torch.tensor([0.0, 1 / 7, 3 / 7, 6 / 7])
+            ref = flow.velocity(noise, flow.time_projection(flow.time_embedding(t)), flow.llm_projection(hidden))
+            sess = session("flow_velocity")
+            out = sess.run(None, {"x": noise.numpy(), "t": t.numpy(), "hidden": hidden.numpy()})[0]
+            record("flow_velocity", out, ref.numpy())
+            del sess
+
+        # codec: random valid codes
+        n = 12
+        codes = np.concatenate([rng.integers(2, 2 + config.audio.semantic_codebook_size, (1, n, 1)),
+                                rng.integers(2, 2 + config.audio.acoustic_codebook_size, (1, n, config.audio.n_acoustic_codebook))],
+                               axis=2).astype(np.int64)
+        sess = session("codec")
+        record("codec waveform", sess.run(None, {"codes": codes})[0], model.audio_tokenizer(torch.from_numpy(codes)).numpy())
+        del sess
+    del model
+    gc.collect()
+
+    failed = [k for k, v in results.items() if v.get("mismatches", 0) or v.get("relative", 0.0) > tolerance]
+    if failed:
+        raise VoxtralError(f"{engine_dir}: validation failed for {', '.join(failed)} (tolerance {tolerance:g} of peak)")
+    print(f"  all graphs within {tolerance:g} of the reference")
+    return results

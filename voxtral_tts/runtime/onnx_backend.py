@@ -1,0 +1,185 @@
+"""The ONNX Runtime backend: runs an engine directory's graphs with numpy and onnxruntime only.
+
+State lives in buffers allocated once and bound with IO binding, never reallocated per step:
+
+- the KV cache: ``k``/``v`` [n_layers, 1, capacity, Hkv, hd] float32 on the host. A step binds
+  each layer's filled prefix ``[:, :P]`` (contiguous in this position-major layout) as that
+  layer's ``past_*`` input, zero-copy by pointer, and writes the returned rows at their position;
+- the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
+- the flow frame's ``hidden`` / ``noise`` inputs and ``codes`` output.
+
+Embedding lookups (text table, codebook sum) run on the host from the engine's ``.npy`` tables,
+memory-mapped. Execution providers: CPU always; CUDA or TensorRT when installed and asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ..engine import Engine
+from ..errors import VoxtralError
+from ..tensors import bf16_to_float32
+from .decoding import Inference
+
+log = logging.getLogger(__name__)
+
+DEVICES = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads) available to this process: ORT's intra-op default here."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    cores.add((phys, core))
+        usable = len(os.sched_getaffinity(0))
+        return max(1, min(len(cores) or usable, usable))
+    except (OSError, AttributeError):
+        return os.cpu_count() or 1
+
+
+def providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise VoxtralError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    wanted = DEVICES[device]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise VoxtralError(
+            f"device '{device}' needs onnxruntime's {wanted[0]}, which this onnxruntime build lacks "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA/TensorRT"
+        )
+    return wanted
+
+
+class OnnxInference(Inference):
+    def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.engine = engine
+        self.config = engine.config
+        self._capacity = int(capacity or engine.capacity)
+        self.providers = providers_for(device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._sessions = {}
+        for name in ("backbone", "flow_frame", "codec"):
+            log.info("loading %s", engine.graph_path(name).name)
+            self._sessions[name] = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+
+        b, a = self.config.backbone, self.config.audio
+        self._n_layers, self._kv = b.n_layers, (b.n_kv_heads, b.head_dim)
+        shape = (b.n_layers, 1, self._capacity, *self._kv)
+        self.k_cache = np.zeros(shape, np.float32)
+        self.v_cache = np.zeros(shape, np.float32)
+        self._step_embeds = np.zeros((1, 1, b.dim), np.float32)
+        self._step_positions = np.zeros((1, 1), np.int64)
+        self._step_hidden = np.zeros((1, 1, b.dim), np.float32)
+        self._step_k = np.zeros((b.n_layers, 1, 1, *self._kv), np.float32)
+        self._step_v = np.zeros((b.n_layers, 1, 1, *self._kv), np.float32)
+        self._flow_hidden = np.zeros((1, b.dim), np.float32)
+        self._flow_noise = np.zeros((1, a.n_acoustic_codebook), np.float32)
+        self._flow_codes = np.zeros((1, a.num_codebooks), np.int64)
+        self._step_binding = self._sessions["backbone"].io_binding()
+        self._bind(self._step_binding, "input", "embeds", self._step_embeds)
+        self._bind(self._step_binding, "input", "positions", self._step_positions)
+        self._bind(self._step_binding, "output", "hidden", self._step_hidden)
+        self._bind(self._step_binding, "output", "present_k", self._step_k)
+        self._bind(self._step_binding, "output", "present_v", self._step_v)
+        self._flow_binding = self._sessions["flow_frame"].io_binding()
+        self._bind(self._flow_binding, "input", "hidden", self._flow_hidden)
+        self._bind(self._flow_binding, "input", "noise", self._flow_noise)
+        self._bind(self._flow_binding, "output", "codes", self._flow_codes)
+
+        tokens, dtype = engine.embedding("tokens")
+        self._tokens = np.load(tokens, mmap_mode="r")
+        self._tokens_bf16 = dtype == "bf16"
+        codebooks, dtype = engine.embedding("codebooks")
+        table = np.load(codebooks)
+        self._codebooks = bf16_to_float32(table) if dtype == "bf16" else table.astype(np.float32)
+        self._offsets = np.asarray(a.codebook_offsets, dtype=np.int64)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @staticmethod
+    def _bind(binding, kind: str, name: str, array: np.ndarray) -> None:
+        """Bind a host array by pointer (no copy); ``array`` must stay alive and contiguous."""
+        assert array.flags.c_contiguous
+        method = binding.bind_input if kind == "input" else binding.bind_output
+        method(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+    # --- embeddings (host) -------------------------------------------------------------------------
+    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+        rows = np.asarray(self._tokens[np.asarray(ids, dtype=np.int64)])
+        return bf16_to_float32(rows) if self._tokens_bf16 else rows.astype(np.float32)
+
+    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
+        return self._codebooks[self._offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
+
+    # --- backbone ----------------------------------------------------------------------------------
+    def _bind_past(self, binding, length: int) -> None:
+        for i in range(self._n_layers):
+            self._bind(binding, "input", f"past_k.{i}", self.k_cache[i, :, :length])
+            self._bind(binding, "input", f"past_v.{i}", self.v_cache[i, :, :length])
+
+    def prefill(self, embeds: np.ndarray) -> np.ndarray:
+        length = embeds.shape[0]
+        if length > self._capacity:
+            raise VoxtralError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
+        session = self._sessions["backbone"]
+        binding = session.io_binding()
+        inputs = np.ascontiguousarray(embeds, dtype=np.float32)[None]
+        positions = np.arange(length, dtype=np.int64)[None]
+        self._bind(binding, "input", "embeds", inputs)
+        self._bind(binding, "input", "positions", positions)
+        self._bind_past(binding, 0)
+        hidden = np.empty((1, length, self.config.backbone.dim), np.float32)
+        new_k = np.empty((self._n_layers, 1, length, *self._kv), np.float32)
+        new_v = np.empty_like(new_k)
+        self._bind(binding, "output", "hidden", hidden)
+        self._bind(binding, "output", "present_k", new_k)
+        self._bind(binding, "output", "present_v", new_v)
+        session.run_with_iobinding(binding)
+        self.k_cache[:, :, :length] = new_k
+        self.v_cache[:, :, :length] = new_v
+        return hidden[0, -1].copy()
+
+    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
+        if position >= self._capacity:
+            raise VoxtralError(f"position {position} is beyond the KV cache ({self._capacity} positions)")
+        self._step_embeds[0, 0] = embed
+        self._step_positions[0, 0] = position
+        self._bind_past(self._step_binding, position)  # the filled prefix grows by one each step
+        self._sessions["backbone"].run_with_iobinding(self._step_binding)
+        self.k_cache[:, :, position] = self._step_k[:, :, 0]
+        self.v_cache[:, :, position] = self._step_v[:, :, 0]
+        return self._step_hidden[0, 0].copy()
+
+    # --- flow and codec ----------------------------------------------------------------------------
+    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        self._flow_hidden[0] = hidden
+        self._flow_noise[0] = noise
+        self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
+        return self._flow_codes[0].copy()
+
+    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.ascontiguousarray(codes, dtype=np.int64)[None]
+        return self._sessions["codec"].run(None, {"codes": codes})[0][0]
