@@ -205,3 +205,32 @@ def test_voxtral_run_on_engine_and_on_model_dir_via_cache(reference_engine_dir, 
     assert "exporting to" in first.stderr
     second = _cli("voxtral-run", *args, env=env)
     assert second.returncode == 0 and "using the cached engine" in second.stderr
+
+
+def test_fp16_engine(tmp_path_factory, reference_model_dir, golden):
+    """--precision fp16: float16 weights and matmuls, float32 norms/softmax/semantic logits;
+    checked stage by stage against the fixture (golden inputs fed to each graph)."""
+    import onnx
+
+    from voxtral_tts.export.build import build_engine
+
+    path = build_engine(reference_model_dir, tmp_path_factory.mktemp("engines") / "fp16", precision="fp16",
+                        progress=False)
+    engine = open_engine(path)
+    assert engine.precision == "fp16"
+    graph = onnx.load(str(path / "backbone.onnx"), load_external_data=False).graph
+    half = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert "backbone.layers.0.feed_forward.w1.weight.T.fp16" in half
+    flow = onnx.load(str(path / "flow_frame.onnx"), load_external_data=False).graph
+    assert not any("semantic_codebook_output" in i.name and i.data_type == onnx.TensorProto.FLOAT16
+                   for i in flow.initializer)
+
+    tts = voxtral_tts.load(path)
+    hidden = tts.model.prefill(golden["input_embeddings"])
+    err = np.abs(hidden - golden["prefill_hidden"][-1]).max() / np.abs(golden["prefill_hidden"][-1]).max()
+    print(f"fp16 prefill hidden: {err:.2e} of peak")
+    assert err < 2e-2
+    mismatched = sum(int((tts.model.flow_frame(h, x) != c).sum())
+                     for h, x, c in zip(golden["frame_hidden"], golden["noise"], golden["codes"]))
+    print(f"fp16 flow frame: {mismatched} of {golden['codes'].size} codes differ from the fixture")
+    assert mismatched <= 0.1 * golden["codes"].size

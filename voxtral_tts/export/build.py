@@ -31,7 +31,7 @@ from .onnx import OPSET, export_graph
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16")
 TARGETS = ("onnx",)
 DEFAULT_CAPACITY = 4096
 EMBEDDINGS = {
@@ -127,7 +127,7 @@ def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "o
                 bar.total = total
                 bar.update(done - bar.n)
 
-            data_files = export_graph(gdef, model, reader, constants, path, report)
+            data_files = export_graph(gdef, model, reader, constants, path, precision, report)
         graphs[gdef.name] = {"file": path.name, "data_files": data_files, **gdef.io_spec()}
     del model
 

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ModelConfig
 from ..engine import MANIFEST
 from ..errors import VoxtralError
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = {"fp32": 1e-4}
+#: Largest error relative to the reference's peak, and the largest fraction of codes that may differ
+#: (reduced precision moves some FSQ / argmax decisions that sit near a boundary on random inputs).
+TOLERANCE = {"fp32": (1e-4, 0.0), "fp16": (2e-2, 0.1)}
 
 
 def _error(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
@@ -37,9 +40,8 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
     engine_dir = Path(engine_dir)
     if manifest is None:
         manifest = json.loads((engine_dir / MANIFEST).read_text())
-    tolerance = TOLERANCE.get(manifest["precision"], 1e-2)
-    model = load_model(model_dir, progress=False)
-    config = model.config
+    tolerance, code_tolerance = TOLERANCE[manifest["precision"]]
+    config = ModelConfig.from_file(model_dir)
     rng = np.random.default_rng(seed)
     results: dict[str, dict[str, float]] = {}
 
@@ -58,7 +60,9 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
 
     print(f"validating {engine_dir} against the PyTorch reference ({manifest['precision']}):")
     b = config.backbone
+    # one block of the reference at a time, next to one graph: the full model fits a small machine
     with torch.inference_mode():
+        model = load_model(model_dir, progress=False, blocks=("backbone",))
         # backbone: a prefill of 7 positions, then one decode step
         ids = torch.from_numpy(rng.integers(1000, b.vocab_size, size=7))
         embeds = model.backbone.embed_tokens(ids)[None]
@@ -78,11 +82,12 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         feeds.update({f"past_k.{i}": present_k[i] for i in range(b.n_layers)})
         feeds.update({f"past_v.{i}": present_v[i] for i in range(b.n_layers)})
         record("backbone decode step", sess.run(["hidden"], feeds)[0], ref_step.numpy())
-        del sess
+        del sess, model
         gc.collect()
 
         # flow head: hidden states of the prefill (realistic scale) and fresh noise
-        hidden = torch.cat([ref_prefill[0, -4:]])
+        model = load_model(model_dir, progress=False, blocks=("acoustic_transformer",))
+        hidden = ref_prefill[0, -4:]
         noise = torch.from_numpy(rng.standard_normal((4, config.audio.n_acoustic_codebook)).astype(np.float32))
         sess = session("flow_frame")
         codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy()})[0]
@@ -97,7 +102,11 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
             record("flow_velocity", out, ref.numpy())
             del sess
 
+        del model
+        gc.collect()
+
         # codec: random valid codes
+        model = load_model(model_dir, progress=False, blocks=("audio_tokenizer",))
         n = 12
         codes = np.concatenate([rng.integers(2, 2 + config.audio.semantic_codebook_size, (1, n, 1)),
                                 rng.integers(2, 2 + config.audio.acoustic_codebook_size, (1, n, config.audio.n_acoustic_codebook))],
@@ -108,7 +117,8 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
     del model
     gc.collect()
 
-    failed = [k for k, v in results.items() if v.get("mismatches", 0) or v.get("relative", 0.0) > tolerance]
+    failed = [k for k, v in results.items()
+              if v.get("mismatches", 0) > code_tolerance * v.get("count", 0) or v.get("relative", 0.0) > tolerance]
     if failed:
         raise VoxtralError(f"{engine_dir}: validation failed for {', '.join(failed)} (tolerance {tolerance:g} of peak)")
     print(f"  all graphs within {tolerance:g} of the reference")

@@ -77,20 +77,27 @@ def to_torch(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(array).to(dtype)
 
 
-def load_model(model_dir: str | Path, weight_dtype: torch.dtype | None = None, progress: bool = True) -> VoxtralModel:
-    """Build the reference model from a model directory (params.json + consolidated.safetensors)."""
+def load_model(model_dir: str | Path, weight_dtype: torch.dtype | None = None, progress: bool = True,
+               blocks: tuple[str, ...] | None = None) -> VoxtralModel:
+    """Build the reference model from a model directory (params.json + consolidated.safetensors).
+
+    ``blocks`` (e.g. ``("backbone",)``) loads only those blocks; the others stay on the meta
+    device (no memory) — for validating one exported graph at a time on a small machine.
+    """
     config = ModelConfig.from_file(model_dir)
     reader = CheckpointReader(model_dir, config)
+    names = sorted(n for n in reader.shapes if blocks is None or n.split(".", 1)[0] in blocks)
     dtype = weight_dtype or default_weight_dtype(reader.n_params)
     log.info("loading %s (%.1f M parameters, weights stored as %s, computed in float32)",
              reader.path, reader.n_params / 1e6, str(dtype).replace("torch.", ""))
     model = build_on_meta(config)
-    for name in tqdm(sorted(reader.shapes), desc="loading weights", unit="tensor", disable=not progress):
+    for name in tqdm(names, desc="loading weights", unit="tensor", disable=not progress):
         # the codec is small: always float32; backbone and flow weights in `dtype`
         target = torch.float32 if name.startswith(CODEC_PREFIX) else dtype
         raw = target == torch.bfloat16 and reader.is_plain(name)
         set_tensor(model, name, to_torch(reader.read(name, raw_bf16=raw), target))
-    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                if t.is_meta and (blocks is None or n.split(".", 1)[0] in blocks)]
     if leftover:  # cannot happen after validation; a guard against a module/key-map mismatch
         raise CheckpointError(f"{reader.path}: no tensor for {', '.join(leftover[:8])}")
     return model.eval().requires_grad_(False)

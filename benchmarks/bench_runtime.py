@@ -1,0 +1,160 @@
+"""Speed of the backends side by side, on one machine, in one run.
+
+    python benchmarks/bench_runtime.py MODEL_DIR [--engine ENGINE_DIR] [--backends torch,onnxruntime]
+                                       [--frames 20] [--prompt-tokens 200]
+
+Each backend runs in its own subprocess (so peak RSS is its own) over the same prompt and the
+same fixed number of frames (END_AUDIO is ignored: random weights decide nothing, and the
+cost per frame does not depend on values). Printed per backend: load time, prefill ms, ms per
+frame split into backbone step / flow frame / feedback embedding, codec ms per second of audio,
+real-time factor, time to first audio (streaming), peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores available, {platform.system()} {platform.release()}"
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, (time.perf_counter() - start) * 1000.0
+
+
+def run_one(args) -> dict:
+    import voxtral_tts
+    from voxtral_tts.runtime.decoding import NoiseSource, decode_codes
+
+    path = args.engine if args.backend == "onnxruntime" and args.engine else args.model
+    options = {"progress": False}
+    if args.backend == "onnxruntime" and args.threads:
+        options["threads"] = args.threads
+    if args.backend == "torch" and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    tts, load_ms = timed(voxtral_tts.load, path, args.backend, **options)
+    model = tts.model
+    voice = tts.voice_bank.get(args.voice)
+    # a prompt of about --prompt-tokens tokens: voice rows + text
+    words = "The quick brown fox jumps over the lazy dog while the band plays on. "
+    text = words
+    while len(tts.tokenizer.encode(text)) + voice.n_audio_tokens + 5 < args.prompt_tokens:
+        text += words
+    ids, embeds = tts.prompt(text.strip(), voice)
+
+    model.prefill(embeds)  # warm-up
+    prefill = [timed(model.prefill, embeds)[1] for _ in range(args.repeats)]
+
+    noise = NoiseSource(tts.config.audio.n_acoustic_codebook, seed=0)
+    hidden = model.prefill(embeds)
+    step_ms, flow_ms, feed_ms, frames = [], [], [], []
+    for n in range(args.frames + 1):  # frame 0 is a warm-up
+        codes, t_flow = timed(model.flow_frame, hidden, noise.take())
+        codes = codes.copy()
+        codes[0] = max(int(codes[0]), 2)  # keep going past END_AUDIO: a fixed frame count
+        embed, t_feed = timed(model.embed_codes, codes)
+        hidden, t_step = timed(model.decode_step, embed, len(ids) + n)
+        frames.append(codes)
+        if n:
+            step_ms.append(t_step)
+            flow_ms.append(t_flow)
+            feed_ms.append(t_feed)
+    codes = np.stack(frames[1:])
+    _, codec_ms = timed(decode_codes, model.decode_audio, codes, tts.config.samples_per_frame)
+    audio_s = codes.shape[0] * tts.config.samples_per_frame / tts.sample_rate
+
+    start = time.perf_counter()
+    next(iter(tts.stream(text.strip(), voice=args.voice, seed=0, max_frames=args.frames)))
+    ttfa_ms = (time.perf_counter() - start) * 1000.0
+
+    frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
+    total_ms = float(np.median(prefill)) + frame_ms * codes.shape[0] + codec_ms
+    return {
+        "backend": args.backend,
+        "load_s": load_ms / 1000.0,
+        "prompt_tokens": int(len(ids)),
+        "prefill_ms": float(np.median(prefill)),
+        "frame_ms": frame_ms,
+        "backbone_ms": float(np.median(step_ms)),
+        "flow_ms": float(np.median(flow_ms)),
+        "feedback_ms": float(np.median(feed_ms)),
+        "codec_ms_per_audio_s": codec_ms / audio_s,
+        "rtf": total_ms / 1000.0 / audio_s,
+        "ttfa_ms": ttfa_ms,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "frames": int(codes.shape[0]),
+    }
+
+
+COLUMNS = [
+    ("load_s", "load s", "{:.1f}"), ("prefill_ms", "prefill ms", "{:.1f}"), ("frame_ms", "ms/frame", "{:.1f}"),
+    ("backbone_ms", "backbone", "{:.1f}"), ("flow_ms", "flow", "{:.1f}"), ("feedback_ms", "feedback", "{:.2f}"),
+    ("codec_ms_per_audio_s", "codec ms/audio s", "{:.1f}"), ("rtf", "RTF", "{:.2f}"), ("ttfa_ms", "TTFA ms", "{:.0f}"),
+    ("peak_rss_gb", "peak RSS GB", "{:.2f}"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="model directory (the torch backend, and the export source)")
+    p.add_argument("--engine", type=Path, help="engine directory for onnxruntime (default: the engine cache)")
+    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--prompt-tokens", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--voice", default=None)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--backend", help=argparse.SUPPRESS)  # internal: run one backend, print JSON
+    args = p.parse_args()
+    if args.backend:
+        print(json.dumps(run_one(args)))
+        return
+    rows = []
+    for backend in args.backends.split(","):
+        cmd = [sys.executable, __file__, str(args.model), "--backend", backend, "--frames", str(args.frames),
+               "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats)]
+        for flag, value in (("--engine", args.engine), ("--voice", args.voice), ("--threads", args.threads)):
+            if value:
+                cmd += [flag, str(value)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"{backend} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"machine: {machine()}")
+    print(f"model: {args.model}  prompt {rows[0]['prompt_tokens']} tokens, {rows[0]['frames']} frames")
+    print(f"{'backend':12s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))
+    for row in rows:
+        print(f"{row['backend']:12s} " + " ".join(f"{fmt.format(row[key]):>16s}" for key, _, fmt in COLUMNS))
+    if len(rows) > 1:
+        base = rows[0]
+        for row in rows[1:]:
+            print(f"{row['backend']} vs {base['backend']}: ms/frame ×{base['frame_ms'] / row['frame_ms']:.2f} faster, "
+                  f"prefill ×{base['prefill_ms'] / row['prefill_ms']:.2f}, RTF {base['rtf']:.2f} → {row['rtf']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
