@@ -79,7 +79,7 @@ def test_bad_values(spec_dir, tmp_path):
     with pytest.raises(ConfigError, match="'n_heads' must be int"):
         ModelConfig.from_dict(params)
     (tmp_path / "params.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="invalid JSON"):
         ModelConfig.from_file(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
         ModelConfig.from_file(tmp_path / "nowhere")

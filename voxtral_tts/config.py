@@ -16,13 +16,11 @@ encoder strides 2,2,2,1).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, read_json
 
 #: Special values of every audio codebook (codes are stored with a +2 offset).
 EMPTY_AUDIO = 0
@@ -333,14 +331,5 @@ class ModelConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "params.json"
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: not found (a model directory holds params.json)") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        try:
-            params = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(params, sha256=hashlib.sha256(raw).hexdigest())
+        params, sha256 = read_json(path, ConfigError)
+        return cls.from_dict(params, sha256=sha256)

@@ -1,5 +1,13 @@
 """Errors a user can cause: each carries one clear line, shown without a traceback by the CLIs."""
 
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
 
 class VoxtralError(Exception):
     """Base class for every error caused by input (files, text, voices, options)."""
@@ -31,3 +39,30 @@ class CapacityError(VoxtralError):
 
 class EngineError(VoxtralError):
     """An engine directory is incomplete, from another version, or built for another model."""
+
+
+def read_json(path: Path, error: type[VoxtralError]) -> tuple[Any, str]:
+    """A JSON file's content and the sha256 of its bytes; a missing, unreadable or invalid file
+    raises ``error`` naming it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: cannot read: not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(raw), hashlib.sha256(raw).hexdigest()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: invalid JSON ({exc})") from None
+
+
+def run_cli(prog: str, run: Callable[[], int]) -> int:
+    """Run a command-line entry point: input errors become one line on stderr and exit status 2."""
+    try:
+        return run()
+    except VoxtralError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

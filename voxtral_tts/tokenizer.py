@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, NoReturn
 
 import tiktoken
 
-from .errors import TokenizerError
+from .errors import TokenizerError, read_json
 
 FILENAME = "tekken.json"
 MIN_VERSION = 7  # audio/speech encoding needs a v7+ tokenizer
@@ -102,15 +100,8 @@ class Tekken:
         path = Path(path)
         if path.is_dir():
             path = path / FILENAME
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise TokenizerError(f"{path}: cannot read tokenizer file ({e.strerror or e})") from None
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"{path}: invalid JSON ({e})") from None
-        return cls(path, data, hashlib.sha256(raw).hexdigest())
+        data, sha256 = read_json(path, TokenizerError)
+        return cls(path, data, sha256)
 
     def encode(self, text: str) -> list[int]:
         """Text ids (no BOS/EOS); special-token strings in ``text`` are encoded as plain text."""

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import VoxtralError
+from ..errors import VoxtralError, run_cli
 from .build import DEFAULT_CAPACITY, PRECISIONS, TARGETS
 
 
@@ -48,26 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        model_dir = resolve_model(args.model)
-        if args.check:
-            from ..engine import open_engine
-            from .validate import validate_engine
+    return run_cli("voxtral-export", lambda: run(args))
 
-            engine = open_engine(args.output)
-            validate_engine(engine.path, model_dir, manifest=engine.manifest)
-            return 0
-        from .build import build_engine
 
-        build_engine(model_dir, args.output, target=args.target, precision=args.precision, capacity=args.capacity,
-                     with_velocity=args.with_velocity, validate=not args.no_validate, progress=not args.quiet)
+def run(args: argparse.Namespace) -> int:
+    model_dir = resolve_model(args.model)
+    if args.check:
+        from ..engine import open_engine
+        from .validate import validate_engine
+
+        engine = open_engine(args.output)
+        validate_engine(engine.path, model_dir, manifest=engine.manifest)
         return 0
-    except VoxtralError as exc:
-        print(f"voxtral-export: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("voxtral-export: interrupted", file=sys.stderr)
-        return 130
+    from .build import build_engine
+
+    build_engine(model_dir, args.output, target=args.target, precision=args.precision, capacity=args.capacity,
+                 with_velocity=args.with_velocity, validate=not args.no_validate, progress=not args.quiet)
+    return 0
 
 
 if __name__ == "__main__":

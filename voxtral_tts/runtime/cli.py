@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..audio import write_wav
-from ..errors import VoxtralError
+from ..errors import VoxtralError, run_cli
 from ..voices import OPENAI_ALIASES, voice_gender, voice_language
 from ..text import check_text
 from .tts import BACKENDS, TTS, create_backend, default_backend, read_model_dir
@@ -101,14 +101,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return run(args)
-    except VoxtralError as exc:
-        print(f"voxtral-run: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("voxtral-run: interrupted", file=sys.stderr)
-        return 130
+    return run_cli("voxtral-run", lambda: run(args))
 
 
 if __name__ == "__main__":

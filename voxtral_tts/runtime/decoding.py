@@ -133,13 +133,21 @@ def frame_budget(model: Inference, prompt_len: int, max_frames: int | None, nois
     return max_frames
 
 
+class Cancelled(VoxtralError):
+    """Generation was stopped by its caller (a client that went away)."""
+
+
 def generate_frames(
-    model: Inference, embeds: np.ndarray, noise: NoiseSource, max_frames: int
+    model: Inference, embeds: np.ndarray, noise: NoiseSource, max_frames: int,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the codes [37] of each audio frame until END_AUDIO or ``max_frames``."""
+    """Yield the codes [37] of each audio frame until END_AUDIO or ``max_frames``.
+    ``cancelled`` is polled before each frame; when it returns True, :class:`Cancelled` is raised."""
     prompt_len = embeds.shape[0]
     hidden = model.prefill(embeds)
     for n in range(max_frames):
+        if cancelled is not None and cancelled():
+            raise Cancelled(f"generation cancelled after {n} frames")
         codes = model.flow_frame(hidden, noise.take())
         if codes[0] == END_AUDIO:
             log.debug("END_AUDIO at frame %d", n)

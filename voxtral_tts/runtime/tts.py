@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -111,22 +111,32 @@ class TTS:
 
     def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
-               max_chars: int = MAX_CHUNK_CHARS) -> Iterator[np.ndarray]:
+               max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None,
+               stats: dict | None = None) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as frames are produced: the first after 5 frames (400 ms of
         audio), then every 5 frames up to 25, then every 25. Each chunk is decoded with up to 25
         frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
-        arguments) up to float rounding. Long text is streamed part by part."""
+        arguments) up to float rounding. Long text is streamed part by part.
+
+        ``cancelled`` is polled every frame (raising :class:`Cancelled`); ``stats``, if given,
+        receives ``text_tokens`` and ``frames`` as they accumulate."""
         text = check_text(text)
         source = self._noise(seed, noise)
         chosen = self.voice_bank.get(voice)
         spf = self.config.samples_per_frame
+        if stats is not None:
+            stats.update(text_tokens=0, frames=0)
         for part in split_text(text, max_chars):
             ids, embeds = self.prompt(part, chosen)
             budget = frame_budget(self.model, len(ids), max_frames, source)
+            if stats is not None:
+                stats["text_tokens"] += len(ids) - chosen.n_audio_tokens - 5
             frames: list[np.ndarray] = []
             emitted = 0
-            for codes in generate_frames(self.model, embeds, source, budget):
+            for codes in generate_frames(self.model, embeds, source, budget, cancelled):
                 frames.append(codes)
+                if stats is not None:
+                    stats["frames"] += 1
                 if len(frames) - emitted >= stream_chunk_frames(emitted):
                     yield decode_span(self.model.decode_audio, frames, emitted, len(frames), spf)
                     emitted = len(frames)

@@ -1,0 +1,357 @@
+"""The OpenAI-compatible server, live: uvicorn on 127.0.0.1 and the official ``openai`` client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("onnxruntime")
+
+import voxtral_tts  # noqa: E402
+from voxtral_tts.audio import to_pcm16  # noqa: E402
+from voxtral_tts.runtime.decoding import Inference  # noqa: E402
+from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
+
+FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
+SECONDS = FRAMES * 1920 / 24000
+
+
+class Live:
+    def __init__(self, app):
+        self.app = app
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 60):
+        deadline = time.time() + timeout
+        while httpx.get(self.url + "/ready").status_code != 200:
+            assert time.time() < deadline, "model did not load"
+            time.sleep(0.05)
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class SlowInference(Inference):
+    """A backend that takes 50 ms per frame and counts frames: for queueing and cancellation."""
+
+    def __init__(self, inner: Inference):
+        self.inner, self.config, self.frames = inner, inner.config, 0
+
+    capacity = property(lambda self: self.inner.capacity)
+
+    def embed_tokens(self, ids):
+        return self.inner.embed_tokens(ids)
+
+    def prefill(self, embeds):
+        return self.inner.prefill(embeds)
+
+    def decode_step(self, embed, position):
+        return self.inner.decode_step(embed, position)
+
+    def flow_frame(self, hidden, noise):
+        time.sleep(0.05)
+        self.frames += 1
+        return self.inner.flow_frame(hidden, noise)
+
+    def embed_codes(self, codes):
+        return self.inner.embed_codes(codes)
+
+    def decode_audio(self, codes):
+        return self.inner.decode_audio(codes)
+
+
+@pytest.fixture(scope="module")
+def reference_tts(tiny_engine_dir):
+    return voxtral_tts.load(tiny_engine_dir)
+
+
+@pytest.fixture(scope="module")
+def live(tiny_engine_dir):
+    server = Live(create_app(lambda: voxtral_tts.load(tiny_engine_dir),
+                             ServerOptions(max_frames=FRAMES, max_body_bytes=64 * 1024)))
+    server.wait_ready()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    return openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+
+
+def expected_audio(tts, text="Hello there.", voice="neutral_female", seed=1):
+    return tts.synthesize(text, voice=voice, seed=seed, max_frames=FRAMES).audio
+
+
+def assert_pcm_equal(actual, expected_float):
+    """16-bit samples equal the model's output: to 1 LSB, since the server decodes in streaming
+    chunks and the reference in 50-frame chunks (equal to ~1e-7, which can move a rounding)."""
+    actual = np.asarray(actual).astype(np.int32)
+    expected = to_pcm16(expected_float).astype(np.int32)
+    assert actual.shape == expected.shape
+    assert np.abs(actual - expected).max() <= 1
+
+
+def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
+    if fmt == "pcm":
+        return np.frombuffer(data, "<i2").astype(np.float32) / 32767, 24000
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+        audio = np.concatenate(chunks)
+        scale = 32767.0 if audio.dtype == np.int16 else 1.0  # s16 decoders (wav, flac) give integers
+        return audio.astype(np.float32) / scale, stream.rate
+
+
+# --- formats ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_every_format(client, reference_tts, fmt):
+    response = client.audio.speech.create(model="voxtral-4b-tts-2603", voice="alloy", input="Hello there.",
+                                          response_format=fmt, extra_body={"seed": 1})
+    assert response.response.headers["content-type"].startswith(
+        {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac", "wav": "audio/wav",
+         "pcm": "audio/pcm"}[fmt])
+    audio, rate = decode(response.content, fmt)
+    duration = len(audio) / rate
+    assert abs(duration - SECONDS) < 0.1, (fmt, duration)
+    reference = expected_audio(reference_tts)
+    if fmt in ("pcm", "wav", "flac"):  # lossless: the model's samples, as 16-bit
+        assert_pcm_equal(np.round(audio * 32767), reference)
+    else:
+        rms, ref_rms = float(np.sqrt(np.mean(audio**2))), float(np.sqrt(np.mean(np.clip(reference, -1, 1) ** 2)))
+        assert 0.5 * ref_rms < rms < 2 * ref_rms
+
+
+def test_streamed_audio_is_chunked_and_decodes(client, reference_tts):
+    for fmt in ("wav", "mp3"):
+        with client.audio.speech.with_streaming_response.create(
+                model="voxtral-4b-tts-2603", voice="alloy", input="Hello there.", response_format=fmt,
+                stream_format="audio", extra_body={"seed": 1}) as response:
+            assert response.headers.get("transfer-encoding") == "chunked"
+            data = b"".join(response.iter_bytes())
+        audio, rate = decode(data, fmt)
+        assert abs(len(audio) / rate - SECONDS) < 0.1
+    # the streamed WAV carries the model's samples (the header says "length unknown")
+    assert_pcm_equal(np.round(audio_wav(client) * 32767), expected_audio(reference_tts))
+
+
+def audio_wav(client) -> np.ndarray:
+    with client.audio.speech.with_streaming_response.create(
+            model="voxtral-4b-tts-2603", voice="alloy", input="Hello there.", response_format="wav",
+            stream_format="audio", extra_body={"seed": 1}) as response:
+        data = b"".join(response.iter_bytes())
+    return np.frombuffer(data[44:], "<i2").astype(np.float32) / 32767
+
+
+@pytest.mark.parametrize("body_extra", [{"stream_format": "sse"}, {"stream": True}])
+def test_sse_events(live, reference_tts, body_extra):
+    body = {"model": "voxtral-4b-tts-2603", "input": "Hello there.", "voice": "alloy", "response_format": "pcm",
+            "seed": 1, **body_extra}
+    with httpx.stream("POST", live.url + "/v1/audio/speech", json=body, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) >= 2 and events[-1]["type"] == "speech.audio.done"
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    assert_pcm_equal(np.frombuffer(pcm, "<i2"), expected_audio(reference_tts))
+    usage = events[-1]["usage"]
+    assert usage["output_tokens"] == FRAMES and usage["input_tokens"] == len("Hello there.".encode())
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_speed_changes_duration(client):
+    response = client.audio.speech.create(model="m", voice="alloy", input="Hello there.", response_format="wav",
+                                          speed=2.0, extra_body={"seed": 1})
+    audio, rate = decode(response.content, "wav")
+    assert abs(len(audio) / rate - SECONDS / 2) < 0.02
+
+
+def test_voices_aliases_and_voice_objects(client, live, reference_tts):
+    listing = httpx.get(live.url + "/v1/audio/voices").json()
+    by_id = {v["id"]: v for v in listing["voices"]}
+    assert set(by_id) == {"casual_male", "neutral_female"} and by_id["casual_male"]["aliases"] == ["echo"]
+    assert by_id["neutral_female"]["language"] == "en" and by_id["neutral_female"]["gender"] == "female"
+    by_name = client.audio.speech.create(model="m", voice="casual_male", input="Hi.", response_format="pcm",
+                                         extra_body={"seed": 3}).content
+    by_alias = client.audio.speech.create(model="m", voice="echo", input="Hi.", response_format="pcm",
+                                          extra_body={"seed": 3}).content
+    by_object = httpx.post(live.url + "/v1/audio/speech", timeout=60, json={
+        "model": "m", "input": "Hi.", "voice": {"id": "casual_male"}, "response_format": "pcm", "seed": 3}).content
+    assert by_name == by_alias == by_object
+    assert_pcm_equal(np.frombuffer(by_name, "<i2"), expected_audio(reference_tts, "Hi.", "casual_male", 3))
+
+
+def test_models_health_ready(client, live):
+    assert [m.id for m in client.models.list().data] == ["voxtral-4b-tts-2603"]
+    assert httpx.get(live.url + "/health").json() == {"status": "ok"}
+    assert httpx.get(live.url + "/ready").status_code == 200
+
+
+def test_long_input_is_split_and_streamed_in_parts(live):
+    from voxtral_tts.text import split_text
+
+    text = " ".join(f"Sentence number {i} is here." for i in range(30))  # > 400 characters
+    parts = len(split_text(text))
+    body = {"model": "m", "input": text, "voice": "alloy", "response_format": "pcm", "seed": 1, "stream_format": "sse"}
+    with httpx.stream("POST", live.url + "/v1/audio/speech", json=body, timeout=60) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    assert parts == 3 and events[-1]["usage"]["output_tokens"] == parts * FRAMES
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "body, param, fragment",
+    [
+        ({"input": ""}, "input", "text is empty"),
+        ({"input": "x" * 4097}, "input", "4097 characters long; the limit is 4096"),
+        ({"voice": "darth"}, "voice", "unknown voice 'darth'"),
+        ({"response_format": "ogg"}, "response_format", "response_format"),
+        ({"speed": 5.0}, "speed", "between 0.25 and 4.0"),
+        ({"ref_audio": "aGVsbG8="}, "ref_audio", "no codec encoder"),
+    ],
+)
+def test_bad_input_is_400_in_openai_shape(live, body, param, fragment):
+    response = httpx.post(live.url + "/v1/audio/speech", timeout=60,
+                          json={"model": "m", "input": "Hi.", "voice": "alloy", **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["param"] == param and fragment in error["message"]
+
+
+def test_openai_client_raises_bad_request(client):
+    with pytest.raises(openai.BadRequestError, match="unknown voice"):
+        client.audio.speech.create(model="m", voice="nobody", input="Hi.")
+
+
+def test_oversized_body_is_413(live):
+    response = httpx.post(live.url + "/v1/audio/speech", timeout=60,
+                          content=json.dumps({"model": "m", "input": "x" * 100_000, "voice": "alloy"}),
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_two_concurrent_clients(client, reference_tts):
+    results = {}
+
+    def request(seed):
+        results[seed] = client.audio.speech.create(model="m", voice="alloy", input="Hello there.",
+                                                   response_format="pcm", extra_body={"seed": seed}).content
+
+    threads = [threading.Thread(target=request, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert_pcm_equal(np.frombuffer(results[1], "<i2"), expected_audio(reference_tts, seed=1))
+    assert_pcm_equal(np.frombuffer(results[2], "<i2"), expected_audio(reference_tts, seed=2))
+
+
+# --- loading, overload, disconnects, internal errors --------------------------------------------------
+
+def test_ready_is_503_until_loaded(tiny_engine_dir):
+    gate = threading.Event()
+
+    def load():
+        gate.wait(30)
+        return voxtral_tts.load(tiny_engine_dir)
+
+    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    try:
+        assert httpx.get(server.url + "/health").status_code == 200
+        response = httpx.get(server.url + "/ready")
+        assert response.status_code == 503 and response.json()["error"]["code"] == "loading"
+        speech = httpx.post(server.url + "/v1/audio/speech", json={"model": "m", "input": "Hi.", "voice": "alloy"})
+        assert speech.status_code == 503
+        gate.set()
+        server.wait_ready()
+    finally:
+        gate.set()
+        server.close()
+
+
+@pytest.fixture
+def slow(tiny_engine_dir):
+    holder = {}
+
+    def load():
+        tts = voxtral_tts.load(tiny_engine_dir)
+        tts.model = holder["model"] = SlowInference(tts.model)
+        return tts
+
+    server = Live(create_app(load, ServerOptions(max_frames=40, max_queue=0)))
+    server.wait_ready()
+    yield server, holder
+    server.close()
+
+
+def test_overloaded_is_503(slow):
+    server, _ = slow
+    body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}
+    with httpx.stream("POST", server.url + "/v1/audio/speech", json={**body, "stream_format": "audio"},
+                      timeout=60) as first:
+        chunks = first.iter_bytes()
+        next(chunks)  # the first request is generating
+        second = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
+        assert second.status_code == 503
+        assert second.json()["error"]["code"] == "overloaded"
+        assert len(b"".join(chunks)) > 0  # and the first completes
+
+
+def test_client_disconnect_stops_generation(slow):
+    server, holder = slow
+    body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
+    with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as response:
+        next(response.iter_bytes())
+    time.sleep(1.0)  # 40 frames would take 2 s; cancellation stops it within a frame or two
+    frames_after_close = holder["model"].frames
+    time.sleep(0.5)
+    assert holder["model"].frames == frames_after_close < 40
+    after = httpx.post(server.url + "/v1/audio/speech", json={**body, "stream_format": None}, timeout=60)
+    assert after.status_code == 200  # the worker is free again
+
+
+def test_internal_errors_do_not_leak(tiny_engine_dir):
+    def load():
+        tts = voxtral_tts.load(tiny_engine_dir)
+
+        def broken(codes):
+            raise RuntimeError("secret internal detail")
+
+        tts.model.decode_audio = broken
+        return tts
+
+    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    try:
+        server.wait_ready()
+        response = httpx.post(server.url + "/v1/audio/speech", json={"model": "m", "input": "Hi.", "voice": "alloy"})
+        assert response.status_code == 500
+        assert response.json()["error"] == {"message": "internal server error", "type": "server_error",
+                                            "param": None, "code": None}
+        assert "secret" not in response.text and "Traceback" not in response.text
+    finally:
+        server.close()

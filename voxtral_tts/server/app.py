@@ -1,0 +1,383 @@
+"""An OpenAI-compatible speech server (FastAPI): ``POST /v1/audio/speech`` and friends.
+
+One :class:`Synthesizer` owns the model and runs requests one at a time on a worker thread (the
+backends keep per-sequence state); requests wait in a bounded queue and get 503 beyond it.
+Audio flows from the worker to the request as float32 chunks (``TTS.stream``) and is encoded
+per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as server-sent events
+(``stream_format: "sse"``). A client that goes away cancels its generation at the next frame.
+
+Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for bad
+input, 413 for an oversized body, 503 while loading or overloaded, 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Union
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import VoxtralError
+from ..runtime.decoding import Cancelled
+from ..runtime.tts import TTS
+from ..text import MAX_INPUT_CHARS, check_text
+from ..voices import voice_gender, voice_language
+from .encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_speed, encode_audio
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "voxtral-4b-tts-2603"
+NO_ENCODER = (
+    "voice cloning from reference audio is not available: the released Voxtral-4B-TTS-2603 checkpoint "
+    "has no codec encoder; use one of the preset voices (GET /v1/audio/voices)"
+)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    max_queue: int = 8  # requests waiting behind the one being generated; 503 beyond
+    max_input_chars: int = MAX_INPUT_CHARS
+    max_body_bytes: int = 1 << 20
+    max_frames: int | None = None  # per text part; None: the runtime's default (2048)
+    model_id: str = MODEL_ID
+
+
+class VoiceRef(BaseModel):
+    id: str
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's request body, plus ``seed``, ``stream`` and the voice-cloning fields we refuse."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = MODEL_ID
+    input: str
+    voice: Union[str, VoiceRef] = "alloy"
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = 1.0
+    instructions: str | None = None  # accepted; this checkpoint has no instruction conditioning
+    stream_format: Literal["audio", "sse"] | None = None
+    stream: bool | None = None
+    seed: int | None = Field(default=None, ge=0)
+    ref_audio: Any = None
+    ref_text: Any = None
+    reference_audio: Any = None
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+
+
+# --- the model's worker ------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+@dataclass
+class Job:
+    text: str
+    voice: str
+    seed: int | None
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stats: dict = field(default_factory=dict)
+
+    def put(self, item) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class Synthesizer:
+    """Loads the model on a worker thread, then generates queued jobs one at a time."""
+
+    def __init__(self, load: Callable[[], TTS], options: ServerOptions):
+        self._load = load
+        self.options = options
+        self.tts: TTS | None = None
+        self.load_error: str | None = None
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="voxtral-synthesizer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    @property
+    def ready(self) -> bool:
+        return self.tts is not None
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._pending > self.options.max_queue:
+                raise APIError(503, f"the server is busy ({self._pending} requests in progress or queued); retry later",
+                               "server_error", code="overloaded")
+            self._pending += 1
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        try:
+            self.tts = self._load()
+            log.info("model ready: %d voices", len(self.tts.voices))
+        except Exception as exc:  # reported by /ready and every request
+            self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, VoxtralError) else str(exc)
+            log.error("model failed to load: %s", self.load_error)
+            return
+        while (job := self._jobs.get()) is not None:
+            try:
+                if job.cancel.is_set():
+                    raise Cancelled("client went away before generation started")
+                chunks = self.tts.stream(job.text, voice=job.voice, seed=job.seed, max_frames=self.options.max_frames,
+                                         cancelled=job.cancel.is_set, stats=job.stats)
+                for chunk in chunks:
+                    job.put(chunk)
+                job.put(_DONE)
+            except Cancelled as exc:
+                log.info("%s", exc)
+                job.put(_DONE)
+            except Exception as exc:
+                job.put(exc)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+
+
+# --- the app -----------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes (declared or streamed)."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyLimit.TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyLimit.TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send):
+        body = json.dumps(error_body(f"request body over {self.limit} bytes", "invalid_request_error",
+                                     code="request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) -> FastAPI:
+    """The app; ``load`` builds the :class:`TTS` (called once, on the worker thread, at start-up)."""
+    options = options or ServerOptions()
+    synth = Synthesizer(load, options)
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        synth.start()
+        yield
+        synth.stop()
+
+    app = FastAPI(title="voxtral-tts", summary="OpenAI-compatible speech for Voxtral-4B-TTS-2603", lifespan=lifespan)
+    app.state.synthesizer = synth
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", []) if p != "body"]
+        message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
+        return error_response(APIError(400, message, param=loc[0] if loc else None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(APIError(exc.status_code, str(exc.detail), type_))
+
+    @app.exception_handler(Exception)
+    async def _internal(request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return error_response(APIError(500, "internal server error", "server_error"))
+
+    def tts_or_503() -> TTS:
+        if synth.load_error:
+            raise APIError(503, f"the model failed to load: {synth.load_error}", "server_error", code="model_unavailable")
+        if not synth.ready:
+            raise APIError(503, "the model is still loading; retry shortly", "server_error", code="loading")
+        return synth.tts
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        tts_or_503()
+        return {"status": "ready", "model": options.model_id}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": options.model_id, "object": "model", "created": 0,
+                                            "owned_by": "mistralai"}]}
+
+    @app.get("/v1/audio/voices")
+    async def voices():
+        tts = tts_or_503()
+        aliases = tts.voice_bank.aliases
+        return {"voices": [{"id": name, "name": name, "language": voice_language(name), "gender": voice_gender(name),
+                            "aliases": sorted(a for a, v in aliases.items() if v == name)} for name in tts.voices],
+                "default": tts.voice_bank.default}
+
+    @app.post("/v1/audio/speech")
+    async def speech(body: SpeechRequest, request: Request):
+        tts = tts_or_503()
+        if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
+            raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
+        try:
+            text = check_text(body.input, options.max_input_chars)
+        except VoxtralError as exc:
+            raise APIError(400, f"input: {exc}", param="input") from None
+        voice_name = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
+        try:
+            voice = tts.voice_bank.resolve_name(voice_name)  # names and aliases only: never a server path
+        except VoxtralError as exc:
+            raise APIError(400, str(exc), param="voice", code="unknown_voice") from None
+        try:
+            speed = check_speed(body.speed)
+        except ValueError:
+            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+
+        job = Job(text, voice, body.seed, asyncio.get_running_loop())
+        synth.submit(job)
+        first = await _next(job, request)  # errors before any audio still get a proper status
+        if isinstance(first, Exception):
+            raise _as_api_error(first)
+
+        fmt = body.response_format
+        sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
+        if sse:
+            return StreamingResponse(_sse(job, request, first, fmt, speed), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        if body.stream_format == "audio":
+            return StreamingResponse(_chunks(job, request, first, fmt, speed), media_type=FORMATS[fmt])
+        pieces = []
+        item = first
+        while item is not _DONE:
+            if isinstance(item, Exception):
+                raise _as_api_error(item)
+            if item is None:  # client gone
+                return Response(status_code=499)
+            pieces.append(item)
+            item = await _next(job, request)
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        content = await asyncio.to_thread(encode_audio, audio, fmt, tts.sample_rate, speed)
+        return Response(content, media_type=FORMATS[fmt])
+
+    return app
+
+
+def _as_api_error(exc: Exception) -> APIError:
+    if isinstance(exc, VoxtralError):
+        return APIError(400, str(exc))
+    log.error("generation failed: %s: %s", type(exc).__name__, exc)
+    return APIError(500, "internal server error", "server_error")
+
+
+async def _next(job: Job, request: Request):
+    """The job's next item; None once the client has disconnected (the job is then cancelled)."""
+    while True:
+        try:
+            return await asyncio.wait_for(job.out.get(), timeout=0.25)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                job.cancel.set()
+                return None
+
+
+async def _audio_items(job: Job, request: Request, first):
+    item = first
+    try:
+        while item is not _DONE and item is not None:
+            if isinstance(item, Exception):
+                log.error("generation failed mid-stream: %s", item)
+                return
+            yield item
+            item = await _next(job, request)
+    finally:
+        job.cancel.set()  # no-op when finished; stops generation when the client went away
+
+
+async def _chunks(job: Job, request: Request, first, fmt: str, speed: float):
+    encoder = StreamEncoder(fmt, speed=speed)
+    async for audio in _audio_items(job, request, first):
+        data = encoder.encode(audio)
+        if data:
+            yield data
+    tail = encoder.finish()
+    if tail:
+        yield tail
+
+
+async def _sse(job: Job, request: Request, first, fmt: str, speed: float):
+    def event(payload: dict) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    encoder = StreamEncoder(fmt, speed=speed)
+    async for audio in _audio_items(job, request, first):
+        data = encoder.encode(audio)
+        if data:
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    tail = encoder.finish()
+    if tail:
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
+    tokens, frames = job.stats.get("text_tokens", 0), job.stats.get("frames", 0)
+    yield event({"type": "speech.audio.done",
+                 "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})

@@ -1,0 +1,61 @@
+"""``voxtral-serve``: the OpenAI-compatible speech server.
+
+    voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch]
+
+Then any OpenAI client works unchanged::
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="unused")
+    client.audio.speech.create(model="voxtral-4b-tts-2603", voice="alloy", input="Hello!").write_to_file("a.mp3")
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import VoxtralError, run_cli
+from ..runtime.tts import BACKENDS, default_backend, load
+from .app import ServerOptions, create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="voxtral-serve", description="OpenAI-compatible speech server for Voxtral-4B-TTS-2603.")
+    p.add_argument("model", type=Path, help="engine directory (voxtral-export) or model directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--backend", choices=BACKENDS, help="default: onnxruntime for an engine, torch for a model directory")
+    p.add_argument("--device", default="cpu", help="onnxruntime: cpu, cuda or tensorrt")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
+    p.add_argument("--capacity", type=int, help="KV cache positions (prompt + frames)")
+    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind the current one (503 beyond)")
+    p.add_argument("--max-frames", type=int, help="cap on frames per text part (default 2048)")
+    p.add_argument("--max-input-chars", type=int, default=4096)
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def serve() -> int:
+        import uvicorn
+
+        if not args.model.is_dir():
+            raise VoxtralError(f"{args.model}: not a directory (expected an engine or model directory)")
+        backend = args.backend or default_backend(args.model)
+        options = {"progress": False}
+        if args.capacity:
+            options["capacity"] = args.capacity
+        if backend == "onnxruntime":
+            options.update(device=args.device, threads=args.threads)
+        app = create_app(lambda: load(args.model, backend, **options),
+                         ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
+                                       max_input_chars=args.max_input_chars))
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+
+    return run_cli("voxtral-serve", serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
