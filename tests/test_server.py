@@ -355,3 +355,37 @@ def test_internal_errors_do_not_leak(tiny_engine_dir):
         assert "secret" not in response.text and "Traceback" not in response.text
     finally:
         server.close()
+
+
+def test_voxtral_serve_command(tiny_engine_dir):
+    """The console script: starts, loads, answers, and stops on SIGTERM."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    exe = shutil.which("voxtral-serve")
+    cmd = ([exe] if exe else [sys.executable, "-m", "voxtral_tts.server.cli"]) + [
+        str(tiny_engine_dir), "--port", str(port), "--max-frames", "3", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.1)
+        response = httpx.post(url + "/v1/audio/speech", json={"model": "m", "input": "Hi.", "voice": "echo",
+                                                              "response_format": "wav"}, timeout=60)
+        assert response.status_code == 200 and len(response.content) == 44 + 3 * 1920 * 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
