@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .errors import CheckpointError
-from .tensors import TensorFileError, TensorInfo, bf16_to_float32, read_safetensors_array, read_safetensors_header
+from .tensors import TensorFileError, TensorInfo, as_float32, read_safetensors_array, read_safetensors_header
 
 CHECKPOINT_FILE = "consolidated.safetensors"
 Shape = tuple[int, ...]
@@ -206,19 +206,15 @@ class CheckpointReader:
         sources = self._sources[name]
         try:
             if name == SEMANTIC_CODEBOOK:
-                total, usage = (as_float(self._array(k), self.infos[k].dtype) for k in sources)
+                total, usage = (as_float32(self._array(k), self.infos[k].dtype) for k in sources)
                 return (total / np.maximum(usage, np.float32(1e-5))[:, None]).astype(np.float32)
             if len(sources) == 2:
-                g, v = (as_float(self._array(k), self.infos[k].dtype) for k in sources)
+                g, v = (as_float32(self._array(k), self.infos[k].dtype) for k in sources)
                 return fold_weight_norm(g, v)
             info = self.infos[sources[0]]
             array = self._array(sources[0])
             if raw_bf16 and info.dtype == "BF16":
                 return np.array(array)
-            return as_float(array, info.dtype)
+            return as_float32(array, info.dtype)
         except OSError as exc:
             raise CheckpointError(f"{self.path}: cannot read tensor data ({exc})") from None
-
-
-def as_float(array: np.ndarray, dtype: str) -> np.ndarray:
-    return bf16_to_float32(array) if dtype == "BF16" else np.asarray(array, dtype=np.float32).copy()

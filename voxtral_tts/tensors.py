@@ -129,10 +129,7 @@ def read_safetensors_array(path: str | Path, info: TensorInfo, *, mmap: bool = T
 
 def read_float32(path: str | Path, info: TensorInfo) -> np.ndarray:
     """One tensor widened to float32 (a copy)."""
-    array = read_safetensors_array(path, info)
-    if info.dtype == "BF16":
-        return bf16_to_float32(array)
-    return np.asarray(array, dtype=np.float32).copy()
+    return as_float32(read_safetensors_array(path, info), info.dtype)
 
 
 def write_safetensors(
@@ -258,5 +255,6 @@ def read_torch_tensor(path: str | Path) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(array).astype(dtype, copy=False), tag
 
 
-def as_float32(array: np.ndarray, tag: str) -> np.ndarray:
-    return bf16_to_float32(array) if tag == "BF16" else np.asarray(array, dtype=np.float32)
+def as_float32(array: np.ndarray, dtype: str) -> np.ndarray:
+    """An array of the given safetensors dtype tag (BF16 as uint16 bits) as an owned float32 copy."""
+    return bf16_to_float32(array) if dtype == "BF16" else np.array(array, dtype=np.float32)

@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     return run_cli("voxtral-export", lambda: run(args))
 
 

@@ -29,6 +29,10 @@ from .graphs import GraphDef
 log = logging.getLogger(__name__)
 
 OPSET = 18
+# The exporter's internals log per-op chatter ("torchvision is not installed", constant-folding
+# decisions) at warning/info level; export progress is reported by this package instead.
+for _name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 def trace(gdef: GraphDef, model: torch.nn.Module) -> ir.Model:
