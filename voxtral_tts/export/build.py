@@ -31,7 +31,7 @@ from .onnx import OPSET, export_graph
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 TARGETS = ("onnx",)
 DEFAULT_CAPACITY = 4096
 EMBEDDINGS = {

@@ -25,6 +25,7 @@ import torch
 from ..checkpoint import CheckpointReader
 from ..errors import VoxtralError
 from .graphs import GraphDef
+from .quantize import BITS, quantize_matmuls
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,10 @@ def export_graph(gdef: GraphDef, model: torch.nn.Module, reader: CheckpointReade
     onnx_model = trace(gdef, model)
     attach_weights(onnx_model, reader, constants)
     optimize(onnx_model)
-    if precision == "fp16" and gdef.name != "codec":  # the codec is small and stays float32
-        log.info("%s: %d matmuls in float16", gdef.name, matmuls_to_fp16(onnx_model, reader))
+    if gdef.name != "codec":  # the codec is small and stays float32
+        if precision == "fp16":
+            log.info("%s: %d matmuls in float16", gdef.name, matmuls_to_fp16(onnx_model, reader))
+        elif precision in BITS:
+            log.info("%s: %d matmuls quantised to %s", gdef.name, quantize_matmuls(onnx_model, reader, precision), precision)
     log.info("writing %s", path.name)
     return save(onnx_model, path, progress)
