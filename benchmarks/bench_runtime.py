@@ -1,14 +1,17 @@
-"""Speed of the backends side by side, on one machine, in one run.
+"""Speed of the backends side by side, on one machine, in one run, against the machine's roofline.
 
-    python benchmarks/bench_runtime.py MODEL_DIR [--engine ENGINE_DIR] [--backends torch,onnxruntime]
+    python benchmarks/bench_runtime.py MODEL_DIR [--engine ENGINE_DIR ...] [--no-torch]
                                        [--frames 20] [--prompt-tokens 200]
 
-Each backend runs in its own subprocess (so peak RSS is its own) over the same prompt and the
+Rows: the torch reference on MODEL_DIR, then onnxruntime on each ``--engine`` (one per
+precision; default: the engine cache's fp32 export of MODEL_DIR). Each runs in its own subprocess (so peak RSS is its own) over the same prompt and the
 same fixed number of frames (END_AUDIO is ignored: random weights decide nothing, and the
 cost per frame does not depend on values). Printed per backend: load time, prefill ms, ms per
 frame split into backbone step / flow frame / feedback embedding, codec ms per second of audio,
 steady-state real-time factor (frames + codec, per second of audio), time to first audio
-(streaming: prefill + 5 frames + their codec call), peak RSS.
+(streaming: prefill + 5 frames + their codec call), peak RSS. Then the roofline
+(``roofline.py``: bandwidth and matmul throughput measured here, bytes and FLOPs per frame per
+precision) and each onnxruntime row's ms/frame as a multiple of its precision's floor.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def machine() -> str:
@@ -49,7 +54,7 @@ def run_one(args) -> dict:
     import voxtral_tts
     from voxtral_tts.runtime.decoding import NoiseSource, decode_codes
 
-    path = args.engine if args.backend == "onnxruntime" and args.engine else args.model
+    path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
     options = {"progress": False}
     if args.backend == "onnxruntime" and args.threads:
         options["threads"] = args.threads
@@ -96,8 +101,10 @@ def run_one(args) -> dict:
     # steady-state real-time factor: generation + codec time per second of audio (the prefill is
     # paid once per utterance and shows in the time to first audio)
     total_ms = frame_ms * codes.shape[0] + codec_ms
+    precision = getattr(model, "engine", None) and model.engine.precision
     return {
-        "backend": args.backend,
+        "backend": args.backend + (f" {precision}" if precision else ""),
+        "precision": precision or "fp32",
         "load_s": load_ms / 1000.0,
         "prompt_tokens": int(len(ids)),
         "prefill_ms": float(np.median(prefill)),
@@ -124,8 +131,8 @@ COLUMNS = [
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model directory (the torch backend, and the export source)")
-    p.add_argument("--engine", type=Path, help="engine directory for onnxruntime (default: the engine cache)")
-    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--engine", type=Path, action="append", help="engine directory for onnxruntime (repeatable)")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch reference row")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--prompt-tokens", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
@@ -137,10 +144,11 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
     rows = []
-    for backend in args.backends.split(","):
+    runs = ([] if args.no_torch else [("torch", None)]) + [("onnxruntime", e) for e in (args.engine or [None])]
+    for backend, engine in runs:
         cmd = [sys.executable, __file__, str(args.model), "--backend", backend, "--frames", str(args.frames),
                "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats)]
-        for flag, value in (("--engine", args.engine), ("--voice", args.voice), ("--threads", args.threads)):
+        for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads)):
             if value:
                 cmd += [flag, str(value)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -149,14 +157,30 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"machine: {machine()}")
     print(f"model: {args.model}  prompt {rows[0]['prompt_tokens']} tokens, {rows[0]['frames']} frames")
-    print(f"{'backend':12s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))
+    print(f"{'backend':18s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))
     for row in rows:
-        print(f"{row['backend']:12s} " + " ".join(f"{fmt.format(row[key]):>16s}" for key, _, fmt in COLUMNS))
+        print(f"{row['backend']:18s} " + " ".join(f"{fmt.format(row[key]):>16s}" for key, _, fmt in COLUMNS))
     if len(rows) > 1:
         base = rows[0]
         for row in rows[1:]:
             print(f"{row['backend']} vs {base['backend']}: ms/frame ×{base['frame_ms'] / row['frame_ms']:.2f} faster, "
                   f"prefill ×{base['prefill_ms'] / row['prefill_ms']:.2f}, RTF {base['rtf']:.2f} → {row['rtf']:.2f}")
+
+    from roofline import floor_ms, measure
+
+    from voxtral_tts.config import ModelConfig
+    from voxtral_tts.runtime.onnx_backend import physical_cores
+
+    hardware = measure(args.threads or physical_cores())
+    config = ModelConfig.from_file(args.model)
+    print(f"roofline: memory read {hardware['bandwidth_gbs']:.1f} GB/s; matmul fp32 {hardware['fp32_gflops']:.0f} "
+          f"GFLOP/s, int8 {hardware['int8_gflops']:.0f}, int4 {hardware['int4_gflops']:.0f} (measured now)")
+    for row in rows:
+        if row["backend"].startswith("onnxruntime"):
+            r = floor_ms(config, row["precision"], hardware)
+            print(f"{row['backend']:18s} {r['bytes_gb']:.2f} GB + {r['gflop']:.1f} GFLOP per frame; floor {r['floor_ms']:.0f} ms "
+                  f"(memory {r['memory_ms']:.0f}, compute {r['compute_ms']:.0f}); measured {row['frame_ms']:.0f} ms = "
+                  f"{row['frame_ms'] / r['floor_ms']:.2f}× the floor")
 
 
 if __name__ == "__main__":
