@@ -25,7 +25,7 @@ import torch
 from ..checkpoint import CheckpointReader
 from ..errors import VoxtralError
 from .graphs import GraphDef
-from .quantize import BITS, quantize_matmuls
+from .quantize import BITS, drop_unused_initializers, matmuls_to_fp16, quantize_matmuls
 
 log = logging.getLogger(__name__)
 
@@ -80,49 +80,7 @@ def attach_weights(model: ir.Model, reader: CheckpointReader, constants: dict[st
             graph.register_initializer(t_value)
         node.outputs[0].replace_all_uses_with(graph.initializers[t_name])
         graph.remove(node, safe=True)
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and not value.is_graph_output():
-            graph.initializers.pop(name)
-
-
-#: Weights whose matmul stays float32 in reduced precision: the semantic logits decide codes by argmax.
-FP32_MATMULS = ("acoustic_transformer.semantic_codebook_output.weight",)
-
-
-def matmuls_to_fp16(model: ir.Model, reader: CheckpointReader) -> int:
-    """Mixed precision: every MatMul with a checkpoint weight runs in float16 — the weight stored
-    as float16, its input cast down and its output cast back up — while norms, softmax, RoPE,
-    the Euler updates and the semantic logits stay float32. Returns the number of matmuls changed."""
-    graph = model.graph
-    changed = 0
-    for node in list(graph):
-        if node.op_type != "MatMul" or not node.inputs[1].is_initializer():
-            continue
-        weight = node.inputs[1]
-        base = weight.name[:-2] if weight.name.endswith(".T") else weight.name
-        if base not in reader.shapes or base in FP32_MATMULS:
-            continue
-        half_name = weight.name + ".fp16"
-        if half_name not in graph.initializers:
-            shape = tuple(weight.shape)
-            transpose = weight.name.endswith(".T")
-            half = ir.Value(name=half_name, shape=ir.Shape(list(shape)), type=ir.TensorType(ir.DataType.FLOAT16))
-            half.const_value = ir.LazyTensor(
-                lambda b=base, t=transpose, n=half_name: ir.tensor(
-                    np.ascontiguousarray((reader.read(b).T if t else reader.read(b)).astype(np.float16)), name=n),
-                ir.DataType.FLOAT16, ir.Shape(list(shape)), name=half_name)
-            graph.register_initializer(half)
-        down = ir.node("Cast", [node.inputs[0]], attributes={"to": ir.DataType.FLOAT16})
-        matmul = ir.node("MatMul", [down.outputs[0], graph.initializers[half_name]])
-        up = ir.node("Cast", [matmul.outputs[0]], attributes={"to": ir.DataType.FLOAT})
-        graph.insert_before(node, [down, matmul, up])
-        node.outputs[0].replace_all_uses_with(up.outputs[0], replace_graph_outputs=True)
-        graph.remove(node, safe=True)
-        changed += 1
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and not value.is_graph_output():
-            graph.initializers.pop(name)
-    return changed
+    drop_unused_initializers(graph)
 
 
 def optimize(model: ir.Model) -> None:

@@ -1,5 +1,9 @@
-"""Block-wise weight quantisation of the exported matmuls (``--precision int8 | int4``).
+"""Reduced precision for the exported matmuls: ``--precision fp16``, ``int8``, ``int4``.
 
+``fp16``: every weight matmul runs in float16 (weight stored as float16, input cast down, output
+cast back up); norms, softmax, RoPE, the Euler updates and the semantic logits stay float32.
+
+``int8`` / ``int4``: block-wise weight quantisation.
 Every ``MatMul`` whose right operand is a checkpoint weight becomes ONNX Runtime's
 ``com.microsoft.MatMulNBits``: the weight [N, K] is cut along K into blocks of ``block_size``,
 each block stored as signed integers with one float32 scale (symmetric: ``w ≈ scale · (q − zp)``,
@@ -22,7 +26,50 @@ from ..checkpoint import CheckpointReader
 BITS = {"int8": 8, "int4": 4}
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4  # int8 compute on CPU
+#: Weights whose matmul stays float32 in every precision: the semantic logits decide codes by argmax.
 KEEP_FLOAT = ("acoustic_transformer.semantic_codebook_output.weight",)
+
+
+def drop_unused_initializers(graph: ir.Graph) -> None:
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and not value.is_graph_output():
+            graph.initializers.pop(name)
+
+
+def matmuls_to_fp16(model: ir.Model, reader: CheckpointReader) -> int:
+    """Mixed precision: every MatMul with a checkpoint weight runs in float16 — the weight stored
+    as float16, its input cast down and its output cast back up — while norms, softmax, RoPE,
+    the Euler updates and the semantic logits stay float32. Returns the number of matmuls changed."""
+    graph = model.graph
+    changed = 0
+    for node in list(graph):
+        if node.op_type != "MatMul" or not node.inputs[1].is_initializer():
+            continue
+        weight = node.inputs[1]
+        base = weight.name[:-2] if weight.name.endswith(".T") else weight.name
+        if base not in reader.shapes or base in KEEP_FLOAT:
+            continue
+        half_name = weight.name + ".fp16"
+        if half_name not in graph.initializers:
+            shape = tuple(weight.shape)
+            transpose = weight.name.endswith(".T")
+            half = ir.Value(name=half_name, shape=ir.Shape(list(shape)), type=ir.TensorType(ir.DataType.FLOAT16))
+            half.const_value = ir.LazyTensor(
+                lambda b=base, t=transpose, n=half_name: ir.tensor(
+                    np.ascontiguousarray((reader.read(b).T if t else reader.read(b)).astype(np.float16)), name=n),
+                ir.DataType.FLOAT16, ir.Shape(list(shape)), name=half_name)
+            graph.register_initializer(half)
+        down = ir.node("Cast", [node.inputs[0]], attributes={"to": ir.DataType.FLOAT16})
+        matmul = ir.node("MatMul", [down.outputs[0], graph.initializers[half_name]])
+        up = ir.node("Cast", [matmul.outputs[0]], attributes={"to": ir.DataType.FLOAT})
+        graph.insert_before(node, [down, matmul, up])
+        node.outputs[0].replace_all_uses_with(up.outputs[0], replace_graph_outputs=True)
+        graph.remove(node, safe=True)
+        changed += 1
+    drop_unused_initializers(graph)
+    return changed
+
+
 
 
 def quantize_blocks(weight: np.ndarray, bits: int, block_size: int = BLOCK_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +142,5 @@ def quantize_matmuls(model: ir.Model, reader: CheckpointReader, precision: str,
         replaced += 1
     if replaced:
         model.opset_imports["com.microsoft"] = 1
-    for name, value in list(graph.initializers.items()):
-        if not value.uses() and not value.is_graph_output():
-            graph.initializers.pop(name)
+    drop_unused_initializers(graph)
     return replaced
