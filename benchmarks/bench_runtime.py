@@ -97,6 +97,22 @@ def run_one(args) -> dict:
     next(iter(tts.stream(text.strip(), voice=args.voice, seed=0, max_frames=args.frames)))
     ttfa_ms = (time.perf_counter() - start) * 1000.0
 
+    batch_fps = {}
+    if args.backend == "onnxruntime":
+        from voxtral_tts.runtime.decoding import BatchDecoder, Sequence
+
+        for batch in args.batches:
+            batched = voxtral_tts.load(path, args.backend, max_batch=batch, **options).model if batch > 1 else model
+            decoder = BatchDecoder(batched)
+            for i in range(batch):
+                decoder.join(Sequence(embeds, NoiseSource(tts.config.audio.n_acoustic_codebook, seed=i), 10**6))
+            decoder.step()  # warm-up
+            start, produced = time.perf_counter(), 0
+            for _ in range(args.frames):
+                produced += sum(codes is not None for _, codes in decoder.step())
+            batch_fps[batch] = produced / (time.perf_counter() - start)
+            del decoder, batched
+
     frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
     # steady-state real-time factor: generation + codec time per second of audio (the prefill is
     # paid once per utterance and shows in the time to first audio)
@@ -117,6 +133,7 @@ def run_one(args) -> dict:
         "ttfa_ms": ttfa_ms,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "frames": int(codes.shape[0]),
+        "batch_fps": batch_fps,
     }
 
 
@@ -138,8 +155,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--voice", default=None)
     p.add_argument("--threads", type=int)
+    p.add_argument("--batches", default="1,2,4", help="onnxruntime: sequences per call to measure (aggregate frames/s)")
     p.add_argument("--backend", help=argparse.SUPPRESS)  # internal: run one backend, print JSON
     args = p.parse_args()
+    args.batches = [int(b) for b in str(args.batches).split(",") if b]
     if args.backend:
         print(json.dumps(run_one(args)))
         return
@@ -147,7 +166,8 @@ def main() -> None:
     runs = ([] if args.no_torch else [("torch", None)]) + [("onnxruntime", e) for e in (args.engine or [None])]
     for backend, engine in runs:
         cmd = [sys.executable, __file__, str(args.model), "--backend", backend, "--frames", str(args.frames),
-               "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats)]
+               "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats),
+               "--batches", ",".join(map(str, args.batches))]
         for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads)):
             if value:
                 cmd += [flag, str(value)]
@@ -165,6 +185,12 @@ def main() -> None:
         for row in rows[1:]:
             print(f"{row['backend']} vs {base['backend']}: ms/frame ×{base['frame_ms'] / row['frame_ms']:.2f} faster, "
                   f"prefill ×{base['prefill_ms'] / row['prefill_ms']:.2f}, RTF {base['rtf']:.2f} → {row['rtf']:.2f}")
+
+    for row in rows:
+        if row["batch_fps"]:
+            print(f"{row['backend']:18s} batched, aggregate frames/s: " + ", ".join(
+                f"batch {b}: {fps:.2f} ({fps / row['batch_fps'][min(row['batch_fps'])]:.2f}×)"
+                for b, fps in sorted(row["batch_fps"].items(), key=lambda kv: int(kv[0]))))
 
     from roofline import floor_ms, measure
 

@@ -30,7 +30,8 @@ def test_engine_manifest(reference_engine_dir):
     assert set(engine.manifest["graphs"]) == {"backbone", "flow_frame", "codec", "flow_velocity"}
     backbone = engine.graph("backbone")
     names = [i["name"] for i in backbone["inputs"]]
-    assert names[:4] == ["embeds", "positions", "past_k.0", "past_v.0"] and backbone["outputs"] == ["hidden", "present_k", "present_v"]
+    assert names[:5] == ["embeds", "positions", "past_lengths", "past_k.0", "past_v.0"]
+    assert backbone["outputs"] == ["hidden", "present_k", "present_v"]
     assert backbone["data_files"] == ["backbone.onnx.data"]
     validation = engine.manifest["validation"]
     assert validation["flow_frame codes"]["mismatches"] == 0
@@ -114,7 +115,7 @@ def test_runtime_never_imports_torch(reference_engine_dir):
 
 def test_capacity_is_a_runtime_setting(reference_engine_dir):
     tts = voxtral_tts.load(reference_engine_dir, capacity=20)
-    assert tts.model.k_cache.shape[2] == 20
+    assert tts.model.k_cache.shape[1] == 20
     r = tts.generate("Hello world.", voice="casual_male", seed=1234, max_frames=4)  # 17 + 4 - 1 positions
     assert r.n_frames == 4
     with pytest.raises(CapacityError, match="KV cache holds 20"):

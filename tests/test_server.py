@@ -64,8 +64,8 @@ class SlowInference(Inference):
     def embed_tokens(self, ids):
         return self.inner.embed_tokens(ids)
 
-    def prefill(self, embeds):
-        return self.inner.prefill(embeds)
+    def prefill(self, embeds, slot=0):
+        return self.inner.prefill(embeds, slot)
 
     def decode_step(self, embed, position):
         return self.inner.decode_step(embed, position)

@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .errors import EngineError
 
 ENGINE_FORMAT = "voxtral-tts-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: batched backbone (past_lengths, position-major past)
 MANIFEST = "manifest.json"
 EMBEDDINGS_DIR = "embeddings"
 

@@ -3,11 +3,12 @@
 Each wrapper holds its block under the reference model's attribute name, so graph initializers
 carry the reference model's tensor names and are filled from the checkpoint by those names.
 
-- ``backbone``: embeds [B, L, D] at positions [B, L], past keys/values per layer [B, P, Hkv, hd]
-  → hidden [B, L, D], present_k / present_v [n_layers, B, L, Hkv, hd]. The KV cache is
-  preallocated by the runtime; the graph reads the filled prefix and returns the new rows, which
-  the runtime writes in place at their positions (no growth by concatenation, no ``If``).
-  Prefill is P = 0, L = prompt; a decode step is L = 1 — one graph, two shape profiles.
+- ``backbone``: embeds [B, L, D] at positions [B, L], past keys/values per layer [P, B, Hkv, hd]
+  (position-major) of which sequence b sees the first ``past_lengths[b]`` → hidden [B, L, D],
+  present_k / present_v [n_layers, L, B, Hkv, hd]. The KV cache is preallocated by the runtime;
+  the graph reads the filled prefix and returns the new rows, which the runtime writes in place
+  at their positions (no growth by concatenation, no ``If``). Prefill is P = 0, L = prompt; a
+  decode step is L = 1 for a batch of sequences at their own positions — one graph, two profiles.
 - ``flow_frame``: hidden [B, D], noise [B, 36] → codes [B, 37] (masked argmax, 7 unrolled Euler
   steps with the CFG pair batched, FSQ).
 - ``flow_velocity`` (for tests): x [B, 36], t [B], hidden [B, D] → velocity [B, 36].
@@ -32,9 +33,9 @@ class BackboneGraph(nn.Module):
         super().__init__()
         self.backbone = model.backbone
 
-    def forward(self, embeds, positions, *past):
+    def forward(self, embeds, positions, past_lengths, *past):
         pairs = list(zip(past[0::2], past[1::2]))
-        return self.backbone.forward_past(embeds, positions, pairs)
+        return self.backbone.forward_past(embeds, positions, past_lengths, pairs)
 
 
 class FlowFrameGraph(nn.Module):
@@ -104,14 +105,15 @@ def graph_defs(config: ModelConfig, capacity: int, with_velocity: bool = False) 
     kv = (b.n_kv_heads, b.head_dim)
     past = []
     for i in range(b.n_layers):
-        past += [(f"past_k.{i}", torch.float32, ("batch", "past", *kv)), (f"past_v.{i}", torch.float32, ("batch", "past", *kv))]
+        past += [(f"past_k.{i}", torch.float32, ("past", "batch", *kv)), (f"past_v.{i}", torch.float32, ("past", "batch", *kv))]
     # example sizes avoid 0 and 1, which torch.export would specialise; the graphs accept them
     defs = [
         GraphDef(
             "backbone", BackboneGraph,
-            [("embeds", torch.float32, ("batch", "length", b.dim)), ("positions", torch.int64, ("batch", "length"))] + past,
+            [("embeds", torch.float32, ("batch", "length", b.dim)), ("positions", torch.int64, ("batch", "length")),
+             ("past_lengths", torch.int64, ("batch",))] + past,
             ["hidden", "present_k", "present_v"],
-            {"batch": (2, 1, MAX_BATCH), "length": (3, 1, capacity), "past": (4, 0, capacity)}, varargs_from=2,
+            {"batch": (2, 1, MAX_BATCH), "length": (3, 1, capacity), "past": (4, 0, capacity)}, varargs_from=3,
         ),
         GraphDef(
             "flow_frame", FlowFrameGraph,

@@ -71,17 +71,26 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         ref_prefill = model.backbone(embeds, torch.arange(7), kv_len=7)
         ref_k = model.backbone.layers[-1].attention.cache.k[0, :, :7].transpose(0, 1).numpy().copy()
         ref_step = model.backbone(step, torch.tensor([7]), kv_len=8)
+        model.backbone(embeds[:, :4], torch.arange(4), kv_len=4)  # a shorter sequence, for the batch
+        ref_short = model.backbone(step, torch.tensor([4]), kv_len=5)
         sess = session("backbone")
-        empty = np.zeros((1, 0, b.n_kv_heads, b.head_dim), np.float32)
-        feeds = {"embeds": embeds.numpy(), "positions": np.arange(7)[None]}
+        empty = np.zeros((0, 1, b.n_kv_heads, b.head_dim), np.float32)
+        feeds = {"embeds": embeds.numpy(), "positions": np.arange(7)[None], "past_lengths": np.array([0])}
         feeds.update({f"past_{kv}.{i}": empty for i in range(b.n_layers) for kv in "kv"})
         hidden, present_k, present_v = sess.run(None, feeds)
         record("backbone prefill hidden", hidden, ref_prefill.numpy())
-        record("backbone prefill keys", present_k[-1, 0], ref_k)
-        feeds = {"embeds": step.numpy(), "positions": np.array([[7]])}
+        record("backbone prefill keys", present_k[-1, :, 0], ref_k)
+        feeds = {"embeds": step.numpy(), "positions": np.array([[7]]), "past_lengths": np.array([7])}
         feeds.update({f"past_k.{i}": present_k[i] for i in range(b.n_layers)})
         feeds.update({f"past_v.{i}": present_v[i] for i in range(b.n_layers)})
         record("backbone decode step", sess.run(["hidden"], feeds)[0], ref_step.numpy())
+        # a batch of two sequences at different positions (7 and 4) in one call
+        feeds = {"embeds": np.concatenate([step.numpy()] * 2), "positions": np.array([[7], [4]]),
+                 "past_lengths": np.array([7, 4])}
+        feeds.update({f"past_{kv}.{i}": np.repeat(p[i], 2, axis=1)
+                      for kv, p in (("k", present_k), ("v", present_v)) for i in range(b.n_layers)})
+        batched = sess.run(["hidden"], feeds)[0]
+        record("backbone batched step", batched, np.concatenate([ref_step.numpy(), ref_short.numpy()]))
         del sess, model
         gc.collect()
 

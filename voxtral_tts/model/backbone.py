@@ -87,16 +87,20 @@ class Backbone(nn.Module):
             x = layer(x, rope=rope, mask=mask, positions=positions, kv_len=kv_len)
         return self.norm(x)
 
-    def forward_past(self, embeds: torch.Tensor, positions: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]):
-        """The same step with the cache outside: embeds [B, L, D] at ``positions`` [B, L], after
-        ``past`` keys/values per layer ([B, P, Hkv, hd], positions 0..P−1) → final-normed hidden
-        [B, L, D] and the new keys and values [n_layers, B, L, Hkv, hd] to store at the positions."""
+    def forward_past(self, embeds: torch.Tensor, positions: torch.Tensor, past_lengths: torch.Tensor,
+                     past: list[tuple[torch.Tensor, torch.Tensor]]):
+        """The same step with the cache outside, for a batch of sequences of different lengths:
+        embeds [B, L, D] at ``positions`` [B, L]; ``past`` keys/values per layer [P, B, Hkv, hd]
+        (position-major), of which sequence b sees the first ``past_lengths[b]`` → final-normed
+        hidden [B, L, D] and the new keys and values [n_layers, L, B, Hkv, hd] to store."""
         cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
         rope = (cos[:, None], sin[:, None])  # broadcast over heads
+        slots = torch.arange(past[0][0].shape[0], device=embeds.device)
+        past_mask = (slots[None, :] < past_lengths[:, None])[:, None, :].expand(-1, embeds.shape[1], -1)
         x = embeds.float()
         new_k, new_v = [], []
         for layer, (past_k, past_v) in zip(self.layers, past):
-            x, k, v = layer.forward_past(x, rope, past_k, past_v)
+            x, k, v = layer.forward_past(x, rope, past_k, past_v, past_mask)
             new_k.append(k)
             new_v.append(v)
         return self.norm(x), torch.stack(new_k), torch.stack(new_v)

@@ -41,7 +41,8 @@ class TorchInference(Inference):
         return self.model.backbone.embed_tokens(self._tensor(ids, torch.int64)).cpu().numpy()
 
     @torch.inference_mode()
-    def prefill(self, embeds: np.ndarray) -> np.ndarray:
+    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+        assert slot == 0, "the torch backend decodes one sequence at a time"
         backbone = self.model.backbone
         if backbone.cache_capacity != self._capacity:
             backbone.setup_cache(1, self._capacity)

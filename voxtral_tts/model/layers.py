@@ -88,8 +88,8 @@ class KVCache(nn.Module):
 def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
     """Softmax attention of q [B, H, L, hd] over one or more key/value blocks, in float32.
 
-    Each block is ``(k, v, mask)`` with k, v [B, Hkv, S, hd] and mask None, bool [L, S] (True =
-    attend) or an additive float bias [H, L, S]. Scores of all blocks share one softmax, so a
+    Each block is ``(k, v, mask)`` with k, v [B, Hkv, S, hd] and mask None, bool [L, S] or
+    [B, L, S] (True = attend) or an additive float bias [H, L, S]. Scores of all blocks share one softmax, so a
     cache block and the new tokens' block are attended together without concatenating the cache.
     Grouped-query: query head h reads kv head h // (H / Hkv); k and v are never repeated.
     """
@@ -101,7 +101,9 @@ def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
     for k, v, mask in blocks:
         s = qg @ k.float().transpose(-1, -2)  # [B, Hkv, rep·L, S]
         if mask is not None:
-            if mask.dtype == torch.bool:
+            if mask.dtype == torch.bool and mask.dim() == 3:  # per sequence
+                s = s.masked_fill(~mask.repeat(1, rep, 1)[:, None], float("-inf"))
+            elif mask.dtype == torch.bool:
                 s = s.masked_fill(~mask.repeat(rep, 1), float("-inf"))
             else:
                 s = s + mask.reshape(n_kv, rep * L, -1)
@@ -159,16 +161,18 @@ class Attention(nn.Module):
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         return self.output(attend(q, [(k, v, mask)], self.scale))
 
-    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor):
-        """Attention of new tokens over given past keys/values [B, P, Hkv, hd] (all visible) and
-        themselves (causal). Returns the output and the new keys/values [B, L, Hkv, hd], for the
-        caller to store: the cache lives outside (exported graphs)."""
+    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor,
+                     past_mask: torch.Tensor):
+        """Attention of new tokens over given past keys/values [P, B, Hkv, hd] (position-major;
+        ``past_mask`` [B, L, P] says which are visible) and themselves (causal). Returns the
+        output and the new keys/values [L, B, Hkv, hd], for the caller to store: the cache lives
+        outside (exported graphs)."""
         q, k, v = self.project(x, rope)
         L = x.shape[1]
         causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        past = (past_k.transpose(1, 2), past_v.transpose(1, 2), None)
+        past = (past_k.permute(1, 2, 0, 3), past_v.permute(1, 2, 0, 3), past_mask)
         out = attend(q, [past, (k, v, causal)], self.scale)
-        return self.output(out), k.transpose(1, 2), v.transpose(1, 2)
+        return self.output(out), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)
 
 
 class TransformerBlock(nn.Module):
@@ -185,7 +189,7 @@ class TransformerBlock(nn.Module):
         x = x + self.attention(self.attention_norm(x), **attention_kwargs)
         return x + self.feed_forward(self.ffn_norm(x))
 
-    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor):
-        a, k, v = self.attention.forward_past(self.attention_norm(x), rope, past_k, past_v)
+    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor, past_mask: torch.Tensor):
+        a, k, v = self.attention.forward_past(self.attention_norm(x), rope, past_k, past_v, past_mask)
         x = x + a
         return x + self.feed_forward(self.ffn_norm(x)), k, v

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -53,16 +54,33 @@ class Inference(ABC):
         """Text-table rows for token ids [P] → [P, D]."""
 
     @abstractmethod
-    def prefill(self, embeds: np.ndarray) -> np.ndarray:
-        """Start a sequence: prompt embeddings [P, D] at positions 0..P−1 → hidden of position P−1 [D]."""
+    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+        """Start a sequence in cache ``slot``: prompt embeddings [P, D] at positions 0..P−1 →
+        hidden of position P−1 [D]."""
 
     @abstractmethod
     def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        """One backbone step: input [D] at ``position`` → hidden [D]."""
+        """One backbone step of the sequence in slot 0: input [D] at ``position`` → hidden [D]."""
 
     @abstractmethod
     def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """hidden [D], x0 noise [36] → codes [37] (int64, +2 offset)."""
+
+    # batching: backends that run several sequences per call override these three
+    @property
+    def max_batch(self) -> int:
+        """Sequences that can be decoded together (cache slots)."""
+        return 1
+
+    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """One backbone step for several sequences: inputs [n, D] at their own positions [n] in
+        their cache slots [n] → hiddens [n, D]."""
+        assert len(slots) == 1 and slots[0] == 0, "this backend decodes one sequence at a time"
+        return self.decode_step(embeds[0], int(positions[0]))[None]
+
+    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Frames of several sequences: hiddens [n, D], noise [n, 36] → codes [n, 37]."""
+        return np.stack([self.flow_frame(h, x) for h, x in zip(hidden, noise)])
 
     @abstractmethod
     def embed_codes(self, codes: np.ndarray) -> np.ndarray:
@@ -137,25 +155,105 @@ class Cancelled(VoxtralError):
     """Generation was stopped by its caller (a client that went away)."""
 
 
+@dataclass(eq=False)
+class Sequence:
+    """One utterance being generated: its prompt, noise and frame budget, and where it stands."""
+
+    embeds: np.ndarray
+    noise: NoiseSource
+    budget: int
+    tag: object = None  # the caller's handle
+    slot: int = -1
+    frames: int = 0
+    hidden: np.ndarray | None = None
+    done: bool = False
+    ended: bool = False  # True: END_AUDIO; False when done: the frame budget
+
+    @property
+    def next_position(self) -> int:
+        return self.embeds.shape[0] + self.frames - 1
+
+
+class BatchDecoder:
+    """The decode loop (spec §6.1) for one or several sequences per graph call.
+
+    A sequence joins with a prefill into a free cache slot. Each :meth:`step` runs one flow call
+    for all active sequences (codes from each one's hidden and noise), then one backbone step for
+    those that go on, each at its own position. A sequence leaves at END_AUDIO (that frame is not
+    audio, never fed back) or at its frame budget, and its slot is free for the next. There is
+    no extra ``[AUDIO]`` step: frame 0 comes from the prompt's last position.
+    """
+
+    def __init__(self, model: Inference):
+        self.model = model
+        self.free = list(range(model.max_batch))
+        self.active: list[Sequence] = []
+
+    @property
+    def has_room(self) -> bool:
+        return bool(self.free)
+
+    def join(self, seq: Sequence) -> None:
+        if not self.free:
+            raise VoxtralError("no free decoding slot")
+        seq.slot = self.free.pop(0)
+        seq.hidden = self.model.prefill(seq.embeds, seq.slot)
+        self.active.append(seq)
+
+    def leave(self, seq: Sequence) -> None:
+        if seq in self.active:
+            self.active.remove(seq)
+            self.free.append(seq.slot)
+            self.free.sort()
+        seq.done = True
+
+    def step(self) -> list[tuple[Sequence, np.ndarray | None]]:
+        """One frame for every active sequence: (sequence, codes [37]) — codes None at END_AUDIO."""
+        if not self.active:
+            return []
+        batch = list(self.active)
+        hidden = np.stack([s.hidden for s in batch])
+        noise = np.stack([s.noise.take() for s in batch])
+        codes = self.model.flow_frames(hidden, noise)
+        events, going_on = [], []
+        for seq, frame in zip(batch, codes):
+            if frame[0] == END_AUDIO:
+                seq.ended = True
+                self.leave(seq)
+                events.append((seq, None))
+                continue
+            seq.frames += 1
+            events.append((seq, frame))
+            if seq.frames >= seq.budget:
+                log.info("frame cap reached (%d frames): audio truncated", seq.budget)
+                self.leave(seq)
+            else:
+                going_on.append((seq, frame))
+        if going_on:
+            embeds = np.stack([self.model.embed_codes(frame) for _, frame in going_on])
+            positions = np.array([s.next_position for s, _ in going_on], dtype=np.int64)
+            slots = np.array([s.slot for s, _ in going_on], dtype=np.int64)
+            for (seq, _), h in zip(going_on, self.model.decode_steps(embeds, positions, slots)):
+                seq.hidden = h
+        return events
+
+
 def generate_frames(
     model: Inference, embeds: np.ndarray, noise: NoiseSource, max_frames: int,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the codes [37] of each audio frame until END_AUDIO or ``max_frames``.
+    """Yield the codes [37] of each audio frame of one sequence until END_AUDIO or ``max_frames``.
     ``cancelled`` is polled before each frame; when it returns True, :class:`Cancelled` is raised."""
-    prompt_len = embeds.shape[0]
-    hidden = model.prefill(embeds)
-    for n in range(max_frames):
+    decoder = BatchDecoder(model)
+    seq = Sequence(embeds, noise, max_frames)
+    decoder.join(seq)
+    while not seq.done:
         if cancelled is not None and cancelled():
-            raise Cancelled(f"generation cancelled after {n} frames")
-        codes = model.flow_frame(hidden, noise.take())
-        if codes[0] == END_AUDIO:
-            log.debug("END_AUDIO at frame %d", n)
-            return
-        yield codes
-        if n + 1 < max_frames:
-            hidden = model.decode_step(model.embed_codes(codes), prompt_len + n)
-    log.info("frame cap reached (%d frames): audio truncated", max_frames)
+            decoder.leave(seq)
+            raise Cancelled(f"generation cancelled after {seq.frames} frames")
+        for _, codes in decoder.step():
+            if codes is not None:
+                yield codes
 
 
 def chunk_bounds(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES) -> list[tuple[int, int]]:

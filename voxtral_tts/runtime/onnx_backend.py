@@ -2,9 +2,11 @@
 
 State lives in buffers allocated once and bound with IO binding, never reallocated per step:
 
-- the KV cache: ``k``/``v`` [n_layers, 1, capacity, Hkv, hd] float32 on the host. A step binds
-  each layer's filled prefix ``[:, :P]`` (contiguous in this position-major layout) as that
-  layer's ``past_*`` input, zero-copy by pointer, and writes the returned rows at their position;
+- the KV cache: ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 on the host, one slot
+  per sequence decoded together (``max_batch``). A step binds each layer's prefix ``[:P]`` up to
+  the longest sequence (contiguous in this position-major layout) as that layer's ``past_*``
+  input, zero-copy by pointer, with each sequence's own length in ``past_lengths``, and writes
+  the returned rows at each sequence's position;
 - the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
 - the flow frame's ``hidden`` / ``noise`` inputs and ``codes`` output.
 
@@ -67,7 +69,8 @@ def providers_for(device: str) -> list[str]:
 
 
 class OnnxInference(Inference):
-    def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None):
+    def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None,
+                 max_batch: int = 1):
         import onnxruntime as ort
 
         self.engine = engine
@@ -84,21 +87,27 @@ class OnnxInference(Inference):
             self._sessions[name] = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
 
         b, a = self.config.backbone, self.config.audio
+        if not 1 <= max_batch <= 64:
+            raise VoxtralError(f"max_batch must be between 1 and 64, got {max_batch}")
+        self._slots = int(max_batch)
         self._n_layers, self._kv = b.n_layers, (b.n_kv_heads, b.head_dim)
-        shape = (b.n_layers, 1, self._capacity, *self._kv)
+        shape = (b.n_layers, self._capacity, self._slots, *self._kv)
         self.k_cache = np.zeros(shape, np.float32)
         self.v_cache = np.zeros(shape, np.float32)
-        self._step_embeds = np.zeros((1, 1, b.dim), np.float32)
-        self._step_positions = np.zeros((1, 1), np.int64)
-        self._step_hidden = np.zeros((1, 1, b.dim), np.float32)
-        self._step_k = np.zeros((b.n_layers, 1, 1, *self._kv), np.float32)
-        self._step_v = np.zeros((b.n_layers, 1, 1, *self._kv), np.float32)
+        slots = self._slots
+        self._step_embeds = np.zeros((slots, 1, b.dim), np.float32)
+        self._step_positions = np.zeros((slots, 1), np.int64)
+        self._step_lengths = np.zeros(slots, np.int64)
+        self._step_hidden = np.zeros((slots, 1, b.dim), np.float32)
+        self._step_k = np.zeros((b.n_layers, 1, slots, *self._kv), np.float32)
+        self._step_v = np.zeros((b.n_layers, 1, slots, *self._kv), np.float32)
         self._flow_hidden = np.zeros((1, b.dim), np.float32)
         self._flow_noise = np.zeros((1, a.n_acoustic_codebook), np.float32)
         self._flow_codes = np.zeros((1, a.num_codebooks), np.int64)
         self._step_binding = self._sessions["backbone"].io_binding()
         self._bind(self._step_binding, "input", "embeds", self._step_embeds)
         self._bind(self._step_binding, "input", "positions", self._step_positions)
+        self._bind(self._step_binding, "input", "past_lengths", self._step_lengths)
         self._bind(self._step_binding, "output", "hidden", self._step_hidden)
         self._bind(self._step_binding, "output", "present_k", self._step_k)
         self._bind(self._step_binding, "output", "present_v", self._step_v)
@@ -119,6 +128,10 @@ class OnnxInference(Inference):
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def max_batch(self) -> int:
+        return self._slots
+
     @staticmethod
     def _bind(binding, kind: str, name: str, array: np.ndarray) -> None:
         """Bind a host array by pointer (no copy); ``array`` must stay alive and contiguous."""
@@ -135,12 +148,12 @@ class OnnxInference(Inference):
         return self._codebooks[self._offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
 
     # --- backbone ----------------------------------------------------------------------------------
-    def _bind_past(self, binding, length: int) -> None:
+    def _bind_past(self, binding, cache_k: np.ndarray, cache_v: np.ndarray) -> None:
         for i in range(self._n_layers):
-            self._bind(binding, "input", f"past_k.{i}", self.k_cache[i, :, :length])
-            self._bind(binding, "input", f"past_v.{i}", self.v_cache[i, :, :length])
+            self._bind(binding, "input", f"past_k.{i}", cache_k[i])
+            self._bind(binding, "input", f"past_v.{i}", cache_v[i])
 
-    def prefill(self, embeds: np.ndarray) -> np.ndarray:
+    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
         length = embeds.shape[0]
         if length > self._capacity:
             raise VoxtralError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
@@ -150,28 +163,42 @@ class OnnxInference(Inference):
         positions = np.arange(length, dtype=np.int64)[None]
         self._bind(binding, "input", "embeds", inputs)
         self._bind(binding, "input", "positions", positions)
-        self._bind_past(binding, 0)
+        self._bind(binding, "input", "past_lengths", np.zeros(1, np.int64))
+        empty = np.zeros((self._n_layers, 0, 1, *self._kv), np.float32)
+        self._bind_past(binding, empty, empty)
         hidden = np.empty((1, length, self.config.backbone.dim), np.float32)
-        new_k = np.empty((self._n_layers, 1, length, *self._kv), np.float32)
+        new_k = np.empty((self._n_layers, length, 1, *self._kv), np.float32)
         new_v = np.empty_like(new_k)
         self._bind(binding, "output", "hidden", hidden)
         self._bind(binding, "output", "present_k", new_k)
         self._bind(binding, "output", "present_v", new_v)
         session.run_with_iobinding(binding)
-        self.k_cache[:, :, :length] = new_k
-        self.v_cache[:, :, :length] = new_v
+        self.k_cache[:, :length, slot] = new_k[:, :, 0]
+        self.v_cache[:, :length, slot] = new_v[:, :, 0]
         return hidden[0, -1].copy()
 
     def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        if position >= self._capacity:
-            raise VoxtralError(f"position {position} is beyond the KV cache ({self._capacity} positions)")
-        self._step_embeds[0, 0] = embed
-        self._step_positions[0, 0] = position
-        self._bind_past(self._step_binding, position)  # the filled prefix grows by one each step
+        return self.decode_steps(np.asarray(embed)[None], np.array([position]), np.array([0]))[0]
+
+    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """One backbone call for every slot; the slots not named decode a dummy token whose rows
+        are never stored."""
+        positions, slots = np.asarray(positions, np.int64), np.asarray(slots, np.int64)
+        if positions.max() >= self._capacity:
+            raise VoxtralError(f"position {positions.max()} is beyond the KV cache ({self._capacity} positions)")
+        self._step_embeds.fill(0.0)
+        self._step_positions.fill(0)
+        self._step_lengths.fill(0)
+        self._step_embeds[slots, 0] = embeds
+        self._step_positions[slots, 0] = positions
+        self._step_lengths[slots] = positions  # the sequence's filled positions before this one
+        longest = int(positions.max())
+        # the filled prefix grows by one each step
+        self._bind_past(self._step_binding, self.k_cache[:, :longest], self.v_cache[:, :longest])
         self._sessions["backbone"].run_with_iobinding(self._step_binding)
-        self.k_cache[:, :, position] = self._step_k[:, :, 0]
-        self.v_cache[:, :, position] = self._step_v[:, :, 0]
-        return self._step_hidden[0, 0].copy()
+        self.k_cache[:, positions, slots] = self._step_k[:, 0, slots]
+        self.v_cache[:, positions, slots] = self._step_v[:, 0, slots]
+        return self._step_hidden[slots, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
     def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -179,6 +206,12 @@ class OnnxInference(Inference):
         self._flow_noise[0] = noise
         self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
         return self._flow_codes[0].copy()
+
+    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        if len(hidden) == 1:
+            return self.flow_frame(hidden[0], noise[0])[None]
+        feeds = {"hidden": np.ascontiguousarray(hidden, np.float32), "noise": np.ascontiguousarray(noise, np.float32)}
+        return self._sessions["flow_frame"].run(None, feeds)[0]
 
     def decode_audio(self, codes: np.ndarray) -> np.ndarray:
         codes = np.ascontiguousarray(codes, dtype=np.int64)[None]
