@@ -389,3 +389,45 @@ def test_voxtral_serve_command(tiny_engine_dir):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts):
+    """With decoding slots, requests in flight share each backbone step; every request still gets
+    exactly the audio it would get alone (its own seed, its own positions)."""
+    widths = []
+
+    def load():
+        tts = voxtral_tts.load(tiny_engine_dir, max_batch=3)
+        steps = tts.model.decode_steps
+
+        def recording(embeds, positions, slots):
+            widths.append(len(slots))
+            time.sleep(0.02)  # keep requests in flight long enough to overlap
+            return steps(embeds, positions, slots)
+
+        tts.model.decode_steps = recording
+        return tts
+
+    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    try:
+        server.wait_ready()
+        long_text = " ".join(f"Sentence number {i} is here." for i in range(20))  # two parts
+        requests = [("Hello there.", 1), ("Another voice, another seed.", 2), (long_text, 3)]
+        results = {}
+
+        def post(text, seed):
+            response = httpx.post(server.url + "/v1/audio/speech", timeout=120, json={
+                "model": "m", "input": text, "voice": "alloy", "response_format": "pcm", "seed": seed})
+            results[seed] = response
+
+        threads = [threading.Thread(target=post, args=r) for r in requests]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for text, seed in requests:
+            assert results[seed].status_code == 200
+            assert_pcm_equal(np.frombuffer(results[seed].content, "<i2"), expected_audio(reference_tts, text, seed=seed))
+        assert max(widths) >= 2, widths
+    finally:
+        server.close()

@@ -23,8 +23,8 @@ from ..errors import VoxtralError
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
-from .decoding import (Inference, NoiseSource, decode_codes, decode_span, frame_budget, generate_frames,
-                       stream_chunk_frames)
+from .decoding import (BatchDecoder, Cancelled, Inference, NoiseSource, Sequence, decode_codes, decode_span,
+                       frame_budget, generate_frames, stream_chunk_frames)
 
 log = logging.getLogger(__name__)
 
@@ -120,28 +120,28 @@ class TTS:
 
         ``cancelled`` is polled every frame (raising :class:`Cancelled`); ``stats``, if given,
         receives ``text_tokens`` and ``frames`` as they accumulate."""
+        utterance = self.utterance(text, voice, max_frames, seed, noise, max_chars, stats)
+        decoder = BatchDecoder(self.model)
+        while (seq := utterance.next_sequence()) is not None:
+            decoder.join(seq)
+            while not seq.done:
+                if cancelled is not None and cancelled():
+                    decoder.leave(seq)
+                    raise Cancelled(f"generation cancelled after {utterance.stats['frames']} frames")
+                for _, codes in decoder.step():
+                    if codes is not None and (chunk := utterance.add_frame(codes)) is not None:
+                        yield chunk
+            if (chunk := utterance.flush()) is not None:
+                yield chunk
+
+    def utterance(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
+                  seed: int | None = None, noise: np.ndarray | None = None,
+                  max_chars: int = MAX_CHUNK_CHARS, stats: dict | None = None) -> "Utterance":
+        """A text to stream, checked and split, for a caller that drives the decoding itself
+        (:meth:`stream`, or a server batching several utterances in one :class:`BatchDecoder`)."""
         text = check_text(text)
-        source = self._noise(seed, noise)
-        chosen = self.voice_bank.get(voice)
-        spf = self.config.samples_per_frame
-        if stats is not None:
-            stats.update(text_tokens=0, frames=0)
-        for part in split_text(text, max_chars):
-            ids, embeds = self.prompt(part, chosen)
-            budget = frame_budget(self.model, len(ids), max_frames, source)
-            if stats is not None:
-                stats["text_tokens"] += len(ids) - chosen.n_audio_tokens - 5
-            frames: list[np.ndarray] = []
-            emitted = 0
-            for codes in generate_frames(self.model, embeds, source, budget, cancelled):
-                frames.append(codes)
-                if stats is not None:
-                    stats["frames"] += 1
-                if len(frames) - emitted >= stream_chunk_frames(emitted):
-                    yield decode_span(self.model.decode_audio, frames, emitted, len(frames), spf)
-                    emitted = len(frames)
-            if len(frames) > emitted:
-                yield decode_span(self.model.decode_audio, frames, emitted, len(frames), spf)
+        return Utterance(self, split_text(text, max_chars), self.voice_bank.get(voice), max_frames,
+                         self._noise(seed, noise), stats)
 
     def _noise(self, seed: int | None, noise: np.ndarray | None) -> NoiseSource:
         if seed is not None and noise is not None:
@@ -173,6 +173,51 @@ class TTS:
         if codes.ndim != 2 or codes.shape[1] != n_codebooks:
             raise VoxtralError(f"codes must be [frames, {n_codebooks}], got shape {list(codes.shape)}")
         return decode_codes(self.model.decode_audio, codes, self.config.samples_per_frame)
+
+
+class Utterance:
+    """One text being synthesised part by part and streamed in chunks: it makes each part's
+    :class:`Sequence` (prompt, noise, frame budget) and turns the frames it is given into audio
+    chunks — 5 frames at a time up to 25, then 25 — each decoded with left context."""
+
+    def __init__(self, tts: TTS, parts: list[str], voice: Voice, max_frames: int | None, noise: NoiseSource,
+                 stats: dict | None = None):
+        self.tts, self.parts, self.voice, self.max_frames, self.noise = tts, parts, voice, max_frames, noise
+        self.stats = stats if stats is not None else {}
+        self.stats.update(text_tokens=0, frames=0)
+        self.owner: object = None  # the caller's handle (the server's request)
+        self._part = 0
+        self._frames: list[np.ndarray] = []
+        self._emitted = 0
+
+    def next_sequence(self) -> Sequence | None:
+        """The next part's sequence, or None when every part is done."""
+        if self._part >= len(self.parts):
+            return None
+        ids, embeds = self.tts.prompt(self.parts[self._part], self.voice)
+        self._part += 1
+        budget = frame_budget(self.tts.model, len(ids), self.max_frames, self.noise)
+        self.stats["text_tokens"] += len(ids) - self.voice.n_audio_tokens - 5  # [1, 25, AUDIO×N, 36, …, 35, 25]
+        self._frames, self._emitted = [], 0
+        return Sequence(embeds, self.noise, budget, tag=self)
+
+    def add_frame(self, codes: np.ndarray) -> np.ndarray | None:
+        """Take one frame's codes; returns an audio chunk when one is due."""
+        self._frames.append(codes)
+        self.stats["frames"] += 1
+        if len(self._frames) - self._emitted >= stream_chunk_frames(self._emitted):
+            return self._chunk()
+        return None
+
+    def flush(self) -> np.ndarray | None:
+        """The audio of the current part's frames not yet returned (at the end of a part)."""
+        return self._chunk() if len(self._frames) > self._emitted else None
+
+    def _chunk(self) -> np.ndarray:
+        spf = self.tts.config.samples_per_frame
+        audio = decode_span(self.tts.model.decode_audio, self._frames, self._emitted, len(self._frames), spf)
+        self._emitted = len(self._frames)
+        return audio
 
 
 def read_model_dir(path: str | Path) -> tuple[ModelConfig, Tekken, VoiceBank]:

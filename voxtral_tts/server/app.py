@@ -1,7 +1,8 @@
 """An OpenAI-compatible speech server (FastAPI): ``POST /v1/audio/speech`` and friends.
 
-One :class:`Synthesizer` owns the model and runs requests one at a time on a worker thread (the
-backends keep per-sequence state); requests wait in a bounded queue and get 503 beyond it.
+One :class:`Synthesizer` owns the model on a worker thread and decodes the requests in flight
+together, one frame for all of them per step (as many as the backend has decoding slots; the
+others wait in a bounded queue and get 503 beyond it).
 Audio flows from the worker to the request as float32 chunks (``TTS.stream``) and is encoded
 per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as server-sent events
 (``stream_format: "sse"``). A client that goes away cancels its generation at the next frame.
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import VoxtralError
-from ..runtime.decoding import Cancelled
+from ..runtime.decoding import BatchDecoder, Cancelled, Sequence
 from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, check_text
 from ..voices import voice_gender, voice_language
@@ -111,7 +112,9 @@ class Job:
 
 
 class Synthesizer:
-    """Loads the model on a worker thread, then generates queued jobs one at a time."""
+    """Loads the model on a worker thread, then generates the queued requests — as many together
+    as the backend has decoding slots (``max_batch``): each frame is one flow call and one
+    backbone step for every request in flight; requests join and leave between frames."""
 
     def __init__(self, load: Callable[[], TTS], options: ServerOptions):
         self._load = load
@@ -134,38 +137,88 @@ class Synthesizer:
         return self.tts is not None
 
     def submit(self, job: Job) -> None:
+        in_flight = self.tts.model.max_batch if self.tts else 1
         with self._lock:
-            if self._pending > self.options.max_queue:
+            if self._pending >= self.options.max_queue + in_flight:
                 raise APIError(503, f"the server is busy ({self._pending} requests in progress or queued); retry later",
                                "server_error", code="overloaded")
             self._pending += 1
         self._jobs.put(job)
 
+    def _finish(self, job: Job, item=_DONE) -> None:
+        job.put(item)
+        with self._lock:
+            self._pending -= 1
+
     def _run(self) -> None:
         try:
             self.tts = self._load()
-            log.info("model ready: %d voices", len(self.tts.voices))
+            log.info("model ready: %d voices, %d decoding slots", len(self.tts.voices), self.tts.model.max_batch)
         except Exception as exc:  # reported by /ready and every request
             self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, VoxtralError) else str(exc)
             log.error("model failed to load: %s", self.load_error)
             return
-        while (job := self._jobs.get()) is not None:
+        decoder = BatchDecoder(self.tts.model)
+        ready: list[Sequence] = []  # next parts of requests in flight, ahead of new requests
+        while True:
+            while decoder.has_room:  # admit
+                if ready:
+                    self._join(decoder, ready.pop(0))
+                    continue
+                try:
+                    job = self._jobs.get(block=not decoder.active)
+                except queue.Empty:
+                    break
+                if job is None:
+                    return
+                self._start(decoder, job)
+            for seq in list(decoder.active):
+                if seq.tag.owner.cancel.is_set():
+                    log.info("request cancelled after %d frames", seq.tag.stats["frames"])
+                    decoder.leave(seq)
+                    self._finish(seq.tag.owner)
             try:
-                if job.cancel.is_set():
-                    raise Cancelled("client went away before generation started")
-                chunks = self.tts.stream(job.text, voice=job.voice, seed=job.seed, max_frames=self.options.max_frames,
-                                         cancelled=job.cancel.is_set, stats=job.stats)
-                for chunk in chunks:
-                    job.put(chunk)
-                job.put(_DONE)
-            except Cancelled as exc:
-                log.info("%s", exc)
-                job.put(_DONE)
-            except Exception as exc:
-                job.put(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
+                events = decoder.step()
+            except Exception as exc:  # a backend failure fails every request in flight
+                for seq in list(decoder.active):
+                    decoder.leave(seq)
+                    self._finish(seq.tag.owner, exc)
+                continue
+            for seq, codes in events:
+                utterance, job = seq.tag, seq.tag.owner
+                try:
+                    if codes is not None and (chunk := utterance.add_frame(codes)) is not None:
+                        job.put(chunk)
+                    if seq.done:
+                        if (chunk := utterance.flush()) is not None:
+                            job.put(chunk)
+                        following = utterance.next_sequence()
+                        if following is None:
+                            self._finish(job)
+                        else:
+                            ready.append(following)
+                except Exception as exc:
+                    decoder.leave(seq)
+                    self._finish(job, exc)
+
+    def _start(self, decoder: BatchDecoder, job: Job) -> None:
+        try:
+            if job.cancel.is_set():
+                raise Cancelled("client went away before generation started")
+            utterance = self.tts.utterance(job.text, voice=job.voice, seed=job.seed,
+                                           max_frames=self.options.max_frames, stats=job.stats)
+            utterance.owner = job
+            self._join(decoder, utterance.next_sequence())
+        except Cancelled:
+            self._finish(job)
+        except Exception as exc:
+            self._finish(job, exc)
+
+    def _join(self, decoder: BatchDecoder, seq: Sequence) -> None:
+        try:
+            decoder.join(seq)
+        except Exception as exc:
+            self._finish(seq.tag.owner, exc)
 
 
 # --- the app -----------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="onnxruntime: cpu, cuda or tensorrt")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     p.add_argument("--capacity", type=int, help="KV cache positions (prompt + frames)")
-    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind the current one (503 beyond)")
+    p.add_argument("--max-batch", type=int, default=4,
+                   help="onnxruntime: requests decoded together, one frame for all per step (default 4)")
+    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)")
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default 2048)")
     p.add_argument("--max-input-chars", type=int, default=4096)
     p.add_argument("--log-level", default="info")
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.capacity:
             options["capacity"] = args.capacity
         if backend == "onnxruntime":
-            options.update(device=args.device, threads=args.threads)
+            options.update(device=args.device, threads=args.threads, max_batch=args.max_batch)
         app = create_app(lambda: load(args.model, backend, **options),
                          ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
                                        max_input_chars=args.max_input_chars))
