@@ -17,6 +17,7 @@ precision) and each onnxruntime row's ms/frame as a multiple of its precision's 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import resource
@@ -97,23 +98,31 @@ def run_one(args) -> dict:
     next(iter(tts.stream(text.strip(), voice=args.voice, seed=0, max_frames=args.frames)))
     ttfa_ms = (time.perf_counter() - start) * 1000.0
 
+    frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
     batch_fps = {}
     if args.backend == "onnxruntime":
         from voxtral_tts.runtime.decoding import BatchDecoder, Sequence
 
+        width = tts.config.audio.n_acoustic_codebook
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        del tts
         for batch in args.batches:
-            batched = voxtral_tts.load(path, args.backend, max_batch=batch, **options).model if batch > 1 else model
-            decoder = BatchDecoder(batched)
+            if batch > 1:  # one engine in memory at a time: a second fp32 copy would not fit
+                model = None
+                gc.collect()
+                model = voxtral_tts.load(path, args.backend, max_batch=batch, **options).model
+            decoder = BatchDecoder(model)
             for i in range(batch):
-                decoder.join(Sequence(embeds, NoiseSource(tts.config.audio.n_acoustic_codebook, seed=i), 10**6))
+                decoder.join(Sequence(embeds, NoiseSource(width, seed=i), 10**6))
             decoder.step()  # warm-up
             start, produced = time.perf_counter(), 0
             for _ in range(args.frames):
                 produced += sum(codes is not None for _, codes in decoder.step())
             batch_fps[batch] = produced / (time.perf_counter() - start)
-            del decoder, batched
+            del decoder
+    else:
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
-    frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
     # steady-state real-time factor: generation + codec time per second of audio (the prefill is
     # paid once per utterance and shows in the time to first audio)
     total_ms = frame_ms * codes.shape[0] + codec_ms
@@ -131,7 +140,7 @@ def run_one(args) -> dict:
         "codec_ms_per_audio_s": codec_ms / audio_s,
         "rtf": total_ms / 1000.0 / audio_s,
         "ttfa_ms": ttfa_ms,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss,  # while synthesising one sequence (before the batched reloads)
         "frames": int(codes.shape[0]),
         "batch_fps": batch_fps,
     }
