@@ -196,8 +196,8 @@ class BatchDecoder:
     def join(self, seq: Sequence) -> None:
         if not self.free:
             raise VoxtralError("no free decoding slot")
+        seq.hidden = self.model.prefill(seq.embeds, self.free[0])  # a failed prefill keeps the slot free
         seq.slot = self.free.pop(0)
-        seq.hidden = self.model.prefill(seq.embeds, seq.slot)
         self.active.append(seq)
 
     def leave(self, seq: Sequence) -> None:

@@ -23,8 +23,8 @@ from ..errors import VoxtralError
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
-from .decoding import (BatchDecoder, Cancelled, Inference, NoiseSource, Sequence, decode_codes, decode_span,
-                       frame_budget, generate_frames, stream_chunk_frames)
+from .decoding import (Inference, NoiseSource, Sequence, decode_codes, decode_span, frame_budget, generate_frames,
+                       stream_chunk_frames)
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +118,13 @@ class TTS:
         frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
         arguments) up to float rounding. Long text is streamed part by part.
 
-        ``cancelled`` is polled every frame (raising :class:`Cancelled`); ``stats``, if given,
+        ``cancelled`` is polled every frame (raising ``Cancelled``); ``stats``, if given,
         receives ``text_tokens`` and ``frames`` as they accumulate."""
         utterance = self.utterance(text, voice, max_frames, seed, noise, max_chars, stats)
-        decoder = BatchDecoder(self.model)
         while (seq := utterance.next_sequence()) is not None:
-            decoder.join(seq)
-            while not seq.done:
-                if cancelled is not None and cancelled():
-                    decoder.leave(seq)
-                    raise Cancelled(f"generation cancelled after {utterance.stats['frames']} frames")
-                for _, codes in decoder.step():
-                    if codes is not None and (chunk := utterance.add_frame(codes)) is not None:
-                        yield chunk
+            for codes in generate_frames(self.model, seq.embeds, seq.noise, seq.budget, cancelled):
+                if (chunk := utterance.add_frame(codes)) is not None:
+                    yield chunk
             if (chunk := utterance.flush()) is not None:
                 yield chunk
 
