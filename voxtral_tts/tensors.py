@@ -114,17 +114,12 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
     return infos, metadata
 
 
-def read_safetensors_array(path: str | Path, info: TensorInfo, *, mmap: bool = True) -> np.ndarray:
-    """One tensor as numpy (BF16 as raw uint16 bits), memory-mapped by default."""
+def read_safetensors_array(path: str | Path, info: TensorInfo) -> np.ndarray:
+    """One tensor as a read-only numpy memory map (BF16 as raw uint16 bits)."""
     dtype = _NUMPY_DTYPES[info.dtype]
-    if mmap:
-        count = int(np.prod(info.shape, dtype=np.int64))
-        if count == 0:
-            return np.zeros(info.shape, dtype)
-        return np.memmap(path, dtype=dtype, mode="r", offset=info.start, shape=info.shape)
-    with open(path, "rb") as f:
-        f.seek(info.start)
-        return np.frombuffer(f.read(info.nbytes), dtype=dtype).reshape(info.shape)
+    if int(np.prod(info.shape, dtype=np.int64)) == 0:
+        return np.zeros(info.shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=info.start, shape=info.shape)
 
 
 def read_float32(path: str | Path, info: TensorInfo) -> np.ndarray:

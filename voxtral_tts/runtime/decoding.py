@@ -167,7 +167,6 @@ class Sequence:
     frames: int = 0
     hidden: np.ndarray | None = None
     done: bool = False
-    ended: bool = False  # True: END_AUDIO; False when done: the frame budget
 
     @property
     def next_position(self) -> int:
@@ -218,7 +217,6 @@ class BatchDecoder:
         events, going_on = [], []
         for seq, frame in zip(batch, codes):
             if frame[0] == END_AUDIO:
-                seq.ended = True
                 self.leave(seq)
                 events.append((seq, None))
                 continue
