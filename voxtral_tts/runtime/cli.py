@@ -18,7 +18,7 @@ from ..audio import write_wav
 from ..errors import VoxtralError, run_cli
 from ..voices import OPENAI_ALIASES, voice_gender, voice_language
 from ..text import check_text
-from .tts import BACKENDS, TTS, create_backend, default_backend, read_model_dir
+from .tts import BACKENDS, TTS, backend_options, create_backend, read_model_dir
 
 log = logging.getLogger("voxtral_tts")
 
@@ -80,14 +80,9 @@ def run(args: argparse.Namespace) -> int:
     # check what is cheap to check before loading gigabytes of weights
     text = check_text(_read_text(args))
     voices.get(args.voice)
-    options = {"progress": not args.quiet}
-    if args.capacity:
-        options["capacity"] = args.capacity
-    if (args.backend or default_backend(args.model)) == "onnxruntime":
-        options.update(device=args.device, threads=args.threads)
-    elif args.device != "cpu" or args.threads:
-        raise VoxtralError("--device and --threads apply to the onnxruntime backend")
-    model = create_backend(args.model, args.backend, **options)
+    backend, options = backend_options(args.model, args.backend, progress=not args.quiet, capacity=args.capacity,
+                                       device=args.device, threads=args.threads)
+    model = create_backend(args.model, backend, **options)
     tts = TTS(model, tokenizer, voices)
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
     write_wav(args.output, result.audio, result.sample_rate)

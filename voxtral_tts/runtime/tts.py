@@ -229,6 +229,22 @@ def default_backend(path: str | Path) -> str:
     return "onnxruntime" if is_engine_dir(path) else "torch"
 
 
+def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
+                    device: str = "cpu", threads: int | None = None, max_batch: int = 1) -> tuple[str, dict]:
+    """The backend a command line asks for and its options: ``device``, ``threads`` and
+    ``max_batch`` are onnxruntime's; asking the torch backend for another device or a thread count
+    is an error (a batch size is simply not used: torch decodes one sequence at a time)."""
+    backend = backend or default_backend(path)
+    options: dict = {"progress": progress}
+    if capacity:
+        options["capacity"] = capacity
+    if backend == "onnxruntime":
+        options.update(device=device, threads=threads, max_batch=max_batch)
+    elif device != "cpu" or threads:
+        raise VoxtralError("--device and --threads apply to the onnxruntime backend")
+    return backend, options
+
+
 def create_backend(path: str | Path, backend: str | None = None, **options) -> Inference:
     """The backend for a model directory or an engine directory.
 

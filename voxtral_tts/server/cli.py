@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import VoxtralError, run_cli
-from ..runtime.tts import BACKENDS, default_backend, load
+from ..runtime.tts import BACKENDS, backend_options, load
 from .app import ServerOptions, create_app
 
 
@@ -44,12 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.model.is_dir():
             raise VoxtralError(f"{args.model}: not a directory (expected an engine or model directory)")
-        backend = args.backend or default_backend(args.model)
-        options = {"progress": False}
-        if args.capacity:
-            options["capacity"] = args.capacity
-        if backend == "onnxruntime":
-            options.update(device=args.device, threads=args.threads, max_batch=args.max_batch)
+        backend, options = backend_options(args.model, args.backend, progress=False, capacity=args.capacity,
+                                           device=args.device, threads=args.threads, max_batch=args.max_batch)
         app = create_app(lambda: load(args.model, backend, **options),
                          ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
                                        max_input_chars=args.max_input_chars))
