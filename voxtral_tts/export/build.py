@@ -31,8 +31,10 @@ from .onnx import OPSET, export_graph
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
-TARGETS = ("onnx",)
+PRECISIONS = ("fp32", "fp16", "int8", "int4")  # of the onnx target
+#: every precision some target accepts (the command line's choices); each builder checks its own
+ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+TARGETS = ("onnx", "tensorrt", "coreml")
 DEFAULT_CAPACITY = 4096
 EMBEDDINGS = {
     "tokens": "mm_audio_embeddings.tok_embeddings.weight",
@@ -87,7 +89,7 @@ def _write_voices(model_dir: Path, out: Path, tokenizer: Tekken, config: ModelCo
     return bank.names
 
 
-def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "onnx", precision: str = "fp32",
+def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "onnx", precision: str | None = None,
                  capacity: int = DEFAULT_CAPACITY, with_velocity: bool = False, validate: bool = True,
                  progress: bool = True) -> Path:
     """Export ``model_dir`` to ``engine_dir``; returns the engine path."""
@@ -95,6 +97,17 @@ def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "o
 
     if target not in TARGETS:
         raise VoxtralError(f"unknown target '{target}'; available: {', '.join(TARGETS)}")
+    if target == "coreml":  # Core ML packages: see export/coreml.py
+        from .coreml import build_coreml_engine
+
+        return build_coreml_engine(model_dir, engine_dir, precision=precision, capacity=capacity,
+                                   validate=validate, progress=progress)
+    if target == "tensorrt":  # TensorRT engines on top of the ONNX graphs: see export/tensorrt.py
+        from .tensorrt import build_tensorrt_engine
+
+        return build_tensorrt_engine(model_dir, engine_dir, precision=precision, capacity=capacity,
+                                     validate=validate, progress=progress)
+    precision = precision or "fp32"
     if precision not in PRECISIONS:
         raise VoxtralError(f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}")
     if capacity < 2:

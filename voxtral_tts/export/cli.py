@@ -1,6 +1,6 @@
 """``voxtral-export``: a model directory (or a hub id) → an engine directory.
 
-    voxtral-export MODEL_DIR -o ENGINE_DIR [--target onnx] [--precision fp32] [--capacity 4096]
+    voxtral-export MODEL_DIR -o ENGINE_DIR [--target onnx|tensorrt|coreml] [--precision fp32] [--capacity 4096]
     voxtral-export MODEL_DIR -o ENGINE_DIR --check      # re-validate an existing engine
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import VoxtralError, run_cli
-from .build import DEFAULT_CAPACITY, PRECISIONS, TARGETS
+from .build import ALL_PRECISIONS, DEFAULT_CAPACITY, TARGETS
 
 
 def resolve_model(source: str) -> Path:
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/) or hub id")
     p.add_argument("-o", "--output", type=Path, required=True, help="engine directory to write")
     p.add_argument("--target", choices=TARGETS, default="onnx")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--precision", choices=ALL_PRECISIONS,
+                   help="onnx: fp32 (default), fp16, int8, int4; tensorrt: fp16 (default) or bf16; coreml: fp16 (default) or fp32")
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                    help="default KV-cache positions (prompt + frames) recorded in the engine; the runtime may override")
     p.add_argument("--with-velocity", action="store_true", help="also export the raw flow velocity graph (for tests)")

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import VoxtralError
-from ..tensors import bf16_to_float32
 from .decoding import Inference
+from .host_embeddings import HostEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,7 @@ class OnnxInference(Inference):
         self._bind(self._flow_binding, "input", "noise", self._flow_noise)
         self._bind(self._flow_binding, "output", "codes", self._flow_codes)
 
-        tokens, dtype = engine.embedding("tokens")
-        self._tokens = np.load(tokens, mmap_mode="r")
-        self._tokens_bf16 = dtype == "bf16"
-        codebooks, dtype = engine.embedding("codebooks")
-        table = np.load(codebooks)
-        self._codebooks = bf16_to_float32(table) if dtype == "bf16" else table.astype(np.float32)
-        self._offsets = np.asarray(a.codebook_offsets, dtype=np.int64)
+        self._embeddings = HostEmbeddings(engine)
 
     @property
     def capacity(self) -> int:
@@ -141,11 +135,10 @@ class OnnxInference(Inference):
 
     # --- embeddings (host) -------------------------------------------------------------------------
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
-        rows = np.asarray(self._tokens[np.asarray(ids, dtype=np.int64)])
-        return bf16_to_float32(rows) if self._tokens_bf16 else rows.astype(np.float32)
+        return self._embeddings.tokens(ids)
 
     def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self._codebooks[self._offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
+        return self._embeddings.codes(codes)
 
     # --- backbone ----------------------------------------------------------------------------------
     def _bind_past(self, binding, cache_k: np.ndarray, cache_v: np.ndarray) -> None:

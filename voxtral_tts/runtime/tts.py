@@ -28,7 +28,7 @@ from .decoding import (Inference, NoiseSource, Sequence, decode_codes, decode_sp
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "coreml")
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,21 @@ def read_model_dir(path: str | Path) -> tuple[ModelConfig, Tekken, VoiceBank]:
     return config, tokenizer, voices
 
 
+def engine_target(path: str | Path) -> str | None:
+    """The ``target`` an engine directory's manifest names (onnx, tensorrt, coreml), or None."""
+    import json
+
+    if not is_engine_dir(path):
+        return None
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("target", "onnx")
+    except (OSError, ValueError, AttributeError):
+        return "onnx"  # open_engine reports the broken manifest
+
+
 def default_backend(path: str | Path) -> str:
-    return "onnxruntime" if is_engine_dir(path) else "torch"
+    """torch for a model directory; for an engine directory, the backend of its target."""
+    return {None: "torch", "tensorrt": "tensorrt", "coreml": "coreml"}.get(engine_target(path), "onnxruntime")
 
 
 def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
@@ -263,6 +276,14 @@ def create_backend(path: str | Path, backend: str | None = None, **options) -> I
         from ..model.backend import TorchInference
 
         return TorchInference.from_model_dir(path, **options)
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTInference
+
+        return TensorRTInference.from_path(path, **options)
+    if backend == "coreml":
+        from .coreml_backend import CoreMLInference
+
+        return CoreMLInference.from_path(path, **options)
     from .onnx_backend import OnnxInference
 
     progress = options.pop("progress", True)
