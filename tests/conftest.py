@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the checkout; VOXTRAL_TTS_SHARED names another copy (a GPU machine that
+# receives the checkout alone)
+SHARED = Path(os.environ.get("VOXTRAL_TTS_SHARED", ROOT.parent / "shared"))
 SPEC = SHARED / "spec"
 REFERENCE_TINY = SHARED / "fixtures" / "reference-tiny"
 REFERENCE_MODEL = REFERENCE_TINY / "model"

@@ -58,7 +58,9 @@ def test_list_voices(tiny_model_dir):
         (["-t", "Hi.", "-v", "darth"], "unknown voice 'darth'"),
         (["-t", "Hi.", "--reference-audio", "me.wav"], "no codec encoder|does not include"),
         (["-t", "Hi.", "-o", "out.mp3"], "writes WAV files"),
-        (["-t", "Hi.", "--backend", "torch", "--device", "cuda"], "apply to the onnxruntime backend"),
+        (["-t", "Hi.", "--backend", "torch", "--threads", "2"], "applies to the onnxruntime backend"),
+        (["-t", "Hi.", "--dtype", "bf16", "--backend", "onnxruntime"], "applies to the torch backend"),
+        (["-t", "Hi.", "--backend", "torch", "--device", "tpu"], "unknown device 'tpu'|runs on cpu or cuda"),
     ],
 )
 def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):

@@ -138,8 +138,11 @@ def _random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator) 
 
 
 def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = None,
-                       voices: Mapping[str, int] | None = None, seed: int = 0, progress: bool = False) -> Path:
-    """Write a model directory with random weights; returns its path.
+                       voices: Mapping[str, int] | None = None, seed: int = 0, progress: bool = False,
+                       checkpoint: bool = True) -> Path:
+    """Write a model directory with random weights; returns its path. ``checkpoint=False`` leaves
+    out ``consolidated.safetensors`` (config, tokenizer and voices only: for a benchmark that makes
+    its random weights in place, see ``model.loading.random_model``).
 
     ``voices`` maps name → [AUDIO] token count (default: those listed in params' voice table, or two
     small voices). Each tensor gets its own generator seeded from (seed, name): the file is
@@ -162,9 +165,11 @@ def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = N
         rng = np.random.default_rng([seed, *name.encode()])
         return float32_to_bf16(_random_tensor(name, specs[name][1], rng))
 
-    bar = tqdm(total=len(specs), desc="writing checkpoint", unit="tensor", disable=not progress)
-    write_safetensors(out / CHECKPOINT_FILE, specs, produce, metadata={"format": "pt"}, progress=lambda _: bar.update())
-    bar.close()
+    if checkpoint:
+        bar = tqdm(total=len(specs), desc="writing checkpoint", unit="tensor", disable=not progress)
+        write_safetensors(out / CHECKPOINT_FILE, specs, produce, metadata={"format": "pt"},
+                          progress=lambda _: bar.update())
+        bar.close()
 
     tekken = tekken_dict(config.backbone.vocab_size, voices)
     (out / "tekken.json").write_text(json.dumps(tekken))

@@ -54,8 +54,7 @@ class FlowVelocityGraph(nn.Module):
 
     def forward(self, x, t, hidden):
         flow = self.acoustic_transformer
-        t_token = flow.time_projection(flow.time_embedding(t))
-        return flow.velocity(x, t_token, flow.llm_projection(hidden))
+        return flow.velocity(x, flow.time_token(t), flow.llm_projection(hidden))
 
 
 class CodecGraph(nn.Module):

@@ -105,7 +105,7 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         if "flow_velocity" in manifest["graphs"]:
             flow = model.acoustic_transformer
             t = torch.tensor([0.0, 1 / 7, 3 / 7, 6 / 7])
-            ref = flow.velocity(noise, flow.time_projection(flow.time_embedding(t)), flow.llm_projection(hidden))
+            ref = flow.velocity(noise, flow.time_token(t), flow.llm_projection(hidden))
             sess = session("flow_velocity")
             out = sess.run(None, {"x": noise.numpy(), "t": t.numpy(), "hidden": hidden.numpy()})[0]
             record("flow_velocity", out, ref.numpy())

@@ -41,6 +41,7 @@ class Backbone(nn.Module):
         )
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.audio = audio
+        self.compute_dtype = torch.float32  # the GPU backend sets bfloat16
         self.init_buffers()
 
     def init_buffers(self) -> None:
@@ -69,22 +70,32 @@ class Backbone(nn.Module):
         return 0 if cache is None else cache.capacity
 
     # --- forward -----------------------------------------------------------------------------------
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, kv_len: int | None = None,
+                slots: torch.Tensor | slice | None = None) -> torch.Tensor:
         """embeds [B, L, D] at absolute ``positions`` [L] → final-normed hidden states [B, L, D].
 
         With a cache set up, keys/values are written at ``positions`` and each query attends to
-        cache slots ``j <= position`` (``kv_len`` optionally bounds the slots read, in eager mode).
+        cache positions ``j <= position`` (``kv_len`` optionally bounds the positions read).
         Without a cache, attention is causal within ``embeds``.
+
+        With ``slots`` (a cache set up, ``kv_len`` given), each row is its own sequence: row b lives
+        in cache slot ``slots[b]`` (a tensor [B], or a slice: rows 0..B−1 in slots 0..B−1) at its
+        own ``positions[b]`` [B, L] — a batch of sequences of different lengths in one call.
         """
-        rope = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
-        if self.layers[0].attention.cache is not None:
-            slots = kv_len if kv_len is not None else self.cache_capacity
-            mask = torch.arange(slots, device=positions.device)[None, :] <= positions[:, None]
+        if slots is not None:
+            cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
+            rope = (cos[:, None], sin[:, None])  # broadcast over heads
+            mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
         else:
-            mask = positions[None, :] <= positions[:, None]
-        x = embeds.float()
+            rope = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
+            if self.layers[0].attention.cache is not None:
+                n = kv_len if kv_len is not None else self.cache_capacity
+                mask = torch.arange(n, device=positions.device)[None, :] <= positions[:, None]
+            else:
+                mask = positions[None, :] <= positions[:, None]
+        x = embeds.to(self.compute_dtype)
         for layer in self.layers:
-            x = layer(x, rope=rope, mask=mask, positions=positions, kv_len=kv_len)
+            x = layer(x, rope=rope, mask=mask, positions=positions, kv_len=kv_len, slots=slots)
         return self.norm(x)
 
     def forward_past(self, embeds: torch.Tensor, positions: torch.Tensor, past_lengths: torch.Tensor,

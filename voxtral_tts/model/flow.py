@@ -38,6 +38,7 @@ class FlowHead(nn.Module):
             for _ in range(args.n_layers)
         )
         self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.compute_dtype = torch.float32  # of the velocity network; the GPU backend sets bfloat16
         self.init_buffers()
 
     def init_buffers(self) -> None:
@@ -68,11 +69,17 @@ class FlowHead(nn.Module):
         return torch.cat((torch.cos(angles), torch.sin(angles)), dim=-1)
 
     def velocity(self, x: torch.Tensor, t_token: torch.Tensor, h_token: torch.Tensor) -> torch.Tensor:
-        """v(x, t, h) for x [B, 36], the projected time token [D] and projected hidden tokens [B, D]."""
-        seq = torch.stack((self.input_projection(x), t_token.expand_as(h_token), h_token), dim=1)
+        """v(x, t, h) for x [B, 36], the projected time token [D] and projected hidden tokens [B, D]
+        → float32 [B, 36]. The transformer runs in ``compute_dtype``."""
+        x_token = self.input_projection(x.to(self.compute_dtype))
+        seq = torch.stack((x_token, t_token.expand_as(h_token), h_token), dim=1)
         for layer in self.layers:
             seq = layer(seq)
-        return self.acoustic_codebook_output(self.norm(seq)[:, 0])
+        return self.acoustic_codebook_output(self.norm(seq)[:, 0]).float()
+
+    def time_token(self, t: torch.Tensor) -> torch.Tensor:
+        """time_projection(TE(t)): the embedding in float32, the projection in ``compute_dtype``."""
+        return self.time_projection(self.time_embedding(t).to(self.compute_dtype))
 
     def solve(self, h: torch.Tensor, noise: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
         """Euler integration with CFG from x0 = ``noise`` [B, 36]; returns x before clamping.
@@ -82,13 +89,13 @@ class FlowHead(nn.Module):
         """
         alpha = self.args.cfg_alpha
         batch = h.shape[0]
-        h_cond = self.llm_projection(h.float())
+        h_cond = self.llm_projection(h.to(self.compute_dtype))
         h_pair = torch.cat((h_cond, torch.zeros_like(h_cond)), dim=0)
         x = noise.float()
         states, velocities = [], []
         for k in range(self.args.n_decoding_steps):
             t, dt = self.time_grid[k], self.time_grid[k + 1] - self.time_grid[k]
-            t_token = self.time_projection(self.time_embedding(t))
+            t_token = self.time_token(t)
             v_pair = self.velocity(torch.cat((x, x), dim=0), t_token, h_pair)
             v_cond, v_uncond = v_pair[:batch], v_pair[batch:]
             if trace is not None:

@@ -1,7 +1,9 @@
 """Building blocks shared by the backbone and the flow head (spec §5, §6.3.2).
 
-Weights may be stored in bf16 to halve memory; every computation runs in float32 (the input's
-dtype): linear layers and norms upcast their weights on use, which is exact.
+Every block computes in its input's dtype. The reference computes in float32, with weights
+optionally stored in bf16 to halve memory (linear layers upcast them on use, which is exact). The
+GPU path feeds bf16 activations to bf16 weights (fp32 accumulation in the matmuls) while norms'
+statistics, RoPE tables and softmax stay float32 (spec §9.2).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class KVCache(nn.Module):
     """A static cache written in place at the given positions (gpt-fast style): exportable and
-    graph-capturable, no growth by concatenation. Layout [B, n_kv_heads, capacity, head_dim]."""
+    graph-capturable, no growth by concatenation. Layout [slots, n_kv_heads, capacity, head_dim]:
+    one slot per sequence decoded together."""
 
     def __init__(self, batch: int, n_kv_heads: int, capacity: int, head_dim: int, dtype=torch.float32):
         super().__init__()
@@ -80,9 +83,20 @@ class KVCache(nn.Module):
         return self.k.shape[2]
 
     def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Every slot at the same ``positions`` [L]; k, v [slots, Hkv, L, hd]. Returns the whole cache."""
         self.k.index_copy_(2, positions, k.to(self.k.dtype))
         self.v.index_copy_(2, positions, v.to(self.v.dtype))
         return self.k, self.v
+
+    def update_slots(self, slots: torch.Tensor | slice, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     kv_len: int):
+        """Row b of k, v [B, Hkv, L, hd] written into slot ``slots[b]`` at its own ``positions[b]``
+        [B, L]. Returns those slots' first ``kv_len`` positions — a view when ``slots`` is a slice
+        (the graph-captured decode step: rows 0..B−1 are slots 0..B−1), else a gather."""
+        index = torch.arange(slots.start or 0, slots.stop, device=k.device) if isinstance(slots, slice) else slots
+        self.k[index[:, None], :, positions] = k.transpose(1, 2).to(self.k.dtype)
+        self.v[index[:, None], :, positions] = v.transpose(1, 2).to(self.v.dtype)
+        return self.k[slots, :, :kv_len], self.v[slots, :, :kv_len]
 
 
 def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
@@ -96,6 +110,8 @@ def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
     B, H, L, hd = q.shape
     n_kv = blocks[0][0].shape[1]
     rep = H // n_kv
+    if q.dtype != torch.float32 and len(blocks) == 1 and (blocks[0][2] is None or blocks[0][2].dtype == torch.bool):
+        return attend_fused(q, *blocks[0], scale)
     qg = q.float().reshape(B, n_kv, rep * L, hd) * scale
     scores = []
     for k, v, mask in blocks:
@@ -115,6 +131,20 @@ def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
         out = part if out is None else out + part
         start += k.shape[2]
     return out.reshape(B, H, L, hd).to(q.dtype)
+
+
+def attend_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float):
+    """:func:`attend` for bf16/fp16 inputs, as one fused kernel (``scaled_dot_product_attention``:
+    fp32 accumulation and softmax inside, no upcast copy of the cache). The query heads of each kv
+    head are folded into its query rows, as in :func:`attend`, so k and v are never repeated."""
+    B, H, L, hd = q.shape
+    n_kv = k.shape[1]
+    rep = H // n_kv
+    qg = q.reshape(B, n_kv, rep * L, hd)
+    if mask is not None:
+        mask = mask.repeat(1, rep, 1)[:, None] if mask.dim() == 3 else mask.repeat(rep, 1)
+    out = F.scaled_dot_product_attention(qg, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, scale=scale)
+    return out.reshape(B, H, L, hd)
 
 
 class Attention(nn.Module):
@@ -151,11 +181,15 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         kv_len: int | None = None,
+        slots: torch.Tensor | slice | None = None,
     ) -> torch.Tensor:
         """Self-attention over ``x``, or — with a static cache set up — over the cache after
-        writing ``x``'s keys/values at ``positions`` (slots beyond ``kv_len`` are not read)."""
+        writing ``x``'s keys/values at ``positions`` (positions beyond ``kv_len`` are not read);
+        with ``slots``, row b of ``x`` is the sequence in cache slot ``slots[b]``."""
         q, k, v = self.project(x, rope)
-        if self.cache is not None:
+        if self.cache is not None and slots is not None:
+            k, v = self.cache.update_slots(slots, positions, k, v, kv_len)
+        elif self.cache is not None:
             k, v = self.cache.update(positions, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]

@@ -101,3 +101,23 @@ def load_model(model_dir: str | Path, weight_dtype: torch.dtype | None = None, p
     if leftover:  # cannot happen after validation; a guard against a module/key-map mismatch
         raise CheckpointError(f"{reader.path}: no tensor for {', '.join(leftover[:8])}")
     return model.eval().requires_grad_(False)
+
+
+def random_model(config: ModelConfig, weight_dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
+                 seed: int = 0) -> VoxtralModel:
+    """The model with random weights made directly on ``device`` (no checkpoint is read): for
+    benchmarks of the full size on a GPU, where the cost of a step does not depend on the values.
+    Matrices are N(0, 1/fan_in), norms 1, LayerScales 0.1; the codec is float32."""
+    model = build_on_meta(config)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if not tensor.is_meta:
+            continue
+        dtype = torch.float32 if name.startswith(CODEC_PREFIX) else weight_dtype
+        if tensor.dim() == 1:
+            value = torch.full(tensor.shape, 0.1 if name.endswith("_scale") else 1.0, dtype=dtype, device=device)
+        else:
+            value = torch.randn(tensor.shape, generator=generator, device=device)
+            value = value.mul_(tensor[0].numel() ** -0.5).to(dtype)
+        set_tensor(model, name, value)
+    return model.to(device).eval().requires_grad_(False)

@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS,
                    help="default: onnxruntime for an engine directory, torch for a model directory (onnxruntime "
                         "exports a model directory once to the engine cache)")
-    p.add_argument("--device", default="cpu", help="onnxruntime: cpu, cuda or tensorrt (default cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda; onnxruntime also tensorrt (its TensorRT execution provider)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                   help="torch backend compute dtype (default fp32 on cpu, bf16 on cuda)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     p.add_argument("--capacity", type=int, help="KV cache positions: prompt + frames (default 4096, or the engine's)")
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     text = check_text(_read_text(args))
     voices.get(args.voice)
     backend, options = backend_options(args.model, args.backend, progress=not args.quiet, capacity=args.capacity,
-                                       device=args.device, threads=args.threads)
+                                       device=args.device, threads=args.threads, dtype=args.dtype)
     model = create_backend(args.model, backend, **options)
     tts = TTS(model, tokenizer, voices)
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)

@@ -243,25 +243,32 @@ def default_backend(path: str | Path) -> str:
 
 
 def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
-                    device: str = "cpu", threads: int | None = None, max_batch: int = 1) -> tuple[str, dict]:
-    """The backend a command line asks for and its options: ``device``, ``threads`` and
-    ``max_batch`` are onnxruntime's; asking the torch backend for another device or a thread count
-    is an error (a batch size is simply not used: torch decodes one sequence at a time)."""
+                    device: str = "cpu", threads: int | None = None, max_batch: int = 1,
+                    dtype: str | None = None) -> tuple[str, dict]:
+    """The backend a command line asks for and its options: ``device`` and ``max_batch`` for every
+    backend; ``threads`` for onnxruntime; ``dtype`` (fp32 | bf16 | fp16) for torch — an engine's
+    precision is fixed when it is exported."""
     backend = backend or default_backend(path)
-    options: dict = {"progress": progress}
+    options: dict = {"progress": progress, "device": device, "max_batch": max_batch}
     if capacity:
         options["capacity"] = capacity
+    if threads and backend != "onnxruntime":
+        raise VoxtralError("--threads applies to the onnxruntime backend")
+    if dtype and backend != "torch":
+        raise VoxtralError("--dtype applies to the torch backend (an engine's precision is chosen at export)")
     if backend == "onnxruntime":
-        options.update(device=device, threads=threads, max_batch=max_batch)
-    elif device != "cpu" or threads:
-        raise VoxtralError("--device and --threads apply to the onnxruntime backend")
+        options["threads"] = threads
+    if backend == "torch" and dtype:
+        options["dtype"] = dtype
     return backend, options
 
 
 def create_backend(path: str | Path, backend: str | None = None, **options) -> Inference:
     """The backend for a model directory or an engine directory.
 
-    - ``torch`` (model directories): options ``capacity``, ``device``, ``weight_dtype``, ``progress``.
+    - ``torch`` (model directories): options ``capacity``, ``device`` (cpu | cuda), ``dtype``
+      (compute: fp32 on CPU, bf16 on CUDA by default), ``max_batch``, ``cuda_graphs``,
+      ``weight_dtype``, ``progress``.
     - ``onnxruntime``: an engine directory, or a model directory exported once to the engine
       cache and reused (see :func:`cached_engine`); options ``capacity``, ``device``
       (cpu | cuda | tensorrt), ``threads``, ``progress``.

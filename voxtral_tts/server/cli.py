@@ -1,6 +1,6 @@
 """``voxtral-serve``: the OpenAI-compatible speech server.
 
-    voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch]
+    voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch] [--device cpu|cuda]
 
 Then any OpenAI client works unchanged::
 
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--backend", choices=BACKENDS, help="default: onnxruntime for an engine, torch for a model directory")
-    p.add_argument("--device", default="cpu", help="onnxruntime: cpu, cuda or tensorrt")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda; onnxruntime also tensorrt (its TensorRT execution provider)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+                   help="torch backend compute dtype (default fp32 on cpu, bf16 on cuda)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     p.add_argument("--capacity", type=int, help="KV cache positions (prompt + frames)")
     p.add_argument("--max-batch", type=int, default=4,
-                   help="onnxruntime: requests decoded together, one frame for all per step (default 4)")
+                   help="requests decoded together, one frame for all per step (default 4)")
     p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)")
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default 2048)")
     p.add_argument("--max-input-chars", type=int, default=4096)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model.is_dir():
             raise VoxtralError(f"{args.model}: not a directory (expected an engine or model directory)")
         backend, options = backend_options(args.model, args.backend, progress=False, capacity=args.capacity,
-                                           device=args.device, threads=args.threads, max_batch=args.max_batch)
+                                           device=args.device, threads=args.threads, max_batch=args.max_batch,
+                                           dtype=args.dtype)
         app = create_app(lambda: load(args.model, backend, **options),
                          ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
                                        max_input_chars=args.max_input_chars))
