@@ -42,30 +42,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxtral_tts.config import END_AUDIO  # noqa: E402
-from voxtral_tts.runtime.decoding import (BatchDecoder, Inference, NoiseSource, Sequence,  # noqa: E402
-                                          STREAM_CHUNK_FRAMES, STREAM_FIRST_FRAMES, decode_span)
+from voxtral_tts.runtime.decoding import (BatchDecoder, Forwarding, Inference, NoiseSource,  # noqa: E402
+                                          Sequence, STREAM_CHUNK_FRAMES, STREAM_FIRST_FRAMES, decode_span)
 
 
-class FixedLength(Inference):
+class FixedLength(Forwarding):
     """A backend whose frames never say END_AUDIO: every request runs its full frame count."""
 
-    def __init__(self, inner: Inference):
-        self.inner, self.config = inner, inner.config
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    capacity = property(lambda self: self.inner.capacity)
     max_batch = property(lambda self: self.inner.max_batch)
-
-    def embed_tokens(self, ids):
-        return self.inner.embed_tokens(ids)
-
-    def prefill(self, embeds, slot=0):
-        return self.inner.prefill(embeds, slot)
-
-    def decode_step(self, embed, position):
-        return self.inner.decode_step(embed, position)
 
     def decode_steps(self, embeds, positions, slots):
         return self.inner.decode_steps(embeds, positions, slots)
@@ -77,12 +61,6 @@ class FixedLength(Inference):
         codes = self.inner.flow_frames(hidden, noise).copy()
         codes[codes[:, 0] == END_AUDIO, 0] = END_AUDIO + 1
         return codes
-
-    def embed_codes(self, codes):
-        return self.inner.embed_codes(codes)
-
-    def decode_audio(self, codes):
-        return self.inner.decode_audio(codes)
 
 
 def synchronize() -> None:

@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.audio import to_pcm16  # noqa: E402
-from voxtral_tts.runtime.decoding import Inference  # noqa: E402
+from voxtral_tts.runtime.decoding import Forwarding, Inference  # noqa: E402
 from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
@@ -53,33 +53,17 @@ class Live:
         self.thread.join(10)
 
 
-class SlowInference(Inference):
+class SlowInference(Forwarding):
     """A backend that takes 50 ms per frame and counts frames: for queueing and cancellation."""
 
     def __init__(self, inner: Inference):
-        self.inner, self.config, self.frames = inner, inner.config, 0
-
-    capacity = property(lambda self: self.inner.capacity)
-
-    def embed_tokens(self, ids):
-        return self.inner.embed_tokens(ids)
-
-    def prefill(self, embeds, slot=0):
-        return self.inner.prefill(embeds, slot)
-
-    def decode_step(self, embed, position):
-        return self.inner.decode_step(embed, position)
+        super().__init__(inner)
+        self.frames = 0
 
     def flow_frame(self, hidden, noise):
         time.sleep(0.05)
         self.frames += 1
         return self.inner.flow_frame(hidden, noise)
-
-    def embed_codes(self, codes):
-        return self.inner.embed_codes(codes)
-
-    def decode_audio(self, codes):
-        return self.inner.decode_audio(codes)
 
 
 @pytest.fixture(scope="module")

@@ -177,3 +177,25 @@ def test_option_errors(reference_model_dir):
     if not torch.cuda.is_available():
         with pytest.raises(voxtral_tts.VoxtralError, match="sees no CUDA GPU"):
             TorchInference(model, device="cuda")
+
+
+def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/bench_gpu.py end to end on a tiny random model (its GPU rows need a GPU): the
+    table has a row per concurrency with finite figures, and absent backends are named."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(script), "--random", "tiny", "--device", "cpu", "--concurrency", "1,2",
+                           "--frames", "6", "--prompt-tokens", "40", "--capacity", "128", "--dtypes", "fp32",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 2] and all(r["backend"] == "torch cpu fp32" for r in rows)
+    for r in rows:
+        assert 0 < r["ms_per_frame"] and 0 < r["ttfa_ms_median"] <= r["ttfa_ms_max"] and 0 < r["rtf"]
+        assert r["prompt_tokens"] > 40 - 5
+    assert "onnxruntime cuda / tensorrt: not run" in proc.stdout

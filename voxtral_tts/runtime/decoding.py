@@ -91,6 +91,36 @@ class Inference(ABC):
         """codes [T, 37] → waveform [T · samples_per_frame] (one codec call, no chunking)."""
 
 
+class Forwarding(Inference):
+    """Forwards the single-sequence calls to ``inner``: a base for wrappers that change one call
+    (tests, benchmarks). Batching stays off (``max_batch`` 1) unless a subclass forwards it too."""
+
+    def __init__(self, inner: Inference):
+        self.inner, self.config = inner, inner.config
+
+    @property
+    def capacity(self) -> int:
+        return self.inner.capacity
+
+    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+        return self.inner.embed_tokens(ids)
+
+    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+        return self.inner.prefill(embeds, slot)
+
+    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
+        return self.inner.decode_step(embed, position)
+
+    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return self.inner.flow_frame(hidden, noise)
+
+    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
+        return self.inner.embed_codes(codes)
+
+    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
+        return self.inner.decode_audio(codes)
+
+
 class NoiseSource:
     """x0 of each frame: rows of an explicit array, or draws from a seeded generator.
 
