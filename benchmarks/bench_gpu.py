@@ -7,7 +7,8 @@ GPU backend present, on one machine in one run.
 ``--random full`` is the full-size model with random bf16 weights made directly on the GPU (the
 released shapes; no checkpoint is read — the cost of a step does not depend on the values); a
 MODEL_DIR loads a checkpoint. Rows, where present: the torch backend on CUDA per ``--dtypes`` with
-CUDA graphs, and without them (``eager``) for comparison; onnxruntime's CUDA execution provider and
+CUDA graphs, with ``torch.compile``-fused blocks inside them (``--compile``), and without graphs
+(``eager``) for comparison; onnxruntime's CUDA execution provider and
 the tensorrt backend on each ``--engine`` when those libraries are installed (otherwise the reason
 is printed).
 
@@ -161,18 +162,23 @@ def torch_rows(args, config, tts_parts, prompt_ids_text) -> list[dict]:
             model = load_model(args.model, weight_dtype=weight_dtype, progress=False)
         load_s = time.perf_counter() - started
         cuda = args.device == "cuda"
-        for graphs in (True, False) if cuda else (False,):
-            if cuda and not graphs and not args.eager:
-                continue
+        variants = [("", True, False)] if cuda else [("", False, False)]
+        if cuda and args.compile:
+            variants.append((" compiled", True, True))
+        if cuda and args.eager:
+            variants.append((" eager", False, False))
+        for suffix, graphs, compiled in variants:
+            started_variant = time.perf_counter()
             inf = TorchInference(model, capacity=args.capacity, device=args.device, dtype=dtype_name,
-                                 max_batch=max(args.concurrency), cuda_graphs=graphs)
+                                 max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
             embeds = prompt_embeds(inf, tts_parts, prompt_ids_text)
-            label = f"torch {args.device} {dtype_name}" + (" eager" if cuda and not graphs else "")
+            label = f"torch {args.device} {dtype_name}{suffix}"
             for n in args.concurrency:
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": len(embeds),
                        **measure(inf, embeds, n, args.frames, config.samples_per_frame)}
                 if cuda:
                     row["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                row["variant_s"] = time.perf_counter() - started_variant  # set-up, captures, compiles included
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             del inf
@@ -233,6 +239,8 @@ def main() -> None:
     p.add_argument("--capacity", type=int, default=1024, help="KV positions per slot")
     p.add_argument("--dtypes", default="bf16", help="torch compute dtypes to measure (bf16, fp32)")
     p.add_argument("--no-eager", dest="eager", action="store_false", help="skip the rows without CUDA graphs")
+    p.add_argument("--compile", action="store_true",
+                   help="also rows with torch.compile-fused transformer blocks inside the CUDA graphs")
     p.add_argument("--voice", default="neutral_female")
     p.add_argument("--device", default="cuda", help="torch rows' device (cpu: to check this script without a GPU)")
     p.add_argument("--json", type=Path, help="also write the rows here")
@@ -285,10 +293,13 @@ def main() -> None:
               f"{r['flow_ms']:6.2f} {r['backbone_ms']:8.2f} {r['frames_per_s']:9.1f} {r['rtf']:6.3f}")
     by_key = {(r["backend"], r["concurrency"]): r for r in rows}
     for r in rows:
-        eager = by_key.get((r["backend"] + " eager", r["concurrency"]))
-        if eager:
-            print(f"{r['backend']} N={r['concurrency']}: CUDA graphs ×{eager['ms_per_frame'] / r['ms_per_frame']:.2f} "
-                  f"faster per frame than eager")
+        for suffix, what in ((" eager", "CUDA graphs ×{:.2f} faster per frame than eager"),
+                             (" compiled", "compiled blocks ×{:.2f} faster per frame than plain graphs")):
+            other = by_key.get((r["backend"] + suffix, r["concurrency"]))
+            if other:
+                ratio = other["ms_per_frame"] / r["ms_per_frame"] if suffix == " eager" else \
+                    r["ms_per_frame"] / other["ms_per_frame"]
+                print(f"{r['backend']} N={r['concurrency']}: " + what.format(ratio))
     for line in skipped:
         print(line)
     if args.json:

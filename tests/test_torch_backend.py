@@ -199,3 +199,20 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
         assert 0 < r["ms_per_frame"] and 0 < r["ttfa_ms_median"] <= r["ttfa_ms_max"] and 0 < r["rtf"]
         assert r["prompt_tokens"] > 40 - 5
     assert "onnxruntime cuda / tensorrt: not run" in proc.stdout
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_blocks_match(reference_model_dir, golden, device):
+    """``compile=True`` (torch.compile-fused blocks inside the captured calls) computes the same
+    function: bf16 stage by stage within the bounds of test_bf16_stage_by_stage."""
+    inf = backend(reference_model_dir, device, "bf16", capacity=64, max_batch=2, compile=True)
+    P = len(golden["prompt_ids"])
+    inf.prefill(golden["input_embeddings"], slot=0)
+    hidden = [inf.decode_steps(inf.embed_codes(c)[None], np.array([P + n]), np.array([0]))[0]
+              for n, c in enumerate(golden["codes_decoded"][:4])]
+    assert_close(np.stack(hidden), golden["frame_hidden"][1:5], "frame hidden (bf16, compiled blocks)", rtol=3e-2)
+    codes = inf.flow_frames(golden["frame_hidden"], golden["noise"][: len(golden["codes"])])
+    np.testing.assert_array_equal(codes[:, 0], golden["codes"][:, 0])
+    assert float((codes[:, 1:] == golden["codes"][:, 1:]).mean()) >= 0.95
+    if device == "cuda":
+        assert len(inf.graphs) == 2  # the step at rows 1 (one KV bucket), the flow at rows 2

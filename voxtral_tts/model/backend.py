@@ -12,11 +12,13 @@ that decode a dummy token into a scratch position no sequence reads — and atte
 K positions, K the smallest KV bucket past the longest sequence. Each (B, K) is one CUDA graph,
 captured on first use (inputs, outputs and cache at fixed addresses), so a step costs one replay
 and two small host copies. The flow frame is one graph per batch bucket. Prefill (any length) and
-the codec run eagerly.
+the codec run eagerly. ``compile=True`` also fuses each transformer block with ``torch.compile``
+(:class:`FusedBlocks`) inside those graphs: fewer, larger kernels, at a compile cost per shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable
@@ -118,6 +120,31 @@ class GraphCache:
         return out
 
 
+class FusedBlocks:
+    """``torch.compile`` of the transformer block (inductor fuses its norms, RoPE, casts and
+    residuals into a few kernels), used by the graph-captured calls only: prefill (any length)
+    stays eager. One compiled function serves every layer of the backbone and of the flow head (the
+    same code, the weights are inputs), compiled once per shape bucket, at the first capture."""
+
+    def __init__(self, model: VoxtralModel):
+        from .layers import TransformerBlock
+
+        limit = 8 * MAX_BATCH  # shapes: batch buckets × KV buckets of the step, batch buckets of the flow
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        self._fn = torch.compile(TransformerBlock.forward, dynamic=False)
+        self._layers = list(model.backbone.layers) + list(model.acoustic_transformer.layers)
+
+    @contextlib.contextmanager
+    def active(self):
+        for layer in self._layers:
+            layer.forward = self._fn.__get__(layer)
+        try:
+            yield
+        finally:
+            for layer in self._layers:
+                del layer.forward
+
+
 def set_precision(model: VoxtralModel, dtype: torch.dtype) -> None:
     """Backbone and flow weights in ``dtype`` and computed in it; the semantic head in float32
     (its logits decide the code); the codec and every computed constant stay float32."""
@@ -131,7 +158,8 @@ def set_precision(model: VoxtralModel, dtype: torch.dtype) -> None:
 
 class TorchInference(Inference):
     def __init__(self, model: VoxtralModel, capacity: int = DEFAULT_CAPACITY, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, max_batch: int = 1, cuda_graphs: bool | None = None):
+                 dtype: str | torch.dtype | None = None, max_batch: int = 1, cuda_graphs: bool | None = None,
+                 compile: bool = False):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if not 1 <= max_batch <= MAX_BATCH:
@@ -155,6 +183,7 @@ class TorchInference(Inference):
         self.graphs = GraphCache(self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs))
         if self.graphs.enabled and self.device.type != "cuda":
             raise VoxtralError("CUDA graphs need device 'cuda'")
+        self._fused = FusedBlocks(self.model) if compile else None
         table = self.model.backbone.mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight
         self._codebooks = table.detach().float().cpu().numpy()  # feedback sums on the host, in float32
         self._offsets = np.asarray(a.codebook_offsets, dtype=np.int64)
@@ -165,16 +194,28 @@ class TorchInference(Inference):
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, capacity: int = DEFAULT_CAPACITY, device: str = "cpu",
                        dtype: str | torch.dtype | None = None, weight_dtype: torch.dtype | None = None,
-                       max_batch: int = 1, cuda_graphs: bool | None = None, progress: bool = True) -> "TorchInference":
+                       max_batch: int = 1, cuda_graphs: bool | None = None, compile: bool = False,
+                       progress: bool = True) -> "TorchInference":
         compute = resolve_dtype(dtype, resolve_device(device))
         if weight_dtype is None and compute != torch.float32:
             weight_dtype = torch.bfloat16  # read straight into bf16: no float32 copy on the host
         model = load_model(model_dir, weight_dtype=weight_dtype, progress=progress)
-        return cls(model, capacity, device, compute, max_batch, cuda_graphs)
+        return cls(model, capacity, device, compute, max_batch, cuda_graphs, compile)
 
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    def _captured(self, key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``fn`` as a replayed CUDA graph (or eagerly), through the fused blocks if compiled."""
+        if self._fused is None:
+            return self.graphs(key, fn)
+
+        def fused():
+            with self._fused.active():
+                return fn()
+
+        return self.graphs(key, fused)
 
     @property
     def max_batch(self) -> int:
@@ -227,7 +268,7 @@ class TorchInference(Inference):
         self._embeds[:rows, 0].copy_(torch.from_numpy(host_embeds))
         self._positions[:rows, 0].copy_(torch.from_numpy(host_positions))
         backbone = self.model.backbone
-        hidden = self.graphs(("step", rows, kv_len), lambda: backbone(
+        hidden = self._captured(("step", rows, kv_len), lambda: backbone(
             self._embeds[:rows], self._positions[:rows], kv_len=kv_len, slots=slice(0, rows)))
         return self._host(hidden[:, 0])[slots]
 
@@ -250,7 +291,7 @@ class TorchInference(Inference):
         self._hidden[:n].copy_(torch.from_numpy(np.ascontiguousarray(hidden, np.float32)))
         self._noise[:n].copy_(torch.from_numpy(np.ascontiguousarray(noise, np.float32)))
         flow = self.model.acoustic_transformer
-        codes = self.graphs(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows]))
+        codes = self._captured(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows]))
         return codes[:n].cpu().numpy()
 
     @torch.no_grad()

@@ -243,23 +243,27 @@ def default_backend(path: str | Path) -> str:
 
 
 def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
-                    device: str = "cpu", threads: int | None = None, max_batch: int = 1,
-                    dtype: str | None = None) -> tuple[str, dict]:
-    """The backend a command line asks for and its options: ``device`` and ``max_batch`` for every
-    backend; ``threads`` for onnxruntime; ``dtype`` (fp32 | bf16 | fp16) for torch — an engine's
-    precision is fixed when it is exported."""
+                    device: str | None = None, threads: int | None = None, max_batch: int = 1,
+                    dtype: str | None = None, compile: bool = False) -> tuple[str, dict]:
+    """The backend a command line asks for and its options: ``device`` (when given: each backend
+    has its own default) and ``max_batch`` for every backend; ``threads`` for onnxruntime;
+    ``dtype`` (fp32 | bf16 | fp16) and ``compile`` for torch — an engine's precision is fixed
+    when it is exported."""
     backend = backend or default_backend(path)
-    options: dict = {"progress": progress, "device": device, "max_batch": max_batch}
+    options: dict = {"progress": progress, "max_batch": max_batch}
+    if device:
+        options["device"] = device
     if capacity:
         options["capacity"] = capacity
     if threads and backend != "onnxruntime":
         raise VoxtralError("--threads applies to the onnxruntime backend")
-    if dtype and backend != "torch":
-        raise VoxtralError("--dtype applies to the torch backend (an engine's precision is chosen at export)")
+    if (dtype or compile) and backend != "torch":
+        raise VoxtralError(f"--{'dtype' if dtype else 'compile'} applies to the torch backend "
+                           "(an engine's precision is chosen at export)")
     if backend == "onnxruntime":
         options["threads"] = threads
-    if backend == "torch" and dtype:
-        options["dtype"] = dtype
+    if backend == "torch":
+        options.update({"dtype": dtype} if dtype else {}, **({"compile": True} if compile else {}))
     return backend, options
 
 
