@@ -89,6 +89,11 @@ def _files(manifest: dict[str, Any]) -> list[str]:
     return files
 
 
+def _present(path: Path) -> bool:
+    """A file, or for a Core ML package (a directory) its ``Manifest.json``."""
+    return (path / "Manifest.json").is_file() if path.suffix == ".mlpackage" else path.is_file()
+
+
 def open_engine(path: str | Path) -> Engine:
     """Read and check an engine directory; every problem is one :class:`EngineError` line."""
     path = Path(path)
@@ -107,7 +112,7 @@ def open_engine(path: str | Path) -> Engine:
             f"{path}: engine format version {version}, this runtime reads version {FORMAT_VERSION}; "
             "re-export it with this version of voxtral-export"
         )
-    missing = [f for f in _files(manifest) if not (path / f).is_file()]
+    missing = [f for f in _files(manifest) if not _present(path / f)]
     if missing:
         raise EngineError(f"{path}: incomplete engine, missing {', '.join(missing)}")
     identity = manifest.get("model", {})

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -89,6 +90,61 @@ def _write_voices(model_dir: Path, out: Path, tokenizer: Tekken, config: ModelCo
     return bank.names
 
 
+@dataclass
+class EngineDraft:
+    """An engine directory being written: the model's light parts copied in, the manifest not yet."""
+
+    model_dir: Path
+    out: Path
+    config: ModelConfig
+    reader: CheckpointReader
+    voices: list[str]
+    embeddings: dict[str, dict]
+    started: float
+
+    def manifest(self, target: str, precision: str, capacity: int, graphs: dict, exporter: dict | None = None,
+                 **extra) -> dict:
+        """The manifest fields every target writes; ``extra`` adds the target's own, ``exporter``
+        more tool versions."""
+        return {
+            "format": ENGINE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "target": target,
+            "precision": precision,
+            "capacity": capacity,
+            **extra,
+            "model": model_identity(self.model_dir, self.config),
+            "source": str(self.model_dir.resolve()),
+            "graphs": graphs,
+            "embeddings": self.embeddings,
+            "voices": self.voices,
+            "exporter": {**_versions(), **(exporter or {}), **host_info()},
+            "export_seconds": round(time.perf_counter() - self.started, 1),
+        }
+
+
+def start_engine_dir(model_dir: str | Path, engine_dir: str | Path, what: str) -> EngineDraft:
+    """Check the model directory, make ``engine_dir`` ready (new, empty, or an engine being rebuilt:
+    its manifest is removed first, so a half-written engine is never taken for a complete one) and
+    copy in what every target shares: params.json, tekken.json, the voices, the embedding tables."""
+    model_dir, out = Path(model_dir), Path(engine_dir)
+    started = time.perf_counter()
+    config = ModelConfig.from_file(model_dir)
+    tokenizer = Tekken.from_file(model_dir)
+    reader = CheckpointReader(model_dir, config)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise VoxtralError(f"{out}: exists and is not an engine directory; choose an empty or new directory")
+        (out / MANIFEST).unlink()  # rebuilt below; the directory is incomplete until it is rewritten
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s (%.2f B parameters) to %s in %s", model_dir, reader.n_params / 1e9, what, out)
+    shutil.copyfile(model_dir / "params.json", out / "params.json")
+    shutil.copyfile(tokenizer.path, out / "tekken.json")
+    voices = _write_voices(model_dir, out, tokenizer, config)
+    embeddings = _write_embeddings(reader, out)
+    return EngineDraft(model_dir, out, config, reader, voices, embeddings, started)
+
+
 def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "onnx", precision: str | None = None,
                  capacity: int = DEFAULT_CAPACITY, with_velocity: bool = False, validate: bool = True,
                  progress: bool = True) -> Path:
@@ -112,23 +168,8 @@ def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "o
         raise VoxtralError(f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}")
     if capacity < 2:
         raise VoxtralError("capacity must be at least 2 positions")
-    model_dir, out = Path(model_dir), Path(engine_dir)
-    started = time.perf_counter()
-    config = ModelConfig.from_file(model_dir)
-    tokenizer = Tekken.from_file(model_dir)
-    reader = CheckpointReader(model_dir, config)
-    if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).exists():
-            raise VoxtralError(f"{out}: exists and is not an engine directory; choose an empty or new directory")
-        (out / MANIFEST).unlink()  # rebuilt below; the directory is incomplete until it is rewritten
-    out.mkdir(parents=True, exist_ok=True)
-
-    log.info("exporting %s (%.2f B parameters) to %s", model_dir, reader.n_params / 1e9, out)
-    shutil.copyfile(model_dir / "params.json", out / "params.json")
-    shutil.copyfile(tokenizer.path, out / "tekken.json")
-    voices = _write_voices(model_dir, out, tokenizer, config)
-    embeddings = _write_embeddings(reader, out)
-
+    draft = start_engine_dir(model_dir, engine_dir, f"ONNX ({precision})")
+    model_dir, out, config, reader = draft.model_dir, draft.out, draft.config, draft.reader
     model = build_on_meta(config)
     constants = {name: buf.clone() for name, buf in model.named_buffers() if not buf.is_meta}
     model = model.to("meta")
@@ -144,25 +185,11 @@ def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "o
         graphs[gdef.name] = {"file": path.name, "data_files": data_files, **gdef.io_spec()}
     del model
 
-    manifest = {
-        "format": ENGINE_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "target": target,
-        "precision": precision,
-        "capacity": capacity,
-        "opset": OPSET,
-        "model": model_identity(model_dir, config),
-        "source": str(model_dir.resolve()),
-        "graphs": graphs,
-        "embeddings": embeddings,
-        "voices": voices,
-        "exporter": {**_versions(), **host_info()},
-        "export_seconds": round(time.perf_counter() - started, 1),
-    }
+    manifest = draft.manifest(target, precision, capacity, graphs, opset=OPSET)
     if validate:
         from .validate import validate_engine
 
         manifest["validation"] = validate_engine(out, model_dir, manifest=manifest)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    log.info("engine written to %s in %.1f s", out, time.perf_counter() - started)
+    log.info("engine written to %s in %.1f s", out, time.perf_counter() - draft.started)
     return out

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from .validate import validate_engine
 
         engine = open_engine(args.output)
+        if engine.target == "coreml":  # Core ML prediction: macOS 15+ only (a one-line error elsewhere)
+            from .coreml import validate_coreml_engine as validate_engine
         validate_engine(engine.path, model_dir, manifest=engine.manifest)
         return 0
     from .build import build_engine
