@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         engine = open_engine(args.output)
         if engine.target == "coreml":  # Core ML prediction: macOS 15+ only (a one-line error elsewhere)
             from .coreml import validate_coreml_engine as validate_engine
+        elif engine.target == "tensorrt" and engine.precision == "bf16":
+            raise VoxtralError(f"{engine.path}: a bf16 TensorRT engine's graphs cannot run on ONNX Runtime's CPU "
+                               "provider (no bfloat16 MatMul); they were validated as fp16 before retyping at export")
         validate_engine(engine.path, model_dir, manifest=engine.manifest)
         return 0
     from .build import build_engine

@@ -2,11 +2,14 @@
 
 State lives in buffers allocated once and bound with IO binding, never reallocated per step:
 
-- the KV cache: ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 on the host, one slot
-  per sequence decoded together (``max_batch``). A step binds each layer's prefix ``[:P]`` up to
-  the longest sequence (contiguous in this position-major layout) as that layer's ``past_*``
-  input, zero-copy by pointer, with each sequence's own length in ``past_lengths``, and writes
-  the returned rows at each sequence's position;
+- the KV cache: ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 (:mod:`.kv_layout`), one
+  slot per sequence decoded together (``max_batch``). A step binds each layer's prefix ``[:P]`` up
+  to the longest sequence (contiguous in this position-major layout) as that layer's ``past_*``
+  input, zero-copy by pointer, with each sequence's own length in ``past_lengths``, and copies the
+  returned rows to each sequence's position. On the CPU the cache is a numpy array; with
+  ``--device cuda`` (or ``tensorrt``) it is resident on the GPU (:class:`DeviceKV`): the prefix is
+  bound by device pointer, ``present_*`` are device buffers, the new rows are copied device to
+  device, and only embeddings, positions, hidden states, codes and audio cross to the host;
 - the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
 - the flow frame's ``hidden`` / ``noise`` inputs and ``codes`` output.
 
@@ -16,8 +19,12 @@ memory-mapped. Execution providers: CPU always; CUDA or TensorRT when installed 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import struct
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -25,6 +32,7 @@ from ..engine import Engine
 from ..errors import VoxtralError
 from .decoding import Inference
 from .host_embeddings import HostEmbeddings
+from .kv_layout import KVLayout
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,8 @@ DEVICES = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+#: where the KV cache lives by default for each device: numpy on the host, or OrtValues on the GPU
+KV_PLACEMENT = {"cpu": "host", "cuda": "device", "tensorrt": "device"}
 
 
 def physical_cores() -> int:
@@ -68,15 +78,169 @@ def providers_for(device: str) -> list[str]:
     return wanted
 
 
+# --- DLPack views: an OrtValue over any region of a buffer ----------------------------------------
+# ``OrtValue.from_dlpack`` (documented: "A raw DLPack PyCapsule ... No data is copied; the new
+# OrtValue shares memory with the source") wraps a DLManagedTensor (dlpack.h ABI) that points into
+# the cache. The struct and its shape are one malloc'd block whose deleter is libc's ``free``, so
+# it lives exactly as long as ORT holds it. ORT accepts only contiguous tensors: every view is a
+# 1-D run of float32.
+#: DLManagedTensor = DLTensor {void* data; DLDevice {int32 type, int32 id}; int32 ndim;
+#: DLDataType {uint8 code, uint8 bits, uint16 lanes}; int64* shape; int64* strides; uint64 byte_offset}
+#: + void* manager_ctx + deleter, followed here by the one int64 of the shape.
+_DL_VIEW = struct.Struct("=QiiiBBHQQQQQq")
+_DL_SHAPE_AT = _DL_VIEW.size - 8
+_DL_DEVICE = {"cpu": 1, "cuda": 2}  # kDLCPU, kDLCUDA
+_capsule_new = ctypes.pythonapi.PyCapsule_New
+_capsule_new.restype = ctypes.py_object
+_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or ("msvcrt" if os.name == "nt" else None))
+_libc.malloc.restype, _libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+_FREE = ctypes.cast(_libc.free, ctypes.c_void_p).value
+
+
+def dlpack_view(ptr: int, count: int, device: str, device_id: int = 0):
+    """An OrtValue over ``count`` float32 values at address ``ptr`` on ``device`` (no copy); the
+    caller keeps that memory alive while the OrtValue is used."""
+    import onnxruntime as ort
+
+    block = _libc.malloc(_DL_VIEW.size)
+    if not block:
+        raise MemoryError("malloc failed for a DLPack view")
+    # data, device, ndim 1, kDLFloat 32-bit ×1, shape → the trailing int64, no strides (compact),
+    # byte_offset 0, no manager_ctx, deleter free(), shape [count]
+    fields = (ptr, _DL_DEVICE[device], device_id, 1, 2, 32, 1, block + _DL_SHAPE_AT, 0, 0, 0, _FREE, count)
+    ctypes.memmove(block, _DL_VIEW.pack(*fields), _DL_VIEW.size)
+    return ort.OrtValue.from_dlpack(_capsule_new(block, b"dltensor", None))
+
+
+class _KVStore(ABC):
+    """The two caches (``k``, ``v``) with the step's ``present_*`` outputs, on some device."""
+
+    device: str
+    device_id: int
+    layout: KVLayout
+
+    @abstractmethod
+    def address(self, buffer) -> int:
+        """Address of a cache's first element."""
+
+    @abstractmethod
+    def bind_present(self, binding, present: dict) -> None:
+        """Bind ``present["k"]`` / ``["v"]`` as the ``present_k`` / ``present_v`` outputs."""
+
+    @abstractmethod
+    def prefill_outputs(self, length: int) -> dict:
+        """Buffers for a one-sequence prefill's ``present_*`` outputs."""
+
+    @abstractmethod
+    def store(self, copies, present: dict, binding) -> None:
+        """Execute the copy plan from ``present`` into both caches, complete before the next run."""
+
+    def bind_past(self, binding, length: int) -> None:
+        """Bind each layer's first ``length`` positions as its ``past_k.i`` / ``past_v.i`` input."""
+        for kind, cache in (("k", self.k), ("v", self.v)):
+            for layer in range(self.layout.n_layers):
+                offset, shape = self.layout.prefix(layer, length)
+                binding.bind_input(f"past_{kind}.{layer}", self.device, self.device_id, np.float32, list(shape),
+                                   self.address(cache) + offset)
+
+
+class HostKV(_KVStore):
+    """The KV cache as numpy arrays on the host (the CPU provider reads them in place)."""
+
+    device, device_id = "cpu", 0
+
+    def __init__(self, layout: KVLayout):
+        self.layout = layout
+        self.k = np.zeros(layout.shape, np.float32)
+        self.v = np.zeros(layout.shape, np.float32)
+        self.present = {kind: np.zeros(layout.present_shape(1, layout.slots), np.float32) for kind in ("k", "v")}
+
+    def address(self, array: np.ndarray) -> int:
+        return array.ctypes.data
+
+    def bind_present(self, binding, present: dict) -> None:
+        for kind in ("k", "v"):
+            OnnxInference._bind(binding, "output", f"present_{kind}", present[kind])
+
+    def prefill_outputs(self, length: int) -> dict:
+        return {kind: np.empty(self.layout.present_shape(length, 1), np.float32) for kind in ("k", "v")}
+
+    def store(self, copies, present: dict, binding) -> None:
+        for kind, cache in (("k", self.k), ("v", self.v)):
+            for copy in copies:
+                copy.apply(cache, present[kind])
+
+
+class DeviceKV(_KVStore):
+    """The KV cache as OrtValues on ``device`` (``cuda``, or ``cpu`` for tests of this path), with
+    the step's ``present_*`` outputs. New rows are copied device to device with
+    ``OrtValue.update_inplace(OrtValue)`` (documented: "data can be copied between devices (e.g.,
+    GPU to GPU) without going through the CPU"), one contiguous run at a time through DLPack views;
+    ``onnxruntime.copy_tensors`` is not used because it needs a data transfer registered by a
+    plugin execution provider (it fails even CPU to CPU in a stock build). After the copies,
+    ``IOBinding.synchronize_inputs()`` (the execution provider's ``Sync``) orders them before the
+    next run, whichever stream they ran on."""
+
+    def __init__(self, layout: KVLayout, device: str, device_id: int = 0):
+        self.layout, self.device, self.device_id = layout, device, device_id
+        self.k, self.v = self._new(layout.shape), self._new(layout.shape)
+        zeros = np.zeros(layout.layer_stride // 4, np.float32)  # masked rows must still be finite
+        for cache in (self.k, self.v):
+            for layer in range(layout.n_layers):
+                self._view(cache.data_ptr() + layout.offset(layer), zeros.nbytes).update_inplace(zeros)
+        self.present = {kind: self._new(layout.present_shape(1, layout.slots)) for kind in ("k", "v")}
+        self._step_rows: dict[tuple[int, int], object] = {}
+
+    def _new(self, shape):
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device, self.device_id)
+
+    def _view(self, ptr: int, nbytes: int):
+        return dlpack_view(ptr, nbytes // 4, self.device, self.device_id)
+
+    def address(self, value) -> int:
+        return value.data_ptr()
+
+    def bind_present(self, binding, present: dict) -> None:
+        for kind in ("k", "v"):
+            binding.bind_ortvalue_output(f"present_{kind}", present[kind])
+
+    def prefill_outputs(self, length: int) -> dict:
+        return {kind: self._new(self.layout.present_shape(length, 1)) for kind in ("k", "v")}
+
+    def store(self, copies, present: dict, binding) -> None:
+        step = present is self.present  # the step's outputs never move: their row views are kept
+        for kind, cache in (("k", self.k), ("v", self.v)):
+            dst_base, src_base = cache.data_ptr(), present[kind].data_ptr()
+            for copy in copies:
+                for dst, src, nbytes in copy.runs():
+                    source = self._step_row(src_base + src, nbytes) if step else self._view(src_base + src, nbytes)
+                    self._view(dst_base + dst, nbytes).update_inplace(source)
+        binding.synchronize_inputs()
+
+    def _step_row(self, ptr: int, nbytes: int):
+        if (ptr, nbytes) not in self._step_rows:
+            self._step_rows[ptr, nbytes] = self._view(ptr, nbytes)
+        return self._step_rows[ptr, nbytes]
+
+
 class OnnxInference(Inference):
     def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None,
-                 max_batch: int = 1):
+                 max_batch: int = 1, kv_placement: str | None = None):
+        """``kv_placement``: ``host`` (numpy) or ``device`` (OrtValues on the provider's device);
+        by default host for the CPU and device for CUDA / TensorRT (``device`` on the CPU runs the
+        GPU path's binding and copy logic on host memory, for tests)."""
         import onnxruntime as ort
 
         self.engine = engine
         self.config = engine.config
         self._capacity = int(capacity or engine.capacity)
         self.providers = providers_for(device)
+        kv_placement = kv_placement or KV_PLACEMENT[device]
+        if kv_placement not in ("host", "device"):
+            raise VoxtralError(f"kv_placement must be 'host' or 'device', got '{kv_placement}'")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
@@ -84,23 +248,27 @@ class OnnxInference(Inference):
         self._sessions = {}
         for name in ("backbone", "flow_frame", "codec"):
             log.info("loading %s", engine.graph_path(name).name)
-            self._sessions[name] = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+            session = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+            if session.get_providers()[0] != self.providers[0]:  # ORT falls back to the CPU silently
+                raise VoxtralError(f"onnxruntime could not start its {self.providers[0]} (no usable GPU, or its "
+                                   "CUDA/cuDNN libraries are missing); see onnxruntime-gpu's requirements")
+            self._sessions[name] = session
 
         b, a = self.config.backbone, self.config.audio
         if not 1 <= max_batch <= 64:
             raise VoxtralError(f"max_batch must be between 1 and 64, got {max_batch}")
         self._slots = int(max_batch)
         self._n_layers, self._kv = b.n_layers, (b.n_kv_heads, b.head_dim)
-        shape = (b.n_layers, self._capacity, self._slots, *self._kv)
-        self.k_cache = np.zeros(shape, np.float32)
-        self.v_cache = np.zeros(shape, np.float32)
+        self.layout = KVLayout.for_config(self.config, self._capacity, self._slots)
+        if kv_placement == "host":
+            self._cache = HostKV(self.layout)
+        else:
+            self._cache = DeviceKV(self.layout, "cuda" if device != "cpu" else "cpu")
         slots = self._slots
         self._step_embeds = np.zeros((slots, 1, b.dim), np.float32)
         self._step_positions = np.zeros((slots, 1), np.int64)
         self._step_lengths = np.zeros(slots, np.int64)
         self._step_hidden = np.zeros((slots, 1, b.dim), np.float32)
-        self._step_k = np.zeros((b.n_layers, 1, slots, *self._kv), np.float32)
-        self._step_v = np.zeros((b.n_layers, 1, slots, *self._kv), np.float32)
         self._flow_hidden = np.zeros((1, b.dim), np.float32)
         self._flow_noise = np.zeros((1, a.n_acoustic_codebook), np.float32)
         self._flow_codes = np.zeros((1, a.num_codebooks), np.int64)
@@ -109,8 +277,7 @@ class OnnxInference(Inference):
         self._bind(self._step_binding, "input", "positions", self._step_positions)
         self._bind(self._step_binding, "input", "past_lengths", self._step_lengths)
         self._bind(self._step_binding, "output", "hidden", self._step_hidden)
-        self._bind(self._step_binding, "output", "present_k", self._step_k)
-        self._bind(self._step_binding, "output", "present_v", self._step_v)
+        self._cache.bind_present(self._step_binding, self._cache.present)
         self._flow_binding = self._sessions["flow_frame"].io_binding()
         self._bind(self._flow_binding, "input", "hidden", self._flow_hidden)
         self._bind(self._flow_binding, "input", "noise", self._flow_noise)
@@ -125,6 +292,15 @@ class OnnxInference(Inference):
     @property
     def max_batch(self) -> int:
         return self._slots
+
+    @property
+    def k_cache(self):
+        """The key cache: a numpy array, or an OrtValue on the device."""
+        return self._cache.k
+
+    @property
+    def v_cache(self):
+        return self._cache.v
 
     @staticmethod
     def _bind(binding, kind: str, name: str, array: np.ndarray) -> None:
@@ -141,11 +317,6 @@ class OnnxInference(Inference):
         return self._embeddings.codes(codes)
 
     # --- backbone ----------------------------------------------------------------------------------
-    def _bind_past(self, binding, cache_k: np.ndarray, cache_v: np.ndarray) -> None:
-        for i in range(self._n_layers):
-            self._bind(binding, "input", f"past_k.{i}", cache_k[i])
-            self._bind(binding, "input", f"past_v.{i}", cache_v[i])
-
     def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
         length = embeds.shape[0]
         if length > self._capacity:
@@ -157,17 +328,16 @@ class OnnxInference(Inference):
         self._bind(binding, "input", "embeds", inputs)
         self._bind(binding, "input", "positions", positions)
         self._bind(binding, "input", "past_lengths", np.zeros(1, np.int64))
-        empty = np.zeros((self._n_layers, 0, 1, *self._kv), np.float32)
-        self._bind_past(binding, empty, empty)
+        empty = np.zeros((0, 1, *self._kv), np.float32)  # P = 0, batch 1
+        for i in range(self._n_layers):
+            self._bind(binding, "input", f"past_k.{i}", empty)
+            self._bind(binding, "input", f"past_v.{i}", empty)
         hidden = np.empty((1, length, self.config.backbone.dim), np.float32)
-        new_k = np.empty((self._n_layers, length, 1, *self._kv), np.float32)
-        new_v = np.empty_like(new_k)
         self._bind(binding, "output", "hidden", hidden)
-        self._bind(binding, "output", "present_k", new_k)
-        self._bind(binding, "output", "present_v", new_v)
+        present = self._cache.prefill_outputs(length)
+        self._cache.bind_present(binding, present)
         session.run_with_iobinding(binding)
-        self.k_cache[:, :length, slot] = new_k[:, :, 0]
-        self.v_cache[:, :length, slot] = new_v[:, :, 0]
+        self._cache.store(self.layout.prefill_copies(slot, length), present, binding)
         return hidden[0, -1].copy()
 
     def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
@@ -185,12 +355,10 @@ class OnnxInference(Inference):
         self._step_embeds[slots, 0] = embeds
         self._step_positions[slots, 0] = positions
         self._step_lengths[slots] = positions  # the sequence's filled positions before this one
-        longest = int(positions.max())
         # the filled prefix grows by one each step
-        self._bind_past(self._step_binding, self.k_cache[:, :longest], self.v_cache[:, :longest])
+        self._cache.bind_past(self._step_binding, int(positions.max()))
         self._sessions["backbone"].run_with_iobinding(self._step_binding)
-        self.k_cache[:, positions, slots] = self._step_k[:, 0, slots]
-        self.v_cache[:, positions, slots] = self._step_v[:, 0, slots]
+        self._cache.store(self.layout.step_copies(positions, slots), self._cache.present, self._step_binding)
         return self._step_hidden[slots, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
