@@ -40,9 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="output WAV file (default out.wav)")
     p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default 2048)")
     p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
+    add_backend_arguments(p)
+    p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
+    p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    return p
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that choose and configure the backend (voxtral-run and voxtral-serve)."""
     p.add_argument("--backend", choices=BACKENDS,
-                   help="default: onnxruntime for an engine directory, torch for a model directory (onnxruntime "
-                        "exports a model directory once to the engine cache)")
+                   help="default: torch for a model directory; for an engine directory the backend of its target "
+                        "(onnxruntime exports a model directory once to the engine cache)")
     p.add_argument("--device",
                    help="torch and onnxruntime: cpu (default) or cuda; onnxruntime also tensorrt (its TensorRT "
                         "execution provider); coreml: all (default), cpu, gpu or ane")
@@ -53,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(about 1.4x faster per frame; a few seconds of compiling per new batch/length bucket)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     p.add_argument("--capacity", type=int, help="KV cache positions: prompt + frames (default 4096, or the engine's)")
-    p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
-    p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
-    return p
+
+
+def options_from_args(args: argparse.Namespace, progress: bool, max_batch: int = 1) -> tuple[str, dict]:
+    """The backend and its options from :func:`add_backend_arguments`' flags."""
+    return backend_options(args.model, args.backend, progress=progress, capacity=args.capacity, device=args.device,
+                           threads=args.threads, max_batch=max_batch, dtype=args.dtype, compile=args.compile)
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -87,9 +98,7 @@ def run(args: argparse.Namespace) -> int:
     # check what is cheap to check before loading gigabytes of weights
     text = check_text(_read_text(args))
     voices.get(args.voice)
-    backend, options = backend_options(args.model, args.backend, progress=not args.quiet, capacity=args.capacity,
-                                       device=args.device, threads=args.threads, dtype=args.dtype,
-                                       compile=args.compile)
+    backend, options = options_from_args(args, progress=not args.quiet)
     model = create_backend(args.model, backend, **options)
     tts = TTS(model, tokenizer, voices)
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
