@@ -239,6 +239,9 @@ class TorchInference(Inference):
     # --- backbone ----------------------------------------------------------------------------------
     @torch.no_grad()
     def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+        """One prompt into ``slot``. (Several prompts padded into one call measured slower on an H200
+        — 1.17 s for 32 × 291 tokens against 0.88 s one by one — so sequences are prefilled one at
+        a time.)"""
         length = embeds.shape[0]
         if length > self._capacity:
             raise CapacityError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
