@@ -146,7 +146,7 @@ def gpu_info() -> str:
     return "no CUDA GPU visible to torch"
 
 
-def torch_rows(args, config, tts_parts, prompt_ids_text) -> list[dict]:
+def torch_rows(args, config, tts_parts, text) -> list[dict]:
     import torch
 
     from voxtral_tts.model.backend import TorchInference
@@ -171,7 +171,7 @@ def torch_rows(args, config, tts_parts, prompt_ids_text) -> list[dict]:
             started_variant = time.perf_counter()
             inf = TorchInference(model, capacity=args.capacity, device=args.device, dtype=dtype_name,
                                  max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
-            embeds = prompt_embeds(inf, tts_parts, prompt_ids_text)
+            embeds = prompt_embeds(inf, tts_parts, text)
             label = f"torch {args.device} {dtype_name}{suffix}"
             for n in args.concurrency:
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": len(embeds),
@@ -191,7 +191,7 @@ def torch_rows(args, config, tts_parts, prompt_ids_text) -> list[dict]:
     return rows
 
 
-def engine_rows(args, config, tts_parts, prompt_ids_text) -> tuple[list[dict], list[str]]:
+def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
     import voxtral_tts
     from voxtral_tts.errors import VoxtralError
 
@@ -207,7 +207,7 @@ def engine_rows(args, config, tts_parts, prompt_ids_text) -> tuple[list[dict], l
             except (VoxtralError, ImportError) as exc:
                 skipped.append(f"{label}: not run — {exc}")
                 continue
-            embeds = prompt_embeds(tts.model, tts_parts, prompt_ids_text)
+            embeds = prompt_embeds(tts.model, tts_parts, text)
             for n in args.concurrency:
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": len(embeds),
                        **measure(tts.model, embeds, n, args.frames, config.samples_per_frame)}
@@ -221,11 +221,11 @@ def engine_rows(args, config, tts_parts, prompt_ids_text) -> tuple[list[dict], l
 
 
 def prompt_embeds(model: Inference, tts_parts, text: str) -> np.ndarray:
-    tokenizer, voice = tts_parts
-    ids = np.asarray(tokenizer.speech_prompt(tokenizer.encode(text), voice.n_audio_tokens), dtype=np.int64)
-    embeds = model.embed_tokens(ids)
-    embeds[ids == tokenizer.audio_id] = voice.embedding
-    return embeds
+    """The prompt's embeddings as the runtime builds them (``TTS.prompt``) on ``model``."""
+    from voxtral_tts.runtime.tts import TTS
+
+    tokenizer, voices, voice = tts_parts
+    return TTS(model, tokenizer, voices).prompt(text, voice)[1]
 
 
 def main() -> None:
@@ -266,7 +266,7 @@ def main() -> None:
     text = words
     while len(tokenizer.encode(text)) + voice.n_audio_tokens + 5 < args.prompt_tokens:
         text += words
-    parts = (tokenizer, voice)
+    parts = (tokenizer, voices, voice)
 
     print(f"machine: {gpu_info()}; {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"model: {'random ' + args.random if args.random else args.model}; {args.frames} frames per request")

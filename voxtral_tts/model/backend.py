@@ -28,6 +28,7 @@ import torch
 
 from ..errors import CapacityError, VoxtralError
 from ..runtime.decoding import Inference
+from ..runtime.host_embeddings import code_embedding
 from .loading import VoxtralModel, load_model
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,10 @@ class TorchInference(Inference):
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def max_batch(self) -> int:
+        return self._slots
+
     def _captured(self, key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``fn`` as a replayed CUDA graph (or eagerly), through the fused blocks if compiled."""
         if self._fused is None:
@@ -216,10 +221,6 @@ class TorchInference(Inference):
                 return fn()
 
         return self.graphs(key, fused)
-
-    @property
-    def max_batch(self) -> int:
-        return self._slots
 
     def _tensor(self, array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=dtype, device=self.device)
@@ -234,7 +235,7 @@ class TorchInference(Inference):
         return self._host(self.model.backbone.embed_tokens(self._tensor(ids, torch.int64)))
 
     def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self._codebooks[self._offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
+        return code_embedding(self._codebooks, self._offsets, codes)
 
     # --- backbone ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -289,10 +290,11 @@ class TorchInference(Inference):
     def _flow_rows(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
         n = len(hidden)
         rows = bucket_for(n, self._batch_buckets)
-        self._hidden[:rows].zero_()
-        self._noise[:rows].zero_()
-        self._hidden[:n].copy_(torch.from_numpy(np.ascontiguousarray(hidden, np.float32)))
-        self._noise[:n].copy_(torch.from_numpy(np.ascontiguousarray(noise, np.float32)))
+        host_hidden = np.zeros((rows, hidden.shape[-1]), np.float32)  # rows past n: zeros, codes unused
+        host_noise = np.zeros((rows, noise.shape[-1]), np.float32)
+        host_hidden[:n], host_noise[:n] = hidden, noise
+        self._hidden[:rows].copy_(torch.from_numpy(host_hidden))
+        self._noise[:rows].copy_(torch.from_numpy(host_noise))
         flow = self.model.acoustic_transformer
         codes = self._captured(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows]))
         return codes[:n].cpu().numpy()

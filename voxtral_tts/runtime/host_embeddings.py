@@ -13,6 +13,11 @@ from ..engine import Engine
 from ..tensors import bf16_to_float32
 
 
+def code_embedding(codebooks: np.ndarray, offsets: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """One frame's codes [37] (+2 offset) → the float32 sum of their rows of the codebook table."""
+    return codebooks[offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
+
+
 class HostEmbeddings:
     def __init__(self, engine: Engine):
         tokens, dtype = engine.embedding("tokens")
@@ -30,4 +35,4 @@ class HostEmbeddings:
 
     def codes(self, codes: np.ndarray) -> np.ndarray:
         """One frame's codes [37] (+2 offset) → the summed code embedding float32 [D]."""
-        return self._codebooks[self._offsets + np.asarray(codes, dtype=np.int64)].sum(axis=0, dtype=np.float32)
+        return code_embedding(self._codebooks, self._offsets, codes)

@@ -7,6 +7,7 @@ torch backend is imported only when asked for.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -227,8 +228,6 @@ def read_model_dir(path: str | Path) -> tuple[ModelConfig, Tekken, VoiceBank]:
 
 def engine_target(path: str | Path) -> str | None:
     """The ``target`` an engine directory's manifest names (onnx, tensorrt, coreml), or None."""
-    import json
-
     if not is_engine_dir(path):
         return None
     try:
@@ -262,8 +261,10 @@ def backend_options(path: str | Path, backend: str | None, *, progress: bool, ca
                            "(an engine's precision is chosen at export)")
     if backend == "onnxruntime":
         options["threads"] = threads
-    if backend == "torch":
-        options.update({"dtype": dtype} if dtype else {}, **({"compile": True} if compile else {}))
+    if backend == "torch" and dtype:
+        options["dtype"] = dtype
+    if backend == "torch" and compile:
+        options["compile"] = True
     return backend, options
 
 
