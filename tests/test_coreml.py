@@ -191,10 +191,10 @@ def test_codec_end_padding_is_exact(reference_model, golden):
     """The claim the fixed 75-frame codec rests on, checked on the reference codec."""
     import torch
 
-    from voxtral_tts.runtime.coreml_backend import pad_codes
+    from voxtral_tts.runtime.decoding import pad_codec_chunk
 
     codes = golden["codes_decoded"].astype(np.int64)
-    padded = pad_codes(codes, 75)
+    padded = pad_codec_chunk(codes, 75, np.int32)
     assert padded.shape == (1, 75, 37) and padded.dtype == np.int32
     assert (padded[0, 9:] == codes[-1]).all()
     with torch.no_grad():
@@ -226,9 +226,9 @@ def test_traced_modules_reproduce_the_fixture(traced, golden):
         for n, h in enumerate(golden["frame_hidden"]):
             codes = traced["flow_frame"](torch.from_numpy(h)[None], torch.from_numpy(golden["noise"][n])[None])
             np.testing.assert_array_equal(codes[0].numpy(), golden["codes"][n])
-        from voxtral_tts.runtime.coreml_backend import pad_codes
+        from voxtral_tts.runtime.decoding import pad_codec_chunk
 
-        audio = traced["codec"](torch.from_numpy(pad_codes(golden["codes_decoded"], 75).astype(np.int64)))[0]
+        audio = traced["codec"](torch.from_numpy(pad_codec_chunk(golden["codes_decoded"], 75)))[0]
     assert relative(audio[: 9 * 1920].numpy(), golden["waveform"]) < 1e-4
 
 

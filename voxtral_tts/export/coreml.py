@@ -42,8 +42,8 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine import MANIFEST
 from ..errors import VoxtralError
-from ..runtime.coreml_backend import coreml_unavailable, pad_codes
-from ..runtime.decoding import CODEC_CHUNK_FRAMES, CODEC_CONTEXT_FRAMES
+from ..runtime.coreml_backend import coreml_unavailable
+from ..runtime.decoding import CODEC_FRAMES, pad_codec_chunk
 from .build import start_engine_dir
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_PRECISION = "fp16"
 #: frames per codec call: the runtime's largest chunk
-CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
 DEPLOYMENT_TARGET = "macOS15"
 SPEC_VERSION = 9  # Core ML 8: macOS 15 / iOS 18, the first with states
 GRAPHS = ("backbone", "flow_frame", "codec")
@@ -294,7 +293,7 @@ def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[
 
         real = data["codes"]
         spf = model.config.samples_per_frame
-        audio = traced["codec"](torch.from_numpy(pad_codes(real[0], CODEC_FRAMES).astype(np.int64)))[0, : real.shape[1] * spf]
+        audio = traced["codec"](torch.from_numpy(pad_codec_chunk(real[0], CODEC_FRAMES)))[0, : real.shape[1] * spf]
         results["traced codec (padded chunk)"] = _error(audio.numpy(), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
     cache_tolerance = max(tolerance, TOLERANCE["fp16"][0])  # the cache is float16 whatever the precision
     limits = {"traced backbone prefill": cache_tolerance, "traced backbone step": cache_tolerance}

@@ -47,7 +47,7 @@ from typing import Any
 from ..config import ModelConfig
 from ..engine import MANIFEST, Engine
 from ..errors import EngineError, VoxtralError
-from ..runtime.decoding import CODEC_CHUNK_FRAMES, CODEC_CONTEXT_FRAMES
+from ..runtime.decoding import CODEC_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ PRECISIONS = ("fp16", "bf16")
 DEFAULT_PRECISION = "fp16"
 #: decode profiles cover the past in steps of this many positions (the last one ends at the capacity)
 DECODE_BUCKET = 512
-#: the codec runs one fixed chunk: new frames + left context (shorter inputs are padded at the end)
-CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
 #: prefill profile: the length TensorRT tunes for
 PREFILL_OPT = 256
 GRAPHS = ("backbone", "flow_frame", "codec")

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..engine import Engine, is_engine_dir, open_engine
 from ..errors import CapacityError, VoxtralError
-from .decoding import Inference, decode_codes
+from .decoding import Inference, decode_codes, pad_codec_chunk
 from .host_embeddings import HostEmbeddings
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ def coreml_unavailable() -> str | None:
     except ImportError:
         return "the coreml backend needs coremltools (pip install 'voxtral-tts[coreml]')"
     return None
-
-
-def pad_codes(codes: np.ndarray, frames: int) -> np.ndarray:
-    """codes [T, 37] (1 <= T <= ``frames``) → [1, frames, 37] int32, padded at the end with the last
-    frame: valid codes, and the causal codec's audio of the first T frames does not change."""
-    codes = np.asarray(codes)
-    pad = np.repeat(codes[-1:], frames - codes.shape[0], axis=0)
-    return np.ascontiguousarray(np.concatenate([codes, pad])[None], dtype=np.int32)
 
 
 class CoreMLInference(Inference):
@@ -168,5 +160,5 @@ class CoreMLInference(Inference):
             return np.zeros(0, np.float32)
         if codes.shape[0] > self._codec_frames:  # chunks with left context: equal to one call
             return decode_codes(self.decode_audio, codes, self.config.samples_per_frame)
-        audio = self._models["codec"].predict({"codes": pad_codes(codes, self._codec_frames)})["audio"]
+        audio = self._models["codec"].predict({"codes": pad_codec_chunk(codes, self._codec_frames, np.int32)})["audio"]
         return np.asarray(audio, dtype=np.float32)[0, : codes.shape[0] * self.config.samples_per_frame].copy()

@@ -34,6 +34,8 @@ DEFAULT_MAX_FRAMES = 2048
 #: Codec chunking: new frames per chunk and frames of left context (≥ the 21-frame receptive field).
 CODEC_CHUNK_FRAMES = 50
 CODEC_CONTEXT_FRAMES = 25
+#: The longest codec call the runtime makes: the fixed input of a fixed-shape codec (TensorRT, Core ML).
+CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
 #: Streaming: audio after the first 5 frames, then every 5 frames up to 25, then every 25.
 STREAM_FIRST_FRAMES = 5
 STREAM_CHUNK_FRAMES = 25
@@ -282,6 +284,19 @@ def generate_frames(
         for _, codes in decoder.step():
             if codes is not None:
                 yield codes
+
+
+def pad_codec_chunk(codes: np.ndarray, frames: int = CODEC_FRAMES, dtype=np.int64) -> np.ndarray:
+    """codes [T, 37], 1 ≤ T ≤ frames → [1, frames, 37], the last frame repeated to the end: the
+    input of a fixed-shape codec. The codec is causal, so the audio of the T real frames does not
+    change; the caller keeps only theirs."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or not 1 <= codes.shape[0] <= frames:
+        raise VoxtralError(f"a codec chunk is 1 to {frames} frames of codes, got shape {list(codes.shape)}")
+    padded = np.empty((1, frames, codes.shape[1]), dtype)
+    padded[0, : len(codes)] = codes
+    padded[0, len(codes):] = codes[-1]
+    return padded
 
 
 def chunk_bounds(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES) -> list[tuple[int, int]]:

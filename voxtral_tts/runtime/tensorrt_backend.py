@@ -33,7 +33,7 @@ from ..config import ModelConfig
 from ..engine import Engine, is_engine_dir, open_engine
 from ..errors import EngineError, VoxtralError
 from ..export.tensorrt import CODEC_FRAMES, DECODE_BUCKET, bucket_for, decode_buckets, ensure_plans
-from .decoding import Inference, decode_codes
+from .decoding import Inference, decode_codes, pad_codec_chunk
 from .host_embeddings import HostEmbeddings
 from .kv_layout import Copy2D, KVLayout
 
@@ -206,17 +206,6 @@ def flow_bindings(config: ModelConfig, slots: int) -> list[TensorBinding]:
 def codec_bindings(config: ModelConfig, frames: int = CODEC_FRAMES) -> list[TensorBinding]:
     return [TensorBinding("codes", "codec.codes", 0, (1, frames, config.audio.num_codebooks)),
             TensorBinding("audio", "codec.audio", 0, (1, frames * config.samples_per_frame))]
-
-
-def pad_codec_chunk(codes: np.ndarray, frames: int = CODEC_FRAMES) -> np.ndarray:
-    """codes [T, 37], 1 ≤ T ≤ frames → [1, frames, 37], the last frame repeated to the end."""
-    codes = np.asarray(codes, dtype=np.int64)
-    if codes.ndim != 2 or not 1 <= codes.shape[0] <= frames:
-        raise VoxtralError(f"a codec chunk is 1 to {frames} frames of codes, got shape {list(codes.shape)}")
-    padded = np.empty((1, frames, codes.shape[1]), np.int64)
-    padded[0, : len(codes)] = codes
-    padded[0, len(codes):] = codes[-1]
-    return padded
 
 
 # --- the backend -------------------------------------------------------------------------------------
