@@ -12,18 +12,18 @@ CUDA graphs, with ``torch.compile``-fused blocks inside them (``--compile``), an
 the tensorrt backend on each ``--engine`` when those libraries are installed (otherwise the reason
 is printed).
 
-At concurrency N, N requests with the same ~``--prompt-tokens`` prompt arrive together and are
-decoded as one batch (``BatchDecoder``, as the server does). END_AUDIO is ignored (random weights
-decide nothing; a fixed frame count). Measured per row:
+At concurrency N, N requests with the same ~``--prompt-tokens`` prompt arrive together and run
+through the runtime's scheduler — the server's own path: admission and prefill, one batched frame
+for all N per step, streamed codec chunks (5, 5, 5, 5, 5, then 25 frames). END_AUDIO is ignored
+(random weights decide nothing; a fixed frame count). Measured per row:
 
 - TTFA: from arrival until a request's first audio chunk (5 frames) is decoded — prefills of all N,
   5 batched steps, the codec calls; median and worst over the N requests;
 - ms/frame: one batched step (flow frame + backbone step for all N: one frame for each stream),
   then each half timed alone (``flow``, ``backbone``: host copies included);
 - frames/s: N / step time, all streams together;
-- RTF: wall time of ``--frames`` frames for every stream, with their audio decoded in 25-frame
-  chunks as a streaming server does, over the audio duration of one stream (< 1: faster than real
-  time).
+- RTF: wall time of ``--frames`` frames for every stream, with their audio in the scheduler's
+  streamed chunks, over the audio duration of one stream (< 1: faster than real time).
 """
 
 from __future__ import annotations
@@ -43,23 +43,42 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxtral_tts.config import END_AUDIO  # noqa: E402
-from voxtral_tts.runtime.decoding import (BatchDecoder, Forwarding, Inference, NoiseSource,  # noqa: E402
-                                          Sequence, STREAM_CHUNK_FRAMES, STREAM_FIRST_FRAMES, decode_span)
+from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
+from voxtral_tts.runtime.constants import STREAM_FIRST_FRAMES  # noqa: E402
+from voxtral_tts.runtime.scheduler import AudioChunk, RequestFailed, Scheduler  # noqa: E402
+from voxtral_tts.runtime.tts import TTS  # noqa: E402
+from voxtral_tts.tokenizer import PROMPT_OVERHEAD  # noqa: E402
 
 
-class FixedLength(Forwarding):
-    """A backend whose frames never say END_AUDIO: every request runs its full frame count."""
+class Timed(Forwarding):
+    """The backend under test, its frames never END_AUDIO (every request runs its full frame
+    count), each prefill and each frame's flow + backbone step timed (device synchronised)."""
 
-    max_batch = property(lambda self: self.inner.max_batch)
+    def __init__(self, inner: Backend):
+        super().__init__(inner)
+        self.prefill_ms: list[float] = []
+        self.frame_ms = 0.0  # flow + step time since the last reset
 
-    def decode_steps(self, embeds, positions, slots):
-        return self.inner.decode_steps(embeds, positions, slots)
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        synchronize()
+        return out, (time.perf_counter() - start) * 1000
 
-    def flow_frame(self, hidden, noise):
-        return self.flow_frames(hidden[None], noise[None])[0]
+    def _prefill(self, embeds, slot):
+        hidden, ms = self._timed(self.inner.prefill, embeds, slot)
+        self.prefill_ms.append(ms)
+        return hidden
 
-    def flow_frames(self, hidden, noise):
-        codes = self.inner.flow_frames(hidden, noise).copy()
+    def _step(self, embeds, positions, slots):
+        hidden, ms = self._timed(self.inner.step, embeds, positions, slots)
+        self.frame_ms += ms
+        return hidden
+
+    def _flow(self, hidden, noise):
+        codes, ms = self._timed(self.inner.flow, hidden, noise)
+        self.frame_ms += ms
+        codes = codes.copy()
         codes[codes[:, 0] == END_AUDIO, 0] = END_AUDIO + 1
         return codes
 
@@ -74,57 +93,49 @@ def synchronize() -> None:
         pass
 
 
-def measure(model: Inference, embeds: np.ndarray, n: int, frames: int, spf: int, rounds: int = 2) -> dict:
-    """One concurrency level; the first round warms up (graph capture, allocator), the last is kept."""
-    model = FixedLength(model)
-    width = model.config.audio.n_acoustic_codebook
+def measure(tts: TTS, text: str, voice: str, n: int, frames: int, rounds: int = 2) -> dict:
+    """One concurrency level through the runtime's scheduler (the server's path: admission, batched
+    frames, streamed codec chunks); the first round warms up (graph capture, allocator), the last
+    is kept."""
+    backend = Timed(tts.backend)
+    scheduler = Scheduler(backend, tts.prompt)
     for _ in range(rounds):
-        decoder = BatchDecoder(model)
+        backend.prefill_ms.clear()
+        requests = [tts.request(text, voice, max_frames=frames, seed=i, max_chars=None) for i in range(n)]
         synchronize()
         start = time.perf_counter()
-        seqs = []
-        prefill_ms = []
-        for i in range(n):
-            seq = Sequence(embeds, NoiseSource(width, seed=i), frames, tag=[])
-            t = time.perf_counter()
-            decoder.join(seq)
-            prefill_ms.append((time.perf_counter() - t) * 1000)
-            seqs.append(seq)
-        ttfa, step_ms, emitted = {}, [], {id(s): 0 for s in seqs}
-        while decoder.active:
-            t = time.perf_counter()
-            for seq, codes in decoder.step():
-                seq.tag.append(codes)
-            step_ms.append((time.perf_counter() - t) * 1000)
-            for seq in seqs:  # decode each stream's chunk when it is due, as the server streams
-                done = len(seq.tag)
-                due = STREAM_FIRST_FRAMES if emitted[id(seq)] == 0 else STREAM_CHUNK_FRAMES
-                if done - emitted[id(seq)] >= due or (seq.done and done > emitted[id(seq)]):
-                    decode_span(model.decode_audio, seq.tag, emitted[id(seq)], done, spf)
+        for request in requests:
+            scheduler.submit(request)
+        ttfa, frame_ms = {}, []
+        while not scheduler.idle:
+            backend.frame_ms = 0.0
+            events = scheduler.step()
+            frame_ms.append(backend.frame_ms)
+            for event in events:
+                if isinstance(event, RequestFailed):
+                    raise event.error
+                if isinstance(event, AudioChunk) and event.request not in ttfa:
                     synchronize()
-                    if emitted[id(seq)] == 0:
-                        ttfa[id(seq)] = (time.perf_counter() - start) * 1000
-                    emitted[id(seq)] = done
+                    ttfa[event.request] = (time.perf_counter() - start) * 1000
         total_s = time.perf_counter() - start
-    audio_s = frames * spf / model.config.sample_rate
-    steady = step_ms[STREAM_FIRST_FRAMES:] or step_ms
-    # the step's two halves, timed alone (the finished sequences' slots, past their last position)
-    hidden = np.stack([s.hidden for s in seqs])
-    noise = np.random.default_rng(0).standard_normal((n, width)).astype(np.float32)
+    audio_s = frames * tts.config.samples_per_frame / tts.sample_rate
+    steady = frame_ms[STREAM_FIRST_FRAMES:] or frame_ms
+    # the step's two halves, timed alone (random hidden states: the cost does not depend on values)
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((n, tts.config.backbone.dim)).astype(np.float32)
+    noise = rng.standard_normal((n, tts.config.audio.n_acoustic_codebook)).astype(np.float32)
+    prompt_len = len(tts.prompt(text, tts.voice_bank.get(voice))[0])
     flow_ms, backbone_ms = [], []
     for _ in range(10):
-        t = time.perf_counter()
-        codes = model.flow_frames(hidden, noise)
-        flow_ms.append((time.perf_counter() - t) * 1000)
-        embeds_n = np.stack([model.embed_codes(c) for c in codes])
-        t = time.perf_counter()
-        model.decode_steps(embeds_n, np.full(n, len(embeds) + frames, np.int64), np.arange(n))
-        backbone_ms.append((time.perf_counter() - t) * 1000)
+        codes, ms = backend._timed(backend.inner.flow, hidden, noise)
+        flow_ms.append(ms)
+        embeds = backend.embed_codes(codes)
+        backbone_ms.append(backend._timed(backend.inner.step, embeds, np.full(n, prompt_len + frames), np.arange(n))[1])
     return {
         "flow_ms": statistics.median(flow_ms),
         "backbone_ms": statistics.median(backbone_ms),
         "concurrency": n,
-        "prefill_ms": statistics.median(prefill_ms),
+        "prefill_ms": statistics.median(backend.prefill_ms),
         "ttfa_ms_median": statistics.median(ttfa.values()),
         "ttfa_ms_max": max(ttfa.values()),
         "ms_per_frame": statistics.median(steady),
@@ -149,8 +160,8 @@ def gpu_info() -> str:
 def torch_rows(args, config, tts_parts, text) -> list[dict]:
     import torch
 
-    from voxtral_tts.model.backend import TorchInference
     from voxtral_tts.model.loading import load_model, random_model
+    from voxtral_tts.runtime.backends.torch import TorchBackend
 
     rows = []
     for dtype_name in args.dtypes:
@@ -169,19 +180,19 @@ def torch_rows(args, config, tts_parts, text) -> list[dict]:
             variants.append((" eager", False, False))
         for suffix, graphs, compiled in variants:
             started_variant = time.perf_counter()
-            inf = TorchInference(model, capacity=args.capacity, device=args.device, dtype=dtype_name,
-                                 max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
-            embeds = prompt_embeds(inf, tts_parts, text)
+            inf = TorchBackend(model, capacity=args.capacity, device=args.device, dtype=dtype_name,
+                               max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
+            tts = TTS(inf, tts_parts[0], tts_parts[1])
             label = f"torch {args.device} {dtype_name}{suffix}"
             for n in args.concurrency:
-                row = {"backend": label, "load_s": load_s, "prompt_tokens": len(embeds),
-                       **measure(inf, embeds, n, args.frames, config.samples_per_frame)}
+                row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
+                       **measure(tts, text, tts_parts[2].name, n, args.frames)}
                 if cuda:
                     row["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
                 row["variant_s"] = time.perf_counter() - started_variant  # set-up, captures, compiles included
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            del inf
+            del inf, tts
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
@@ -207,10 +218,9 @@ def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
             except (VoxtralError, ImportError) as exc:
                 skipped.append(f"{label}: not run — {exc}")
                 continue
-            embeds = prompt_embeds(tts.model, tts_parts, text)
             for n in args.concurrency:
-                row = {"backend": label, "load_s": load_s, "prompt_tokens": len(embeds),
-                       **measure(tts.model, embeds, n, args.frames, config.samples_per_frame)}
+                row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
+                       **measure(tts, text, tts_parts[2].name, n, args.frames)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             del tts
@@ -220,12 +230,9 @@ def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
     return rows, skipped
 
 
-def prompt_embeds(model: Inference, tts_parts, text: str) -> np.ndarray:
-    """The prompt's embeddings as the runtime builds them (``TTS.prompt``) on ``model``."""
-    from voxtral_tts.runtime.tts import TTS
-
-    tokenizer, voices, voice = tts_parts
-    return TTS(model, tokenizer, voices).prompt(text, voice)[1]
+def prompt_tokens(tts: TTS, tts_parts, text: str) -> int:
+    """The prompt's length as the runtime builds it (``TTS.prompt``)."""
+    return len(tts.prompt(text, tts_parts[2])[0])
 
 
 def main() -> None:
@@ -264,7 +271,7 @@ def main() -> None:
     voice = voices.get(args.voice if args.voice in voices.names else None)
     words = "The quick brown fox jumps over the lazy dog while the band plays on. "
     text = words
-    while len(tokenizer.encode(text)) + voice.n_audio_tokens + 5 < args.prompt_tokens:
+    while len(tokenizer.encode(text)) + voice.n_audio_tokens + PROMPT_OVERHEAD < args.prompt_tokens:
         text += words
     parts = (tokenizer, voices, voice)
 

@@ -53,7 +53,9 @@ def timed(fn, *args, **kwargs):
 
 def run_one(args) -> dict:
     import voxtral_tts
-    from voxtral_tts.runtime.decoding import NoiseSource, decode_codes
+    from voxtral_tts.runtime.codec import codec_audio
+    from voxtral_tts.runtime.decoding import NoiseSource
+    from voxtral_tts.tokenizer import PROMPT_OVERHEAD
 
     path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
     options = {"progress": False}
@@ -64,12 +66,12 @@ def run_one(args) -> dict:
 
         torch.set_num_threads(args.threads)
     tts, load_ms = timed(voxtral_tts.load, path, args.backend, **options)
-    model = tts.model
+    model = tts.backend
     voice = tts.voice_bank.get(args.voice)
     # a prompt of about --prompt-tokens tokens: voice rows + text
     words = "The quick brown fox jumps over the lazy dog while the band plays on. "
     text = words
-    while len(tts.tokenizer.encode(text)) + voice.n_audio_tokens + 5 < args.prompt_tokens:
+    while len(tts.tokenizer.encode(text)) + voice.n_audio_tokens + PROMPT_OVERHEAD < args.prompt_tokens:
         text += words
     ids, embeds = tts.prompt(text.strip(), voice)
 
@@ -80,18 +82,18 @@ def run_one(args) -> dict:
     hidden = model.prefill(embeds)
     step_ms, flow_ms, feed_ms, frames = [], [], [], []
     for n in range(args.frames + 1):  # frame 0 is a warm-up
-        codes, t_flow = timed(model.flow_frame, hidden, noise.take())
+        codes, t_flow = timed(model.flow_one, hidden, noise.take())
         codes = codes.copy()
         codes[0] = max(int(codes[0]), 2)  # keep going past END_AUDIO: a fixed frame count
         embed, t_feed = timed(model.embed_codes, codes)
-        hidden, t_step = timed(model.decode_step, embed, len(ids) + n)
+        hidden, t_step = timed(model.step_one, embed, len(ids) + n)
         frames.append(codes)
         if n:
             step_ms.append(t_step)
             flow_ms.append(t_flow)
             feed_ms.append(t_feed)
     codes = np.stack(frames[1:])
-    _, codec_ms = timed(decode_codes, model.decode_audio, codes, tts.config.samples_per_frame)
+    _, codec_ms = timed(codec_audio, model.codec, codes, tts.config.samples_per_frame)
     audio_s = codes.shape[0] * tts.config.samples_per_frame / tts.sample_rate
 
     start = time.perf_counter()
@@ -101,7 +103,7 @@ def run_one(args) -> dict:
     frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
     batch_fps = {}
     if args.backend == "onnxruntime":
-        from voxtral_tts.runtime.decoding import BatchDecoder, Sequence
+        from voxtral_tts.runtime.decoding import FrameLoop, Utterance
 
         width = tts.config.audio.n_acoustic_codebook
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -110,16 +112,16 @@ def run_one(args) -> dict:
             if batch > 1:  # one engine in memory at a time: a second fp32 copy would not fit
                 model = None
                 gc.collect()
-                model = voxtral_tts.load(path, args.backend, max_batch=batch, **options).model
-            decoder = BatchDecoder(model)
+                model = voxtral_tts.load(path, args.backend, max_batch=batch, **options).backend
+            loop = FrameLoop(model)
             for i in range(batch):
-                decoder.join(Sequence(embeds, NoiseSource(width, seed=i), 10**6))
-            decoder.step()  # warm-up
+                loop.join(Utterance(embeds, NoiseSource(width, seed=i), 10**6))
+            loop.step()  # warm-up
             start, produced = time.perf_counter(), 0
             for _ in range(args.frames):
-                produced += sum(codes is not None for _, codes in decoder.step())
+                produced += sum(codes is not None for _, codes in loop.step())
             batch_fps[batch] = produced / (time.perf_counter() - start)
-            del decoder
+            del loop
     else:
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
@@ -204,7 +206,7 @@ def main() -> None:
     from roofline import floor_ms, measure
 
     from voxtral_tts.config import ModelConfig
-    from voxtral_tts.runtime.onnx_backend import physical_cores
+    from voxtral_tts.runtime.backends.onnxruntime import physical_cores
 
     hardware = measure(args.threads or physical_cores())
     config = ModelConfig.from_file(args.model)

@@ -113,7 +113,7 @@ def main() -> None:
     p.add_argument("params", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/spec/params.json"))
     p.add_argument("--threads", type=int)
     args = p.parse_args()
-    from voxtral_tts.runtime.onnx_backend import physical_cores
+    from voxtral_tts.runtime.backends.onnxruntime import physical_cores
 
     machine = measure(args.threads or physical_cores())
     config = ModelConfig.from_file(args.params)

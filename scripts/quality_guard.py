@@ -80,16 +80,16 @@ def teacher_forced(engine_dir: Path, embeds: np.ndarray, noise: np.ndarray, forc
     import voxtral_tts
 
     tts = voxtral_tts.load(engine_dir)
-    model = tts.model
+    model = tts.backend
     hidden = model.prefill(embeds)
     codes, hiddens = [], []
     for n in range(noise.shape[0]):
         hiddens.append(hidden)
-        frame = model.flow_frame(hidden, noise[n])
+        frame = model.flow_one(hidden, noise[n])
         codes.append(frame)
         feed = forced[n] if forced is not None else frame.copy()
         feed[0] = max(int(feed[0]), 2)  # random weights may say END_AUDIO: keep a fixed frame count
-        hidden = model.decode_step(model.embed_codes(feed), embeds.shape[0] + n)
+        hidden = model.step_one(model.embed_codes(feed), embeds.shape[0] + n)
     del tts, model
     gc.collect()
     return np.stack(codes), np.stack(hiddens)

@@ -60,8 +60,30 @@ def reference_engine_dir(tmp_path_factory, reference_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_engine_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    pytest.importorskip("onnx")
-    from voxtral_tts.export.build import build_engine
+def engine_cache(tmp_path_factory) -> Path:
+    """The user cache of this test session ($VOXTRAL_TTS_CACHE): engines exported on first use."""
+    return tmp_path_factory.mktemp("cache")
 
-    return build_engine(tiny_model_dir, tmp_path_factory.mktemp("engines") / "tiny", capacity=512, progress=False)
+
+@pytest.fixture(scope="session")
+def tiny_engine_dir(engine_cache, tiny_model_dir) -> Path:
+    """The tiny model's ONNX engine, made the way ``voxtral_tts.load(MODEL_DIR, backend="onnxruntime")``
+    makes it: exported on first use (validated) into the session's engine cache."""
+    pytest.importorskip("onnx")
+    from voxtral_tts.export.engine_cache import cached_engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOXTRAL_TTS_CACHE", str(engine_cache))
+        return cached_engine(tiny_model_dir, progress=False).path
+
+
+@pytest.fixture(scope="session")
+def fp16_engine_dir(tmp_path_factory, reference_model_dir) -> Path:
+    """``voxtral-export --target tensorrt`` of the fixture's model, in process: fp16 ONNX graphs,
+    validated against the reference on export, TensorRT plans deferred (no TensorRT here)."""
+    pytest.importorskip("onnx")
+    from voxtral_tts.export.cli import main
+
+    out = tmp_path_factory.mktemp("engines") / "fp16"
+    assert main([str(reference_model_dir), "-o", str(out), "--target", "tensorrt", "--capacity", "96", "-q"]) == 0
+    return out

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 def voxtral_run(*args, stdin: str | None = None):
     exe = shutil.which("voxtral-run")
-    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.runtime.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.cli"]
     return subprocess.run(cmd + [str(a) for a in args], input=stdin, capture_output=True, text=True, timeout=300)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from voxtral_tts.checkpoint import checkpoint_identity, expected_tensors, validate_checkpoint
 from voxtral_tts.config import ModelConfig
-from voxtral_tts.errors import CheckpointError, ConfigError
+from voxtral_tts.errors import CheckpointError, ConfigError, VoxtralError
 from voxtral_tts.tensors import write_safetensors
 
 
@@ -83,6 +83,44 @@ def test_bad_values(spec_dir, tmp_path):
         ModelConfig.from_file(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
         ModelConfig.from_file(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["multimodal"]["audio_model_args"]["audio_encoding_args"].update(frame_rate=25.0),
+     r"audio_encoding_args \(24000 Hz, 25.0 frames/s\) do not match the codec \(24000 Hz, 1920 samples per frame\)"),
+    (lambda p: p["multimodal"]["audio_tokenizer_args"].update(conv_weight_norm=False), "conv_weight_norm false"),
+    (lambda p: p.update(model_type="mistral"), "model_type is 'mistral', not voxtral_tts"),
+])
+def test_fields_checked_against_each_other(spec_dir, change, message):
+    """Every field parsed is used or checked: the audio rates against the codec, the layout flags."""
+    params = json.loads((spec_dir / "params.json").read_text())
+    change(params)
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict(params)
+
+
+def test_special_token_ids_are_checked_against_tekken(reference_model_dir, tmp_path):
+    from voxtral_tts.errors import TokenizerError
+    from voxtral_tts.runtime.tts import read_model_dir
+
+    model = shutil.copytree(reference_model_dir, tmp_path / "model")
+    params = json.loads((model / "params.json").read_text())
+    params["multimodal"]["audio_model_args"]["audio_token_id"] = 30
+    (model / "params.json").write_text(json.dumps(params))
+    with pytest.raises(TokenizerError, match="params.json says audio_token_id 30, this tokenizer's is 24"):
+        read_model_dir(model)
+
+
+def test_capacity_beyond_max_seq_len_is_refused(spec_dir):
+    from voxtral_tts.runtime.backend import Backend
+
+    class Bare(Backend):  # the protocol's shared checks alone
+        from_path = _prefill = _step = _flow = _codec = None
+
+    config = ModelConfig.from_file(spec_dir)
+    assert Bare(config, 65536).capacity == 65536
+    with pytest.raises(VoxtralError, match=r"capacity must be between 2 and the model's max_seq_len \(65536\)"):
+        Bare(config, 65537)
 
 
 # --- checkpoint validation ---------------------------------------------------------------------------

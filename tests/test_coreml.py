@@ -19,7 +19,7 @@ ct = pytest.importorskip("coremltools")
 import voxtral_tts  # noqa: E402
 from voxtral_tts.engine import open_engine  # noqa: E402
 from voxtral_tts.errors import EngineError, VoxtralError  # noqa: E402
-from voxtral_tts.runtime.coreml_backend import CoreMLInference, coreml_unavailable  # noqa: E402
+from voxtral_tts.runtime.backends.coreml import CoreMLBackend, coreml_unavailable  # noqa: E402
 
 CAPACITY = 64
 ON_MAC = coreml_unavailable() is None
@@ -59,7 +59,7 @@ def reference_model(reference_model_dir):
 
 @pytest.fixture(scope="module")
 def traced(reference_model_dir):
-    """The modules the export converts, traced from a model of their own (tracing sets up its cache)."""
+    """The modules the export converts, traced from a model of their own (the traced backbone owns its cache)."""
     import torch
 
     from voxtral_tts.export.coreml import trace_graphs
@@ -100,7 +100,7 @@ def test_manifest(engine_dir):
     assert m["graphs"]["backbone"]["inputs"] == [
         {"name": "embeds", "dtype": "float32", "shape": [1, [1, CAPACITY], 64]},
         {"name": "positions", "dtype": "int32", "shape": [[1, CAPACITY]]}]
-    assert m["graphs"]["backbone"]["states"][0] == {"name": "layers_0_attention_cache_k", "dtype": "float16",
+    assert m["graphs"]["backbone"]["states"][0] == {"name": "cache_layers_0_k", "dtype": "float16",
                                                      "shape": [1, 2, CAPACITY, 32]}
     assert m["graphs"]["codec"]["inputs"] == [{"name": "codes", "dtype": "int32", "shape": [1, 75, 37]}]
     assert set(m["embeddings"]) == {"tokens", "codebooks"} and m["voices"] == ["casual_male", "neutral_female"]
@@ -134,7 +134,7 @@ def test_package_specs(engine_dir):
     assert inputs(bb) == {"embeds": (f32, [(1, 1), (1, CAPACITY), (64, 64)]), "positions": (i32, [(1, CAPACITY)])}
     assert [o.name for o in bb.description.output] == ["hidden"]
     states = {s.name: s.type.stateType.arrayType for s in bb.description.state}
-    assert sorted(states) == [f"layers_{i}_attention_cache_{kv}" for i in range(2) for kv in "kv"]
+    assert sorted(states) == [f"cache_layers_{i}_{kv}" for i in range(2) for kv in "kv"]
     for arr in states.values():
         assert arr.dataType == f16 and list(arr.shape) == [1, 2, CAPACITY, 32]
     assert inputs(specs["flow_frame"]) == {"hidden": (f32, [1, 64]), "noise": (f32, [1, 36])}
@@ -191,7 +191,7 @@ def test_codec_end_padding_is_exact(reference_model, golden):
     """The claim the fixed 75-frame codec rests on, checked on the reference codec."""
     import torch
 
-    from voxtral_tts.runtime.decoding import pad_codec_chunk
+    from voxtral_tts.runtime.codec import pad_codec_chunk
 
     codes = golden["codes_decoded"].astype(np.int64)
     padded = pad_codec_chunk(codes, 75, np.int32)
@@ -226,7 +226,7 @@ def test_traced_modules_reproduce_the_fixture(traced, golden):
         for n, h in enumerate(golden["frame_hidden"]):
             codes = traced["flow_frame"](torch.from_numpy(h)[None], torch.from_numpy(golden["noise"][n])[None])
             np.testing.assert_array_equal(codes[0].numpy(), golden["codes"][n])
-        from voxtral_tts.runtime.decoding import pad_codec_chunk
+        from voxtral_tts.runtime.codec import pad_codec_chunk
 
         audio = traced["codec"](torch.from_numpy(pad_codec_chunk(golden["codes_decoded"], 75)))[0]
     assert relative(audio[: 9 * 1920].numpy(), golden["waveform"]) < 1e-4
@@ -241,7 +241,7 @@ class TracedPackage:
 
     def __init__(self, module, spec):
         self.module, self.spec = module, spec
-        self.buffers = {n: b for n, b in module.named_buffers() if ".cache." in n}
+        self.buffers = {n: b for n, b in module.named_buffers() if n.startswith("cache.")}
 
     def make_state(self):
         return {n: b.new_zeros(b.shape) for n, b in self.buffers.items()}
@@ -276,45 +276,46 @@ def host_tts(engine_dir, traced):
     from voxtral_tts.runtime.tts import read_model_dir
 
     models = {name: TracedPackage(traced[name], spec_of(engine_dir, name)) for name in traced}
-    backend = CoreMLInference(open_engine(engine_dir), models=models, max_batch=2)
+    backend = CoreMLBackend(open_engine(engine_dir), models=models, max_batch=2)
     return voxtral_tts.TTS(backend, *read_model_dir(engine_dir)[1:])
 
 
 def test_backend_host_logic_against_the_fixture(host_tts, golden):
-    backend = host_tts.model
+    backend = host_tts.backend
     assert backend.capacity == CAPACITY and backend.max_batch == 2
     r = host_tts.generate("Hello world.", voice="casual_male", noise=golden["noise"])
     np.testing.assert_array_equal(r.prompt_ids, golden["prompt_ids"])
     np.testing.assert_array_equal(r.codes, golden["codes_decoded"])  # fp16 cache: no code flipped here
     assert r.finished and relative(r.audio, golden["waveform"]) < 1e-4
     # more frames than one codec call: chunked with left context, equal to a one-shot decode
-    long = backend.decode_audio(np.concatenate([golden["codes_decoded"]] * 10))
+    long = host_tts.decode(np.concatenate([golden["codes_decoded"]] * 10))
     assert long.shape == (90 * 1920,)
     assert relative(long[: 9 * 1920], golden["waveform"]) < 1e-4
     with pytest.raises(VoxtralError, match="beyond the KV cache"):
-        backend.decode_step(golden["feedback_embeddings"][0], CAPACITY)
+        backend.step_one(golden["feedback_embeddings"][0], CAPACITY)
 
 
 def test_backend_sequences_in_flight_keep_their_own_state(host_tts, golden):
-    from voxtral_tts.runtime.decoding import BatchDecoder, NoiseSource, Sequence
+    from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance
 
     voice = host_tts.voice_bank.get("casual_male")
     texts = ("Hello world.", "A second, longer sentence.")
     alone = [host_tts.generate(t, voice="casual_male", max_frames=8, seed=5).codes for t in texts]
-    decoder = BatchDecoder(host_tts.model)
-    frames = {t: [] for t in texts}
-    for t in texts:
-        decoder.join(Sequence(host_tts.prompt(t, voice)[1], NoiseSource(36, seed=5), 8, tag=t))
-    while decoder.active:
-        for seq, codes in decoder.step():
+    loop = FrameLoop(host_tts.backend)
+    utterances = [Utterance(host_tts.prompt(t, voice)[1], NoiseSource(36, seed=5), 8) for t in texts]
+    frames = {id(u): [] for u in utterances}
+    for utterance in utterances:
+        loop.join(utterance)
+    while loop.active:
+        for utterance, codes in loop.step():
             if codes is not None:
-                frames[seq.tag].append(codes)
-    for t, solo in zip(texts, alone):
-        np.testing.assert_array_equal(np.stack(frames[t]), solo)
+                frames[id(utterance)].append(codes)
+    for utterance, solo in zip(utterances, alone):
+        np.testing.assert_array_equal(np.stack(frames[id(utterance)]), solo)
 
 
 def test_runtime_module_is_torch_free():
-    code = ("import sys, voxtral_tts.runtime.coreml_backend; "
+    code = ("import sys, voxtral_tts.runtime.backends.coreml; "
             "assert 'torch' not in sys.modules and 'coremltools' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -322,7 +323,7 @@ def test_runtime_module_is_torch_free():
 
 @pytest.mark.skipif(ON_MAC, reason="checks the refusal off macOS")
 def test_backend_refuses_off_macos(engine_dir):
-    from voxtral_tts.runtime.tts import default_backend
+    from voxtral_tts.runtime.backends import default_backend
 
     assert default_backend(engine_dir) == "coreml"
     with pytest.raises(VoxtralError) as info:
@@ -336,7 +337,7 @@ def test_backend_refuses_off_macos(engine_dir):
 @pytest.mark.skipif(ON_MAC, reason="checks the refusal off macOS")
 def test_voxtral_run_refuses_off_macos_in_one_line(engine_dir, tmp_path):
     exe = shutil.which("voxtral-run")
-    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.runtime.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.cli"]
     proc = subprocess.run(cmd + [str(engine_dir), "-t", "Hi.", "-o", str(tmp_path / "a.wav")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -355,21 +356,21 @@ def test_export_check_of_a_coreml_engine_off_macos_is_one_line(engine_dir, refer
 
 def test_backend_option_and_engine_errors(engine_dir, reference_model_dir, tmp_path):
     with pytest.raises(VoxtralError, match="needs an engine directory"):
-        CoreMLInference.from_path(reference_model_dir)
+        CoreMLBackend.from_path(reference_model_dir)
     with pytest.raises(VoxtralError, match="--threads applies to the onnxruntime backend"):
-        CoreMLInference.from_path(engine_dir, threads=2)
+        CoreMLBackend.from_path(engine_dir, threads=2)
     with pytest.raises(VoxtralError, match="max_batch must be between 1 and 64, got 0"):
-        CoreMLInference.from_path(engine_dir, max_batch=0)
+        CoreMLBackend.from_path(engine_dir, max_batch=0)
     with pytest.raises(VoxtralError, match=f"KV cache holds {CAPACITY} positions"):
-        CoreMLInference.from_path(engine_dir, capacity=4096)
+        CoreMLBackend.from_path(engine_dir, capacity=4096)
     with pytest.raises(VoxtralError, match="unknown Core ML device 'cuda'"):
-        CoreMLInference.from_path(engine_dir, device="cuda")
+        CoreMLBackend.from_path(engine_dir, device="cuda")
     other = tmp_path / "onnx-like"
     shutil.copytree(engine_dir, other)
     manifest = json.loads((other / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps({**manifest, "target": "onnx"}))
     with pytest.raises(VoxtralError, match="is a onnx engine; the coreml backend runs engines exported with"):
-        CoreMLInference.from_path(other)
+        CoreMLBackend.from_path(other)
 
 
 # --- Core ML prediction (macOS 15+ only) ------------------------------------------------------------
@@ -377,23 +378,23 @@ def test_backend_option_and_engine_errors(engine_dir, reference_model_dir, tmp_p
 @needs_coreml
 def test_coreml_prediction_stage_by_stage(engine_dir, golden):
     """fp16 moves some codes, so each stage is fed the fixture's inputs, not its own outputs."""
-    backend = CoreMLInference.from_path(engine_dir)
+    backend = CoreMLBackend.from_path(engine_dir)
     hidden = backend.prefill(golden["input_embeddings"])
     assert relative(hidden, golden["frame_hidden"][0]) < 2e-2
     for n, feedback in enumerate(golden["feedback_embeddings"]):
-        assert relative(backend.decode_step(feedback, 17 + n), golden["frame_hidden"][n + 1]) < 2e-2, n
-    codes = np.stack([backend.flow_frame(h, x) for h, x in zip(golden["frame_hidden"], golden["noise"])])
+        assert relative(backend.step_one(feedback, 17 + n), golden["frame_hidden"][n + 1]) < 2e-2, n
+    codes = np.stack([backend.flow_one(h, x) for h, x in zip(golden["frame_hidden"], golden["noise"])])
     assert codes.dtype == np.int64 and codes.shape == (10, 37)
     assert (codes[:, 0] == golden["codes"][:, 0]).all()  # semantic codes and the stop at frame 9
     assert (codes != golden["codes"]).mean() <= 0.1
-    audio = backend.decode_audio(golden["codes_decoded"])
+    audio = backend.codec(golden["codes_decoded"])
     assert audio.shape == (9 * 1920,) and relative(audio, golden["waveform"]) < 2e-2
 
 
 @needs_coreml
 def test_coreml_generates_end_to_end(engine_dir, golden):
     tts = voxtral_tts.load(engine_dir)
-    assert type(tts.model).__name__ == "CoreMLInference"
+    assert type(tts.backend).__name__ == "CoreMLBackend"
     r = tts.generate("Hello world.", voice="casual_male", noise=golden["noise"])
     np.testing.assert_array_equal(r.prompt_ids, golden["prompt_ids"])
     assert r.audio.shape == (r.n_frames * 1920,) and np.isfinite(r.audio).all() and r.n_frames >= 1

@@ -50,7 +50,7 @@ def test_graphs_have_no_if_nodes_and_a_static_cache_interface(reference_engine_d
 
 
 def test_fixture_reproduced_by_onnxruntime(ort_tts, golden):
-    assert type(ort_tts.model).__name__ == "OnnxInference"
+    assert type(ort_tts.backend).__name__ == "OnnxBackend"
     r = ort_tts.generate("Hello world.", voice="casual_male", noise=golden["noise"])
     np.testing.assert_array_equal(r.prompt_ids, golden["prompt_ids"])
     np.testing.assert_array_equal(r.codes, golden["codes_decoded"])  # exact, with the stop at frame 9
@@ -115,7 +115,7 @@ def test_runtime_never_imports_torch(reference_engine_dir):
 
 def test_capacity_is_a_runtime_setting(reference_engine_dir):
     tts = voxtral_tts.load(reference_engine_dir, capacity=20)
-    assert tts.model.k_cache.shape[1] == 20
+    assert tts.backend.k_cache.shape[1] == 20
     r = tts.generate("Hello world.", voice="casual_male", seed=1234, max_frames=4)  # 17 + 4 - 1 positions
     assert r.n_frames == 4
     with pytest.raises(CapacityError, match="KV cache holds 20"):
@@ -176,7 +176,7 @@ def test_not_an_engine(tmp_path):
 
 def _cli(name, *args, env=None):
     exe = shutil.which(name)
-    module = {"voxtral-run": "voxtral_tts.runtime.cli", "voxtral-export": "voxtral_tts.export.cli"}[name]
+    module = {"voxtral-run": "voxtral_tts.cli", "voxtral-export": "voxtral_tts.export.cli"}[name]
     cmd = [exe] if exe else [sys.executable, "-m", module]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
@@ -194,31 +194,49 @@ def test_export_errors_are_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_voxtral_run_on_engine_and_on_model_dir_via_cache(reference_engine_dir, tiny_model_dir, tmp_path):
+def test_voxtral_run_on_engine_and_on_model_dir_via_cache(reference_engine_dir, tiny_model_dir, tiny_engine_dir,
+                                                          engine_cache, tmp_path):
     out = tmp_path / "a.wav"
     proc = _cli("voxtral-run", reference_engine_dir, "-t", "Hello world.", "-v", "casual_male", "--seed", "1234", "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert "9 frames" in proc.stderr
-    env = {"VOXTRAL_TTS_CACHE": str(tmp_path / "cache")}
-    args = (tiny_model_dir, "--backend", "onnxruntime", "-t", "Hi.", "--max-frames", "3", "-o", tmp_path / "b.wav")
-    first = _cli("voxtral-run", *args, env=env)
-    assert first.returncode == 0, first.stderr
-    assert "exporting to" in first.stderr
-    second = _cli("voxtral-run", *args, env=env)
-    assert second.returncode == 0 and "using the cached engine" in second.stderr
+    # the session's tiny engine was exported on first use into this cache (conftest): reused here
+    args = (tiny_model_dir, "--backend", "onnxruntime", "-t", "Hi.", "--max-frames", "3", "--seed", "4")
+    cached = _cli("voxtral-run", *args, "-o", tmp_path / "b.wav", env={"VOXTRAL_TTS_CACHE": str(engine_cache)})
+    assert cached.returncode == 0 and f"using the cached engine {tiny_engine_dir}" in cached.stderr, cached.stderr
+    direct = _cli("voxtral-run", tiny_engine_dir, *args[3:], "-o", tmp_path / "c.wav")
+    assert direct.returncode == 0 and (tmp_path / "b.wav").read_bytes() == (tmp_path / "c.wav").read_bytes()
 
 
-def test_fp16_engine(tmp_path_factory, reference_model_dir, golden):
-    """--precision fp16: float16 weights and matmuls, float32 norms/softmax/semantic logits;
-    checked stage by stage against the fixture (golden inputs fed to each graph)."""
+def test_model_dir_is_exported_on_first_use_only(tiny_model_dir, tiny_engine_dir, tmp_path, monkeypatch):
+    """First use exports into a staging directory renamed into place; later uses never export."""
+    from voxtral_tts.export import build, engine_cache
+
+    calls = []
+
+    def export(model_dir, out, precision, progress):  # stands in for the real export (done by conftest)
+        calls.append(out)
+        shutil.copytree(tiny_engine_dir, out)
+
+    monkeypatch.setenv("VOXTRAL_TTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "build_engine", export)
+    first = engine_cache.cached_engine(tiny_model_dir, progress=False)
+    second = engine_cache.cached_engine(tiny_model_dir, progress=False)
+    assert len(calls) == 1 and calls[0].name.startswith(first.path.name + ".tmp")
+    assert first.path == second.path and first.path.parent == tmp_path / "cache" / "engines"
+    assert not calls[0].exists() and tiny_engine_dir.name == first.path.name
+
+
+def test_fp16_engine(fp16_engine_dir, golden):
+    """fp16 graphs (the TensorRT target's, run here in ONNX Runtime): float16 weights and matmuls,
+    float32 norms/softmax/semantic logits; checked stage by stage against the fixture (golden
+    inputs fed to each graph)."""
     import onnx
 
-    from voxtral_tts.export.build import build_engine
-
-    path = build_engine(reference_model_dir, tmp_path_factory.mktemp("engines") / "fp16", precision="fp16",
-                        progress=False)
+    path = fp16_engine_dir
     engine = open_engine(path)
-    assert engine.precision == "fp16"
+    assert engine.precision == "fp16" and engine.manifest["tensorrt"]["validated_graphs"] == "fp16"
+    assert engine.manifest["validation"]["backbone prefill hidden"]["relative"] < 2e-2
     graph = onnx.load(str(path / "backbone.onnx"), load_external_data=False).graph
     half = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert "backbone.layers.0.feed_forward.w1.weight.T.fp16" in half
@@ -226,12 +244,12 @@ def test_fp16_engine(tmp_path_factory, reference_model_dir, golden):
     assert not any("semantic_codebook_output" in i.name and i.data_type == onnx.TensorProto.FLOAT16
                    for i in flow.initializer)
 
-    tts = voxtral_tts.load(path)
-    hidden = tts.model.prefill(golden["input_embeddings"])
+    tts = voxtral_tts.load(path, backend="onnxruntime")
+    hidden = tts.backend.prefill(golden["input_embeddings"])
     err = np.abs(hidden - golden["prefill_hidden"][-1]).max() / np.abs(golden["prefill_hidden"][-1]).max()
     print(f"fp16 prefill hidden: {err:.2e} of peak")
     assert err < 2e-2
-    mismatched = sum(int((tts.model.flow_frame(h, x) != c).sum())
+    mismatched = sum(int((tts.backend.flow_one(h, x) != c).sum())
                      for h, x, c in zip(golden["frame_hidden"], golden["noise"], golden["codes"]))
     print(f"fp16 flow frame: {mismatched} of {golden['codes'].size} codes differ from the fixture")
     assert mismatched <= 0.1 * golden["codes"].size

@@ -9,7 +9,7 @@ import pytest
 
 from voxtral_tts.config import ModelConfig
 from voxtral_tts.errors import VoxtralError
-from voxtral_tts.runtime.kv_layout import Copy2D, KVLayout
+from voxtral_tts.runtime.backends.kv_layout import Copy2D, KVLayout
 from voxtral_tts.testing import full_params
 
 
@@ -117,7 +117,7 @@ def test_copy_bounds_are_checked():
 # --- ONNX Runtime: DLPack views and the device-resident cache, on host memory ------------------------
 
 ort = pytest.importorskip("onnxruntime")
-from voxtral_tts.runtime.onnx_backend import DeviceKV, HostKV, dlpack_view, providers_for  # noqa: E402
+from voxtral_tts.runtime.backends.onnxruntime import DeviceKV, HostKV, dlpack_view, providers_for  # noqa: E402
 
 
 def test_dlpack_view_shares_memory():

@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from voxtral_tts.model.codec import alibi_slopes  # noqa: E402
+from voxtral_tts.model.kv import StaticCache  # noqa: E402
 from voxtral_tts.model.loading import load_model  # noqa: E402
 from voxtral_tts.voices import read_voice_file  # noqa: E402
 
@@ -47,9 +48,9 @@ def run(model, golden, reference_model_dir):
         embeds = backbone.embed_tokens(ids)
         embeds[ids == 24] = voice
         out["input_embeddings"] = embeds.numpy()
-        backbone.setup_cache(1, 64)
+        cache = StaticCache.for_backbone(backbone, 1, 64)
         P = len(ids)
-        hidden = backbone(embeds[None], torch.arange(P))[0]
+        hidden = backbone(embeds[None], torch.arange(P), kv=cache)[0]
         out["prefill_hidden"] = hidden.numpy()
         h = hidden[-1:]
         out["semantic_logits_frame0"] = flow.semantic_logits(h)[0].numpy()
@@ -67,7 +68,7 @@ def run(model, golden, reference_model_dir):
                 break
             e = backbone.embed_codes(codes)
             feedback.append(e[0])
-            h = backbone(e[None], torch.tensor([P + n]))[0]
+            h = backbone(e[None], torch.tensor([P + n]), kv=cache)[0]
             hiddens.append(h)
     out.update(
         codes=torch.stack(frames).numpy(), frame_hidden=torch.cat(hiddens).numpy(),

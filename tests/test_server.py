@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.audio import to_pcm16  # noqa: E402
-from voxtral_tts.runtime.decoding import Forwarding, Inference  # noqa: E402
+from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
 from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
@@ -53,17 +53,29 @@ class Live:
         self.thread.join(10)
 
 
-class SlowInference(Forwarding):
+class SlowBackend(Forwarding):
     """A backend that takes 50 ms per frame and counts frames: for queueing and cancellation."""
 
-    def __init__(self, inner: Inference):
+    def __init__(self, inner: Backend):
         super().__init__(inner)
         self.frames = 0
 
-    def flow_frame(self, hidden, noise):
+    def flow(self, hidden, noise):
         time.sleep(0.05)
-        self.frames += 1
-        return self.inner.flow_frame(hidden, noise)
+        self.frames += len(hidden)
+        return self.inner.flow(hidden, noise)
+
+
+def wrapped(tts, wrapper):
+    """The same model behind a wrapping backend."""
+    return voxtral_tts.TTS(wrapper(tts.backend), tts.tokenizer, tts.voice_bank)
+
+
+def wait_until(condition, timeout: float = 30):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -278,17 +290,25 @@ def test_ready_is_503_until_loaded(tiny_engine_dir):
         server.close()
 
 
-@pytest.fixture
-def slow(tiny_engine_dir):
+def slow_server(tiny_engine_dir, max_queue: int):
+    """A server on a 50 ms/frame backend, one decoding slot, 40 frames per request."""
     holder = {}
 
     def load():
-        tts = voxtral_tts.load(tiny_engine_dir)
-        tts.model = holder["model"] = SlowInference(tts.model)
+        tts = wrapped(voxtral_tts.load(tiny_engine_dir), SlowBackend)
+        holder["model"] = tts.backend
         return tts
 
-    server = Live(create_app(load, ServerOptions(max_frames=40, max_queue=0)))
+    app = create_app(load, ServerOptions(max_frames=40, max_queue=max_queue))
+    holder["synthesizer"] = app.state.synthesizer
+    server = Live(app)
     server.wait_ready()
+    return server, holder
+
+
+@pytest.fixture
+def slow(tiny_engine_dir):
+    server, holder = slow_server(tiny_engine_dir, max_queue=0)
     yield server, holder
     server.close()
 
@@ -311,23 +331,21 @@ def test_client_disconnect_stops_generation(slow):
     body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as response:
         next(response.iter_bytes())
-    time.sleep(1.0)  # 40 frames would take 2 s; cancellation stops it within a frame or two
-    frames_after_close = holder["model"].frames
-    time.sleep(0.5)
-    assert holder["model"].frames == frames_after_close < 40
+    synthesizer = holder["synthesizer"]
+    wait_until(lambda: synthesizer._pending == 0)  # the request has left the scheduler…
+    frames = holder["model"].frames
+    assert frames < 40 and synthesizer.tts.scheduler.idle  # …before its 40 frames (2 s), and nothing runs on
     after = httpx.post(server.url + "/v1/audio/speech", json={**body, "stream_format": None}, timeout=60)
     assert after.status_code == 200  # the worker is free again
 
 
 def test_internal_errors_do_not_leak(tiny_engine_dir):
-    def load():
-        tts = voxtral_tts.load(tiny_engine_dir)
-
-        def broken(codes):
+    class BrokenCodec(Forwarding):
+        def _codec(self, codes):
             raise RuntimeError("secret internal detail")
 
-        tts.model.decode_audio = broken
-        return tts
+    def load():
+        return wrapped(voxtral_tts.load(tiny_engine_dir), BrokenCodec)
 
     server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
     try:
@@ -380,17 +398,14 @@ def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts
     exactly the audio it would get alone (its own seed, its own positions)."""
     widths = []
 
-    def load():
-        tts = voxtral_tts.load(tiny_engine_dir, max_batch=3)
-        steps = tts.model.decode_steps
-
-        def recording(embeds, positions, slots):
+    class Recording(Forwarding):
+        def _step(self, embeds, positions, slots):
             widths.append(len(slots))
             time.sleep(0.02)  # keep requests in flight long enough to overlap
-            return steps(embeds, positions, slots)
+            return self.inner.step(embeds, positions, slots)
 
-        tts.model.decode_steps = recording
-        return tts
+    def load():
+        return wrapped(voxtral_tts.load(tiny_engine_dir, max_batch=3), Recording)
 
     server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
     try:
@@ -415,3 +430,65 @@ def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts
         assert max(widths) >= 2, widths
     finally:
         server.close()
+
+
+def test_a_failed_step_fails_the_requests_in_flight_and_the_server_goes_on(tiny_engine_dir):
+    """The backend raising inside a backbone step: the request in flight gets a 500 (no detail),
+    the failure is logged, and the next request is served normally."""
+    failures = {"left": 1}
+
+    class FailingStep(Forwarding):
+        def _step(self, embeds, positions, slots):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("device lost: secret detail")
+            return self.inner.step(embeds, positions, slots)
+
+    app = create_app(lambda: wrapped(voxtral_tts.load(tiny_engine_dir), FailingStep), ServerOptions(max_frames=FRAMES))
+    server = Live(app)
+    try:
+        server.wait_ready()
+        body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}
+        failed = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
+        assert failed.status_code == 500 and "secret" not in failed.text
+        assert failed.json()["error"]["type"] == "server_error"
+        ok = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
+        assert ok.status_code == 200 and len(ok.content) == FRAMES * 1920 * 2
+        assert app.state.synthesizer._pending == 0
+    finally:
+        server.close()
+
+
+def test_a_request_cancelled_while_queued_never_generates(tiny_engine_dir):
+    """A client that goes away while its request waits behind another: the request leaves the
+    queue without a frame generated for it, and the one in flight completes."""
+    server, holder = slow_server(tiny_engine_dir, max_queue=1)  # room for one waiting request
+    synthesizer = holder["synthesizer"]
+    body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
+    try:
+        with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as first:
+            chunks = first.iter_bytes()
+            received = len(next(chunks))  # the first request is generating, in the only slot
+            with pytest.raises(httpx.ReadTimeout):  # the second waits (no free slot) until its client gives up
+                httpx.post(server.url + "/v1/audio/speech", json=body, timeout=0.3)
+            wait_until(lambda: synthesizer._pending == 1)  # its cancellation took it out of the queue
+            received += len(b"".join(chunks))
+        assert received == 40 * 1920 * 2  # the first one completes, undisturbed
+        wait_until(lambda: synthesizer._pending == 0)
+        assert holder["model"].frames == 40  # not one frame for the cancelled request
+    finally:
+        server.close()
+
+
+def test_oversized_streamed_body_is_413(live):
+    """A chunked body (no Content-Length) is counted as it arrives and refused past the limit."""
+    def body():
+        yield b'{"model": "m", "voice": "alloy", "input": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = httpx.post(live.url + "/v1/audio/speech", content=body(), timeout=60,
+                          headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"

@@ -18,13 +18,16 @@ import pytest
 import voxtral_tts
 from voxtral_tts.config import ModelConfig
 from voxtral_tts.engine import open_engine
-from voxtral_tts.errors import VoxtralError
-from voxtral_tts.export.tensorrt import (CODEC_FRAMES, KEY_FILE, backbone_profiles, bucket_for, cache_key,
-                                         decode_buckets, ensure_plans, graph_profiles, key_digest, plans_root,
-                                         rebuild_reason, superseded)
-from voxtral_tts.runtime.kv_layout import KVLayout
-from voxtral_tts.runtime.tensorrt_backend import (backbone_bindings, buffer_plan, codec_bindings, device_index,
-                                                  flow_bindings, pad_codec_chunk, require_libraries)
+from voxtral_tts.errors import CapacityError, VoxtralError
+from voxtral_tts.runtime.backends.buckets import bucket_for
+from voxtral_tts.runtime.backends.kv_layout import KVLayout
+from voxtral_tts.runtime.backends.tensorrt import (backbone_bindings, buffer_plan, codec_bindings, device_index,
+                                                   flow_bindings, require_libraries)
+from voxtral_tts.runtime.backends.tensorrt_plans import (KEY_FILE, backbone_profiles, cache_key, decode_buckets,
+                                                         ensure_plans, graph_profiles, key_digest, plans_root,
+                                                         rebuild_reason, superseded)
+from voxtral_tts.runtime.codec import pad_codec_chunk
+from voxtral_tts.runtime.constants import CODEC_FRAMES
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def test_decode_buckets():
     assert decode_buckets(1000) == [512, 1000] and decode_buckets(300) == [300] and decode_buckets(512) == [512]
     buckets = decode_buckets(4096)
     assert [bucket_for(p, buckets) for p in (0, 1, 512, 513, 4095, 4096)] == [512, 512, 512, 1024, 4096, 4096]
-    with pytest.raises(VoxtralError, match="exceeds the KV cache"):
+    with pytest.raises(CapacityError, match="4097 positions exceed the KV cache .4096 positions."):
         bucket_for(4097, buckets)
 
 
@@ -158,7 +161,8 @@ def test_pad_codec_chunk():
     padded = pad_codec_chunk(codes, frames=5)
     assert padded.shape == (1, 5, 37) and padded.dtype == np.int64
     np.testing.assert_array_equal(padded[0, :3], codes)
-    np.testing.assert_array_equal(padded[0, 3], codes[2]) and np.testing.assert_array_equal(padded[0, 4], codes[2])
+    np.testing.assert_array_equal(padded[0, 3], codes[2])
+    np.testing.assert_array_equal(padded[0, 4], codes[2])
     for bad in (np.zeros((0, 37)), np.zeros((6, 37)), np.zeros(37)):
         with pytest.raises(VoxtralError, match="codec chunk"):
             pad_codec_chunk(bad, frames=5)
@@ -199,7 +203,7 @@ def test_device_index():
 
 def test_which_engines_tensorrt_runs(tmp_path):
     from voxtral_tts.engine import Engine
-    from voxtral_tts.runtime.tensorrt_backend import check_engine
+    from voxtral_tts.runtime.backends.tensorrt import check_engine
 
     def engine(target, precision):
         return Engine(tmp_path, {"target": target, "precision": precision}, None)
@@ -213,7 +217,7 @@ def test_which_engines_tensorrt_runs(tmp_path):
 
 
 def test_modules_import_neither_torch_nor_tensorrt():
-    code = ("import sys, voxtral_tts.export.tensorrt, voxtral_tts.runtime.tensorrt_backend\n"
+    code = ("import sys, voxtral_tts.export.tensorrt, voxtral_tts.runtime.backends.tensorrt\n"
             "print(sorted(m for m in ('torch', 'tensorrt', 'onnx_ir', 'onnxruntime') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
@@ -229,15 +233,9 @@ def test_unavailable_precision():
 # --- the export ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trt_engine_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """``voxtral-export --target tensorrt`` (default precision) on the tiny model, in process."""
-    pytest.importorskip("onnx")
-    from voxtral_tts.export.cli import main
-
-    out = tmp_path_factory.mktemp("trt") / "engine"
-    assert main([str(tiny_model_dir), "-o", str(out), "--target", "tensorrt", "--capacity", "96", "--no-validate",
-                 "-q"]) == 0
-    return out
+def trt_engine_dir(fp16_engine_dir) -> Path:
+    """``voxtral-export --target tensorrt --capacity 96`` of the fixture's model (shared with test_onnx)."""
+    return fp16_engine_dir
 
 
 def test_export_without_tensorrt_defers_the_plans(trt_engine_dir):
@@ -248,7 +246,7 @@ def test_export_without_tensorrt_defers_the_plans(trt_engine_dir):
     assert "tensorrt>=10" in manifest["tensorrt"]["deferred_reason"]
     assert set(manifest["graphs"]) == {"backbone", "flow_frame", "codec"}
     assert not (trt_engine_dir / "tensorrt").exists()
-    from voxtral_tts.runtime.tts import default_backend
+    from voxtral_tts.runtime.backends import default_backend
 
     assert default_backend(trt_engine_dir) == "tensorrt"
 
@@ -268,14 +266,14 @@ def test_export_cli_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
-def test_check_of_a_bf16_engine_is_one_line(trt_engine_dir, tiny_model_dir, tmp_path, capsys):
+def test_check_of_a_bf16_engine_is_one_line(trt_engine_dir, reference_model_dir, tmp_path, capsys):
     """``--check`` re-runs the graphs on ONNX Runtime's CPU provider, which has no bf16 MatMul."""
     from voxtral_tts.export.cli import main
 
     engine_dir = shutil.copytree(trt_engine_dir, tmp_path / "engine")
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     (engine_dir / "manifest.json").write_text(json.dumps({**manifest, "precision": "bf16"}))
-    assert main([str(tiny_model_dir), "-o", str(engine_dir), "--check", "-q"]) == 2
+    assert main([str(reference_model_dir), "-o", str(engine_dir), "--check", "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot run on ONNX Runtime's CPU provider" in err
 
@@ -294,7 +292,7 @@ def test_plans_are_reused_when_the_key_matches(trt_engine_dir, tmp_path):
     assert found == directory and found_key == key
 
 
-def test_tensorrt_engine_dir_runs_in_onnxruntime_with_a_device_style_cache(trt_engine_dir, tiny_model_dir):
+def test_tensorrt_engine_dir_runs_in_onnxruntime_with_a_device_style_cache(trt_engine_dir):
     """The fp16 graphs of a TensorRT engine directory run in ONNX Runtime; the CUDA path's cache
     (OrtValues, DLPack views, device-to-device row copies), run here on host memory, gives exactly
     the host cache's codes, audio and cache contents, one sequence or several."""
@@ -305,17 +303,17 @@ def test_tensorrt_engine_dir_runs_in_onnxruntime_with_a_device_style_cache(trt_e
         b = device.generate(text, voice="casual_male", seed=seed, max_frames=12)
         np.testing.assert_array_equal(a.codes, b.codes)
         np.testing.assert_array_equal(a.audio, b.audio)
-    np.testing.assert_array_equal(host.model.k_cache, device.model.k_cache.numpy())
-    np.testing.assert_array_equal(host.model.v_cache, device.model.v_cache.numpy())
+    np.testing.assert_array_equal(host.backend.k_cache, device.backend.k_cache.numpy())
+    np.testing.assert_array_equal(host.backend.v_cache, device.backend.v_cache.numpy())
     embeds = host.prompt("Two at once.", host.voice_bank.get("neutral_female"))[1]
     rng = np.random.default_rng(0)
     steps = rng.standard_normal((2, host.config.backbone.dim)).astype(np.float32)
     outputs = []
     for tts in (host, device):
-        tts.model.prefill(embeds, slot=1)
-        outputs.append(tts.model.decode_steps(steps, np.array([len(embeds), 3]), np.array([1, 0])))
+        tts.backend.prefill(embeds, slot=1)
+        outputs.append(tts.backend.step(steps, [len(embeds), 3], [1, 0]))
     np.testing.assert_array_equal(*outputs)
-    np.testing.assert_array_equal(host.model.k_cache, device.model.k_cache.numpy())
+    np.testing.assert_array_equal(host.backend.k_cache, device.backend.k_cache.numpy())
 
 
 def test_codec_padding_leaves_the_audio_unchanged(trt_engine_dir):
@@ -336,7 +334,7 @@ def test_codec_padding_leaves_the_audio_unchanged(trt_engine_dir):
         assert err < 1e-5, (frames, err)
 
 
-def test_bf16_retyping(trt_engine_dir, tiny_model_dir, tmp_path):
+def test_bf16_retyping(trt_engine_dir, reference_model_dir, tmp_path):
     """bf16: each float16 matmul weight becomes the checkpoint's own bfloat16 bits, each cast to
     float16 a cast to bfloat16, the rest (norms, softmax, semantic head, codec) untouched."""
     import onnx
@@ -347,8 +345,8 @@ def test_bf16_retyping(trt_engine_dir, tiny_model_dir, tmp_path):
 
     engine_dir = shutil.copytree(trt_engine_dir, tmp_path / "bf16")
     before = {g: onnx.load(str(engine_dir / f"{g}.onnx")) for g in ("backbone", "flow_frame")}
-    retyped = retype_bf16(engine_dir, tiny_model_dir)
-    reader = CheckpointReader(tiny_model_dir, ModelConfig.from_file(tiny_model_dir))
+    retyped = retype_bf16(engine_dir, reference_model_dir)
+    reader = CheckpointReader(reference_model_dir, ModelConfig.from_file(reference_model_dir))
     total = 0
     for graph_name, old in before.items():
         model = onnx.load(str(engine_dir / f"{graph_name}.onnx"))

@@ -15,9 +15,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.model.backend import MIN_KV_BUCKET, TorchInference, bucket_for, buckets  # noqa: E402
 from voxtral_tts.model.loading import load_model  # noqa: E402
-from voxtral_tts.runtime.decoding import BatchDecoder, NoiseSource, Sequence  # noqa: E402
+from voxtral_tts.runtime.backends.buckets import bucket_for, power_buckets  # noqa: E402
+from voxtral_tts.runtime.backends.torch import MIN_KV_BUCKET, TorchBackend  # noqa: E402
+from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance  # noqa: E402
 
 from test_reference import assert_close  # noqa: E402
 
@@ -25,18 +26,24 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU vis
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
-def backend(model_dir, device, dtype, **kwargs) -> TorchInference:
-    return TorchInference(load_model(model_dir, progress=False), device=device, dtype=dtype, **kwargs)
+def backend(model_dir, device, dtype, **kwargs) -> TorchBackend:
+    return TorchBackend(load_model(model_dir, progress=False), device=device, dtype=dtype, **kwargs)
+
+
+def flow_all(inf, hidden, noise):
+    """Frames of any number of sequences, ``max_batch`` per flow call."""
+    step = inf.max_batch
+    return np.concatenate([inf.flow(hidden[i : i + step], noise[i : i + step]) for i in range(0, len(hidden), step)])
 
 
 def test_buckets():
-    assert buckets(1) == [1]
-    assert buckets(32) == [1, 2, 4, 8, 16, 32]
-    assert buckets(24) == [1, 2, 4, 8, 16, 24]
-    assert buckets(4097, 256) == [256, 512, 1024, 2048, 4096, 4097]
-    assert [bucket_for(n, buckets(24)) for n in (1, 2, 3, 5, 17, 24)] == [1, 2, 4, 8, 24, 24]
-    with pytest.raises(voxtral_tts.VoxtralError, match="exceeds the largest bucket"):
-        bucket_for(25, buckets(24))
+    assert power_buckets(1) == [1]
+    assert power_buckets(32) == [1, 2, 4, 8, 16, 32]
+    assert power_buckets(24) == [1, 2, 4, 8, 16, 24]
+    assert power_buckets(4097, 256) == [256, 512, 1024, 2048, 4096, 4097]
+    assert [bucket_for(n, power_buckets(24)) for n in (1, 2, 3, 5, 17, 24)] == [1, 2, 4, 8, 24, 24]
+    with pytest.raises(voxtral_tts.errors.CapacityError, match="25 positions exceed the KV cache .24 positions."):
+        bucket_for(25, power_buckets(24))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -44,13 +51,13 @@ def test_fp32_reproduces_the_fixture(reference_model_dir, golden, device):
     """Through the API: prompt, prefill into a slot, bucketed steps, flow, codec — codes exact."""
     tts = voxtral_tts.load(reference_model_dir, backend="torch", device=device, dtype="fp32", max_batch=2,
                            capacity=300, progress=False)
-    assert tts.model.device.type == device and tts.model.capacity == 300
+    assert tts.backend.device.type == device and tts.backend.capacity == 300
     r = tts.generate("Hello world.", voice="casual_male", noise=golden["noise"])
     np.testing.assert_array_equal(r.codes, golden["codes_decoded"])
     assert r.finished
     assert_close(r.audio, golden["waveform"], f"waveform ({device}, fp32)")
     if device == "cuda":  # one graph per (rows, KV bucket) of the step, one per rows of the flow
-        assert set(tts.model.graphs._graphs) == {("step", 1, MIN_KV_BUCKET), ("flow", 1)}
+        assert set(tts.backend.graphs._graphs) == {("step", 1, MIN_KV_BUCKET), ("flow", 1)}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -64,7 +71,7 @@ def test_bf16_stage_by_stage(reference_model_dir, golden, device):
     acoustic codes may flip where their margin is under bf16's resolution (measured 98.6 % agree).
     """
     inf = backend(reference_model_dir, device, "bf16", capacity=64, max_batch=2)
-    assert inf.dtype == torch.bfloat16 and inf.model.backbone.layers[0].attention.cache.k.dtype == torch.bfloat16
+    assert inf.dtype == torch.bfloat16 and inf.kv_cache.layers[0].k.dtype == torch.bfloat16
     assert inf.model.acoustic_transformer.semantic_codebook_output.weight.dtype == torch.float32
     P = len(golden["prompt_ids"])
     h0 = inf.prefill(golden["input_embeddings"], slot=1)
@@ -74,7 +81,7 @@ def test_bf16_stage_by_stage(reference_model_dir, golden, device):
     for n, codes in enumerate(golden["codes_decoded"]):
         embed = inf.embed_codes(codes)
         assert_close(embed, golden["feedback_embeddings"][n], f"feedback {n}", rtol=1e-6)
-        hidden.append(inf.decode_steps(embed[None], np.array([P + n]), np.array([1]))[0])
+        hidden.append(inf.step_one(embed, P + n, slot=1))
     assert_close(np.stack(hidden), golden["frame_hidden"][1:], "frame hidden (bf16, golden codes fed back)", rtol=3e-2)
 
     flow = inf.model.acoustic_transformer
@@ -85,7 +92,7 @@ def test_bf16_stage_by_stage(reference_model_dir, golden, device):
         x_final = flow.solve(h, torch.from_numpy(golden["noise"][:frames]).to(inf.device)).cpu().numpy()
     assert_close(logits, golden["semantic_logits_frame0"], "semantic logits (float32 head)", rtol=1e-4)
     assert_close(x_final, golden["fm_x_final"], "Euler result (bf16 velocity network)", rtol=1e-2)
-    codes = inf.flow_frames(golden["frame_hidden"], golden["noise"][:frames])
+    codes = flow_all(inf, golden["frame_hidden"], golden["noise"][:frames])
     np.testing.assert_array_equal(codes[:, 0], golden["codes"][:, 0])
     agree = float((codes[:, 1:] == golden["codes"][:, 1:]).mean())
     print(f"acoustic codes agreeing with float32: {agree:.1%}")
@@ -101,22 +108,23 @@ REQUESTS = [  # text, voice, seed, frames
 
 
 def decode_together(tts, requests, join_after: int = 2) -> dict:
-    """Two sequences join at once, the others between frames as slots free up; codes per text."""
-    decoder = BatchDecoder(tts.model)
-    waiting = []
+    """Two utterances join at once, the others between frames as slots free up; codes per text."""
+    loop = FrameLoop(tts.backend)
+    texts, waiting = {}, []
     for text, voice, seed, frames in requests:
         _, embeds = tts.prompt(text, tts.voice_bank.get(voice))
-        waiting.append(Sequence(embeds, NoiseSource(36, seed=seed), frames, tag=text))
-    got = {s.tag: [] for s in waiting}
-    decoder.join(waiting.pop(0))
-    decoder.join(waiting.pop(0))
+        waiting.append(Utterance(embeds, NoiseSource(36, seed=seed), frames))
+        texts[id(waiting[-1])] = text
+    got = {text: [] for text in texts.values()}
+    loop.join(waiting.pop(0))
+    loop.join(waiting.pop(0))
     step = 0
-    while decoder.active or waiting:
-        if step >= join_after and waiting and decoder.has_room:
-            decoder.join(waiting.pop(0))
-        for seq, codes in decoder.step():
+    while loop.active or waiting:
+        if step >= join_after and waiting and loop.has_room:
+            loop.join(waiting.pop(0))
+        for utterance, codes in loop.step():
             if codes is not None:
-                got[seq.tag].append(codes)
+                got[texts[id(utterance)]].append(codes)
         step += 1
     return {text: np.stack(codes) for text, codes in got.items()}
 
@@ -156,27 +164,36 @@ def test_cuda_graphs_equal_eager(reference_model_dir, tiny_model_dir):
                                    capacity=400, cuda_graphs=graphs, progress=False)
             runs[graphs] = decode_together(tts, REQUESTS)
             if graphs:
-                assert len(tts.model.graphs) >= 4
+                assert len(tts.backend.graphs) >= 4
         for text in runs[True]:
             np.testing.assert_array_equal(runs[True][text], runs[False][text])
 
 
-def test_option_errors(reference_model_dir):
+def test_option_errors(reference_model_dir, tiny_engine_dir):
     model = load_model(reference_model_dir, progress=False)
     with pytest.raises(voxtral_tts.VoxtralError, match="max_batch must be between 1 and 64"):
-        TorchInference(model, max_batch=0)
+        TorchBackend(model, max_batch=0)
     with pytest.raises(voxtral_tts.VoxtralError, match="unknown dtype 'fp8'"):
-        TorchInference(model, dtype="fp8")
+        TorchBackend(model, dtype="fp8")
     with pytest.raises(voxtral_tts.VoxtralError, match="CUDA graphs need device 'cuda'"):
-        TorchInference(model, cuda_graphs=True)
-    inf = TorchInference(model, capacity=20)
-    with pytest.raises(voxtral_tts.errors.CapacityError, match="exceeds the KV cache"):
-        inf.prefill(np.zeros((21, model.config.backbone.dim), np.float32))
-    with pytest.raises(voxtral_tts.VoxtralError, match="slot 1 does not exist"):
-        inf.prefill(np.zeros((3, model.config.backbone.dim), np.float32), slot=1)
+        TorchBackend(model, cuda_graphs=True)
+    inf = TorchBackend(model, capacity=20)
+    dim = model.config.backbone.dim
+    with pytest.raises(voxtral_tts.errors.CapacityError, match="prompt of 21 tokens exceeds the KV cache"):
+        inf.prefill(np.zeros((21, dim), np.float32))
+    with pytest.raises(voxtral_tts.VoxtralError, match=r"slots \[1\] are not distinct slots of 0..0"):
+        inf.prefill(np.zeros((3, dim), np.float32), slot=1)
+    with pytest.raises(voxtral_tts.errors.CapacityError, match="position 20 is beyond the KV cache"):
+        inf.step_one(np.zeros(dim, np.float32), 20)
+    with pytest.raises(voxtral_tts.VoxtralError, match="a flow call takes 1 to 1"):
+        inf.flow(np.zeros((2, dim), np.float32), np.zeros((2, 36), np.float32))
+    with pytest.raises(voxtral_tts.VoxtralError, match="a codec call takes 1 to 75 frames"):
+        inf.codec(np.full((76, 37), 2))
+    with pytest.raises(voxtral_tts.VoxtralError, match="is an engine directory; the torch backend needs a model"):
+        TorchBackend.from_path(tiny_engine_dir)
     if not torch.cuda.is_available():
         with pytest.raises(voxtral_tts.VoxtralError, match="sees no CUDA GPU"):
-            TorchInference(model, device="cuda")
+            TorchBackend(model, device="cuda")
 
 
 def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
@@ -208,10 +225,9 @@ def test_compiled_blocks_match(reference_model_dir, golden, device):
     inf = backend(reference_model_dir, device, "bf16", capacity=64, max_batch=2, compile=True)
     P = len(golden["prompt_ids"])
     inf.prefill(golden["input_embeddings"], slot=0)
-    hidden = [inf.decode_steps(inf.embed_codes(c)[None], np.array([P + n]), np.array([0]))[0]
-              for n, c in enumerate(golden["codes_decoded"][:4])]
+    hidden = [inf.step_one(inf.embed_codes(c), P + n) for n, c in enumerate(golden["codes_decoded"][:4])]
     assert_close(np.stack(hidden), golden["frame_hidden"][1:5], "frame hidden (bf16, compiled blocks)", rtol=3e-2)
-    codes = inf.flow_frames(golden["frame_hidden"], golden["noise"][: len(golden["codes"])])
+    codes = flow_all(inf, golden["frame_hidden"], golden["noise"][: len(golden["codes"])])
     np.testing.assert_array_equal(codes[:, 0], golden["codes"][:, 0])
     assert float((codes[:, 1:] == golden["codes"][:, 1:]).mean()) >= 0.95
     if device == "cuda":

@@ -8,8 +8,9 @@
 Importing this package never imports torch; the torch backend is loaded on demand.
 """
 
+from .api import load
 from .errors import VoxtralError
-from .runtime.tts import SynthesisResult, TTS, load
+from .runtime.tts import SynthesisResult, TTS
 
 __version__ = "0.1.0"
 __all__ = ["load", "TTS", "SynthesisResult", "VoxtralError", "__version__"]

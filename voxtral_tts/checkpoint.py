@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
+from .engine import sha256_file
 from .errors import CheckpointError
 from .tensors import TensorFileError, TensorInfo, as_float32, read_safetensors_array, read_safetensors_header
 
@@ -134,6 +135,12 @@ def checkpoint_identity(path: str | Path) -> str:
     infos, metadata = read_safetensors_header(path)
     canon = {n: [i.dtype, list(i.shape), i.start, i.end] for n, i in sorted(infos.items())}
     return hashlib.sha256(json.dumps([canon, metadata], sort_keys=True).encode()).hexdigest()
+
+
+def model_identity(model_dir: str | Path, config: ModelConfig) -> dict[str, str]:
+    """What an engine is built from: sha256 of params.json, of the checkpoint header, of tekken.json."""
+    return {"params_sha256": config.params_sha256, "checkpoint_sha256": checkpoint_identity(model_dir),
+            "tekken_sha256": sha256_file(Path(model_dir) / "tekken.json")}
 
 
 # --- module-space tensors ---------------------------------------------------------------------------

@@ -323,6 +323,13 @@ class ModelConfig:
             problems.append("decoder_*_str fields must list the same number of stages")
         if f.n_decoding_steps < 1:
             problems.append("n_decoding_steps must be >= 1")
+        if a.sampling_rate != c.sampling_rate or a.frame_rate * c.samples_per_frame != c.sampling_rate:
+            problems.append(f"audio_encoding_args ({a.sampling_rate} Hz, {a.frame_rate} frames/s) do not match the "
+                            f"codec ({c.sampling_rate} Hz, {c.samples_per_frame} samples per frame)")
+        if not c.conv_weight_norm:
+            problems.append("conv_weight_norm false is not supported (the checkpoint layout has weight-normed convs)")
+        if self.model_type != "voxtral_tts":
+            problems.append(f"model_type is '{self.model_type}', not voxtral_tts")
         if problems:
             raise ConfigError("params.json: " + "; ".join(problems))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,12 @@ ENGINE_FORMAT = "voxtral-tts-engine"
 FORMAT_VERSION = 2  # 2: batched backbone (past_lengths, position-major past)
 MANIFEST = "manifest.json"
 EMBEDDINGS_DIR = "embeddings"
+
+
+def cache_root() -> Path:
+    """This user's cache directory (``$VOXTRAL_TTS_CACHE``, default ``~/.cache/voxtral-tts``): engines
+    exported on first use, TensorRT plans of read-only engine directories."""
+    return Path(os.environ.get("VOXTRAL_TTS_CACHE", Path.home() / ".cache" / "voxtral-tts"))
 
 
 def sha256_file(path: Path) -> str:

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import tiktoken
 
+from .config import AudioArgs
 from .errors import TokenizerError, read_json
 
 FILENAME = "tekken.json"
@@ -34,6 +35,9 @@ _SPECIALS = {
 }
 _KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
 
+
+#: control tokens of a speech prompt besides the voice rows and the text (see ``Tekken.speech_prompt``)
+PROMPT_OVERHEAD = 5
 
 class Tekken:
     """A loaded ``tekken.json``: text encoder, special ids, voice table and file identity."""
@@ -113,8 +117,19 @@ class Tekken:
             self._fail(f"lacks the special token {name!r}")
         return self._special_ids[name]
 
+    def check_config(self, audio: AudioArgs) -> None:
+        """The special token ids params.json names must be this tokenizer's."""
+        for name, ours, theirs in (("bos_token_id", self.bos_id, audio.bos_token_id),
+                                   ("audio_token_id", self.audio_id, audio.audio_token_id),
+                                   ("begin_audio_token_id", self.begin_audio_id, audio.begin_audio_token_id)):
+            if ours != theirs:
+                self._fail(f"params.json says {name} {theirs}, this tokenizer's is {ours}: "
+                           "params.json and tekken.json are from different models")
+
     def speech_prompt(self, text_ids: list[int], n_audio: int) -> list[int]:
-        """The preset-voice prompt of spec §4.1, with ``n_audio`` voice placeholders."""
+        """The preset-voice prompt of spec §4.1, with ``n_audio`` voice placeholders:
+        ``[BOS] [BEGIN_AUDIO] [AUDIO]×n_audio [NEXT_AUDIO_TEXT] text… [REPEAT_AUDIO_TEXT] [BEGIN_AUDIO]``
+        (:data:`PROMPT_OVERHEAD` control tokens around the voice rows and the text)."""
         if n_audio < 0:
             raise ValueError(f"n_audio must be >= 0, got {n_audio}")
         return [self.bos_id, self.begin_audio_id, *[self.audio_id] * n_audio,

@@ -1,195 +1,42 @@
-"""Build an engine directory from a model directory (``voxtral-export``).
+"""``voxtral-export``: build an engine directory from a model directory, for one target.
 
-Graphs are exported one at a time with their weights streamed from the checkpoint
-(:mod:`.onnx`); the embedding tables are copied row block by row block into ``.npy`` files; the
-tokenizer, params.json and voices are copied (voices converted to ``.safetensors``) so the engine
-is self-contained; ``manifest.json`` is written last, so a half-written engine is never taken
-for a complete one.
+- ``onnx`` (:mod:`.onnx_engine`): ONNX graphs for ONNX Runtime, in fp32, fp16, int8 or int4;
+- ``tensorrt`` (:mod:`.tensorrt`): fp16/bf16 ONNX graphs and the TensorRT plans built from them;
+- ``coreml`` (:mod:`.coreml`): ML Program packages for macOS 15 / iOS 18.
+
+Every target starts its directory the same way (:mod:`.engine_dir`) and writes ``manifest.json``
+last; every target validates what it wrote against the PyTorch reference unless told not to.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import time
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ..checkpoint import CheckpointReader, checkpoint_identity
-from ..config import ModelConfig
-from ..engine import EMBEDDINGS_DIR, ENGINE_FORMAT, FORMAT_VERSION, MANIFEST, host_info, sha256_file
 from ..errors import VoxtralError
-from ..tensors import float32_to_bf16, read_safetensors_array, write_safetensors
-from ..tokenizer import Tekken
-from ..voices import VOICE_DIR, VoiceBank
-from .graphs import graph_defs
-from .onnx import OPSET, export_graph
+from ..runtime.constants import DEFAULT_CAPACITY
 
-log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "int8", "int4")  # of the onnx target
+TARGETS = ("onnx", "tensorrt", "coreml")
 #: every precision some target accepts (the command line's choices); each builder checks its own
 ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
-TARGETS = ("onnx", "tensorrt", "coreml")
-DEFAULT_CAPACITY = 4096
-EMBEDDINGS = {
-    "tokens": "mm_audio_embeddings.tok_embeddings.weight",
-    "codebooks": "mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight",
-}
-
-
-def model_identity(model_dir: Path, config: ModelConfig) -> dict[str, str]:
-    return {
-        "params_sha256": config.params_sha256,
-        "checkpoint_sha256": checkpoint_identity(model_dir),
-        "tekken_sha256": sha256_file(model_dir / "tekken.json"),
-    }
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for package in ("voxtral-tts", "torch", "onnx", "onnxscript", "onnx-ir", "onnxruntime"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _write_embeddings(reader: CheckpointReader, out: Path) -> dict[str, dict]:
-    entries = {}
-    (out / EMBEDDINGS_DIR).mkdir(exist_ok=True)
-    for name, key in EMBEDDINGS.items():
-        info = reader.infos[key]
-        source = read_safetensors_array(reader.path, info)
-        dtype = "bf16" if info.dtype == "BF16" else "float32"
-        rel = f"{EMBEDDINGS_DIR}/{name}.npy"
-        target = np.lib.format.open_memmap(out / rel, mode="w+", dtype=np.uint16 if dtype == "bf16" else np.float32,
-                                           shape=info.shape)
-        step = max(1, (64 << 20) // (info.shape[1] * 4))
-        for start in range(0, info.shape[0], step):
-            block = source[start : start + step]
-            target[start : start + step] = block if dtype == "bf16" else np.asarray(block, np.float32)
-        target.flush()
-        del target
-        entries[name] = {"file": rel, "dtype": dtype, "shape": list(info.shape)}
-    return entries
-
-
-def _write_voices(model_dir: Path, out: Path, tokenizer: Tekken, config: ModelConfig) -> list[str]:
-    bank = VoiceBank(model_dir / VOICE_DIR, tokenizer.voice_num_audio_tokens, config.backbone.dim, config.voices)
-    (out / VOICE_DIR).mkdir(exist_ok=True)
-    for name in bank.names:
-        bits = float32_to_bf16(bank.get(name).embedding)  # exact: the voices are BF16
-        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)}, lambda _: bits)
-    return bank.names
-
-
-@dataclass
-class EngineDraft:
-    """An engine directory being written: the model's light parts copied in, the manifest not yet."""
-
-    model_dir: Path
-    out: Path
-    config: ModelConfig
-    reader: CheckpointReader
-    voices: list[str]
-    embeddings: dict[str, dict]
-    started: float
-
-    def manifest(self, target: str, precision: str, capacity: int, graphs: dict, exporter: dict | None = None,
-                 **extra) -> dict:
-        """The manifest fields every target writes; ``extra`` adds the target's own, ``exporter``
-        more tool versions."""
-        return {
-            "format": ENGINE_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "target": target,
-            "precision": precision,
-            "capacity": capacity,
-            **extra,
-            "model": model_identity(self.model_dir, self.config),
-            "source": str(self.model_dir.resolve()),
-            "graphs": graphs,
-            "embeddings": self.embeddings,
-            "voices": self.voices,
-            "exporter": {**_versions(), **(exporter or {}), **host_info()},
-            "export_seconds": round(time.perf_counter() - self.started, 1),
-        }
-
-
-def start_engine_dir(model_dir: str | Path, engine_dir: str | Path, what: str) -> EngineDraft:
-    """Check the model directory, make ``engine_dir`` ready (new, empty, or an engine being rebuilt:
-    its manifest is removed first, so a half-written engine is never taken for a complete one) and
-    copy in what every target shares: params.json, tekken.json, the voices, the embedding tables."""
-    model_dir, out = Path(model_dir), Path(engine_dir)
-    started = time.perf_counter()
-    config = ModelConfig.from_file(model_dir)
-    tokenizer = Tekken.from_file(model_dir)
-    reader = CheckpointReader(model_dir, config)
-    if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).exists():
-            raise VoxtralError(f"{out}: exists and is not an engine directory; choose an empty or new directory")
-        (out / MANIFEST).unlink()  # rebuilt below; the directory is incomplete until it is rewritten
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("exporting %s (%.2f B parameters) to %s in %s", model_dir, reader.n_params / 1e9, what, out)
-    shutil.copyfile(model_dir / "params.json", out / "params.json")
-    shutil.copyfile(tokenizer.path, out / "tekken.json")
-    voices = _write_voices(model_dir, out, tokenizer, config)
-    embeddings = _write_embeddings(reader, out)
-    return EngineDraft(model_dir, out, config, reader, voices, embeddings, started)
 
 
 def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "onnx", precision: str | None = None,
                  capacity: int = DEFAULT_CAPACITY, with_velocity: bool = False, validate: bool = True,
                  progress: bool = True) -> Path:
-    """Export ``model_dir`` to ``engine_dir``; returns the engine path."""
-    from ..model.loading import build_on_meta
+    """Export ``model_dir`` to ``engine_dir`` for ``target``; returns the engine path."""
+    if target == "onnx":
+        from .onnx_engine import build_onnx_engine
 
-    if target not in TARGETS:
-        raise VoxtralError(f"unknown target '{target}'; available: {', '.join(TARGETS)}")
-    if target == "coreml":  # Core ML packages: see export/coreml.py
+        return build_onnx_engine(model_dir, engine_dir, precision=precision, capacity=capacity,
+                                 with_velocity=with_velocity, validate=validate, progress=progress)
+    if target == "coreml":
         from .coreml import build_coreml_engine
 
         return build_coreml_engine(model_dir, engine_dir, precision=precision, capacity=capacity,
                                    validate=validate, progress=progress)
-    if target == "tensorrt":  # TensorRT engines on top of the ONNX graphs: see export/tensorrt.py
+    if target == "tensorrt":
         from .tensorrt import build_tensorrt_engine
 
         return build_tensorrt_engine(model_dir, engine_dir, precision=precision, capacity=capacity,
                                      validate=validate, progress=progress)
-    precision = precision or "fp32"
-    if precision not in PRECISIONS:
-        raise VoxtralError(f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}")
-    if capacity < 2:
-        raise VoxtralError("capacity must be at least 2 positions")
-    draft = start_engine_dir(model_dir, engine_dir, f"ONNX ({precision})")
-    model_dir, out, config, reader = draft.model_dir, draft.out, draft.config, draft.reader
-    model = build_on_meta(config)
-    constants = {name: buf.clone() for name, buf in model.named_buffers() if not buf.is_meta}
-    model = model.to("meta")
-    graphs = {}
-    for gdef in graph_defs(config, capacity, with_velocity):
-        path = out / f"{gdef.name}.onnx"
-        with tqdm(desc=f"writing {path.name}", unit="tensor", disable=not progress) as bar:
-            def report(done, total, bar=bar):
-                bar.total = total
-                bar.update(done - bar.n)
-
-            data_files = export_graph(gdef, model, reader, constants, path, precision, report)
-        graphs[gdef.name] = {"file": path.name, "data_files": data_files, **gdef.io_spec()}
-    del model
-
-    manifest = draft.manifest(target, precision, capacity, graphs, opset=OPSET)
-    if validate:
-        from .validate import validate_engine
-
-        manifest["validation"] = validate_engine(out, model_dir, manifest=manifest)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    log.info("engine written to %s in %.1f s", out, time.perf_counter() - draft.started)
-    return out
+    raise VoxtralError(f"unknown target '{target}'; available: {', '.join(TARGETS)}")

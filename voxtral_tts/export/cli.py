@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from ..errors import VoxtralError, run_cli
-from .build import ALL_PRECISIONS, DEFAULT_CAPACITY, TARGETS
+from ..runtime.constants import DEFAULT_CAPACITY
+from .build import ALL_PRECISIONS, TARGETS
 
 
 def resolve_model(source: str) -> Path:

@@ -4,9 +4,10 @@ The reference modules are traced with ``torch.jit.trace`` and converted by corem
 is written once, in :mod:`voxtral_tts.model`):
 
 - ``backbone.mlpackage``: one stateful function for prefill and decode step. ``Backbone.forward``
-  with a static fp16 cache (``setup_cache(1, capacity, float16)``): embeds [1, L, D] float32 at
-  positions [L] int32 → final-normed hidden [1, L, D]. Each layer's ``k``/``v`` buffer
-  [1, Hkv, capacity, hd] is a Core ML state (float16: Core ML states must be), written in place at
+  over a static fp16 cache of batch 1 that the traced wrapper owns (:class:`.graphs.CachedBackboneGraph`):
+  embeds [1, L, D] float32 at positions [L] int32 → final-normed hidden [1, L, D]. Each layer's
+  ``k``/``v`` buffer [1, Hkv, capacity, hd] (states ``cache_layers_{i}_k`` / ``_v``) is a Core ML
+  state (float16: Core ML states must be), written in place at
   ``positions`` (``index_copy_`` → ``scatter`` + ``coreml_update_state``); queries attend to
   slots j <= position. L is flexible (``ct.RangeDim(1, capacity)``, shared by both inputs): a
   prefill is L = prompt length, a step L = 1, so no second function or package is needed
@@ -42,9 +43,10 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine import MANIFEST
 from ..errors import VoxtralError
-from ..runtime.coreml_backend import coreml_unavailable
-from ..runtime.decoding import CODEC_FRAMES, pad_codec_chunk
-from .build import start_engine_dir
+from ..runtime.backends.coreml import coreml_unavailable
+from ..runtime.codec import pad_codec_chunk
+from ..runtime.constants import CODEC_FRAMES, DEFAULT_CAPACITY
+from .engine_dir import start_engine_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +81,15 @@ def _register_index_copy() -> None:
 
 
 def trace_graphs(model, capacity: int) -> dict:
-    """The three traced modules that are converted, ``{name: traced}``. Sets up the backbone's
-    float16 static cache of ``capacity`` positions (batch 1) on ``model``."""
+    """The three traced modules that are converted, ``{name: traced}``. The backbone wrapper owns a
+    float16 static cache of ``capacity`` positions (batch 1); ``model`` is left unchanged."""
     import torch
 
-    from .graphs import CodecGraph, FlowFrameGraph
+    from .graphs import CachedBackboneGraph, CodecGraph, FlowFrameGraph
 
     config = model.config
     b, a = config.backbone, config.audio
-    backbone = model.backbone
-    backbone.setup_cache(1, capacity, dtype=torch.float16)
+    backbone = CachedBackboneGraph(model, capacity, torch.float16).eval()
     # a trace length that is neither 1 nor the capacity, so no size is frozen to either
     length = min(3, capacity)
     examples = {
@@ -112,12 +113,12 @@ def trace_graphs(model, capacity: int) -> dict:
 def reset_cache(traced_backbone) -> None:
     """Zero the traced backbone's KV buffers (a trace or a validation run wrote into them)."""
     for name, buf in traced_backbone.named_buffers():
-        if ".cache." in name:
+        if name.startswith("cache."):
             buf.zero_()
 
 
 def _state_buffers(traced_backbone) -> list[tuple[str, tuple[int, ...]]]:
-    return [(name, tuple(buf.shape)) for name, buf in traced_backbone.named_buffers() if ".cache." in name]
+    return [(name, tuple(buf.shape)) for name, buf in traced_backbone.named_buffers() if name.startswith("cache.")]
 
 
 def _compute_precision(precision: str, fp32_inputs: tuple[str, ...] = ()):
@@ -268,14 +269,7 @@ def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[
     print("validating the traced modules against the PyTorch reference:")
     with torch.no_grad():
         # the reference: the whole sequence at once, without a cache (causal attention)
-        caches = [layer.attention.cache for layer in model.backbone.layers]
-        for layer in model.backbone.layers:
-            layer.attention.cache = None
-        try:
-            ref = model.backbone(embeds, torch.arange(embeds.shape[1]))
-        finally:
-            for layer, cache in zip(model.backbone.layers, caches):
-                layer.attention.cache = cache
+        ref = model.backbone(embeds, torch.arange(embeds.shape[1]))
         bb = traced["backbone"]
         reset_cache(bb)
         prefill = bb(embeds[:, :prompt], torch.arange(prompt))
@@ -320,7 +314,7 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
 
     from ..engine import Engine
     from ..model.loading import load_model
-    from ..runtime.coreml_backend import CoreMLInference
+    from ..runtime.backends.coreml import CoreMLBackend
     from .validate import TOLERANCE, _error
 
     engine_dir = Path(engine_dir)
@@ -331,7 +325,7 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
         raise VoxtralError(f"{engine_dir}: cannot validate with Core ML: {reason}")
     model = load_model(model_dir, weight_dtype=torch.float32, progress=False)
     # the manifest may not be written yet (it is written last): the engine from its dict
-    backend = CoreMLInference(Engine(engine_dir, manifest, ModelConfig.from_file(engine_dir / "params.json")))
+    backend = CoreMLBackend(Engine(engine_dir, manifest, ModelConfig.from_file(engine_dir / "params.json")))
     data = _validation_inputs(model, np.random.default_rng(seed))
     embeds, prompt = data["embeds"], data["prompt"]
     results: dict[str, dict] = {}
@@ -339,13 +333,13 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
     with torch.no_grad():
         ref = model.backbone(embeds, torch.arange(embeds.shape[1]))[0]
         results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())
-        results["coreml backbone step"] = _error(backend.decode_step(embeds[0, prompt].numpy(), prompt), ref[prompt].numpy())
+        results["coreml backbone step"] = _error(backend.step_one(embeds[0, prompt].numpy(), prompt), ref[prompt].numpy())
         hidden, noise = ref[-4:], torch.from_numpy(data["noise"])
-        codes = backend.flow_frames(hidden.numpy(), data["noise"])
+        codes = np.stack([backend.flow_one(h, x) for h, x in zip(hidden.numpy(), data["noise"])])
         expected = model.acoustic_transformer(hidden, noise).numpy()
         results["coreml flow_frame codes"] = {"mismatches": int((codes != expected).sum()), "count": int(codes.size)}
         real = data["codes"]
-        results["coreml codec"] = _error(backend.decode_audio(real[0]), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
+        results["coreml codec"] = _error(backend.codec(real[0]), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
     tolerance, code_tolerance = TOLERANCE[manifest["precision"]]
     _report(results, lambda _: tolerance, code_tolerance)
     return results
@@ -354,7 +348,7 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
 # --- the engine --------------------------------------------------------------------------------------
 
 def build_coreml_engine(model_dir: str | Path, engine_dir: str | Path, precision: str | None = None,
-                        capacity: int = 4096, validate: bool = True, progress: bool = True) -> Path:
+                        capacity: int = DEFAULT_CAPACITY, validate: bool = True, progress: bool = True) -> Path:
     """Export ``model_dir`` to a Core ML engine directory; returns its path."""
     precision = precision or DEFAULT_PRECISION
     if precision not in PRECISIONS:

@@ -25,7 +25,9 @@ from torch import nn
 from torch.export import Dim
 
 from ..config import ModelConfig
+from ..model.kv import PastInputs, StaticCache
 from ..model.loading import VoxtralModel
+from ..runtime.constants import MAX_BATCH
 
 
 class BackboneGraph(nn.Module):
@@ -34,8 +36,22 @@ class BackboneGraph(nn.Module):
         self.backbone = model.backbone
 
     def forward(self, embeds, positions, past_lengths, *past):
-        pairs = list(zip(past[0::2], past[1::2]))
-        return self.backbone.forward_past(embeds, positions, past_lengths, pairs)
+        kv = PastInputs(list(zip(past[0::2], past[1::2])), past_lengths)
+        hidden = self.backbone(embeds, positions, kv=kv)
+        return (hidden, *kv.present())
+
+
+class CachedBackboneGraph(nn.Module):
+    """The backbone over a static cache of its own (batch 1, every position read): the module
+    traced for Core ML, whose cache buffers become the package's states."""
+
+    def __init__(self, model: VoxtralModel, capacity: int, dtype: torch.dtype = torch.float16):
+        super().__init__()
+        self.backbone = model.backbone
+        self.cache = StaticCache.for_backbone(model.backbone, 1, capacity, dtype)
+
+    def forward(self, embeds, positions):
+        return self.backbone(embeds, positions, kv=self.cache)
 
 
 class FlowFrameGraph(nn.Module):
@@ -94,9 +110,6 @@ class GraphDef:
 
         return {"inputs": [{"name": n, "dtype": dtype_name(t), "shape": list(s)} for n, t, s in self.inputs],
                 "outputs": list(self.outputs)}
-
-
-MAX_BATCH = 64
 
 
 def graph_defs(config: ModelConfig, capacity: int, with_velocity: bool = False) -> list[GraphDef]:

@@ -35,6 +35,7 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
     import onnxruntime as ort
     import torch
 
+    from ..model.kv import StaticCache
     from ..model.loading import load_model
 
     engine_dir = Path(engine_dir)
@@ -67,12 +68,13 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         ids = torch.from_numpy(rng.integers(1000, b.vocab_size, size=7))
         embeds = model.backbone.embed_tokens(ids)[None]
         step = model.backbone.embed_codes(torch.tensor([[2 + int(rng.integers(8192))] + [12] * 36]))[None]
-        model.backbone.setup_cache(1, 16)
-        ref_prefill = model.backbone(embeds, torch.arange(7), kv_len=7)
-        ref_k = model.backbone.layers[-1].attention.cache.k[0, :, :7].transpose(0, 1).numpy().copy()
-        ref_step = model.backbone(step, torch.tensor([7]), kv_len=8)
-        model.backbone(embeds[:, :4], torch.arange(4), kv_len=4)  # a shorter sequence, for the batch
-        ref_short = model.backbone(step, torch.tensor([4]), kv_len=5)
+        cache = StaticCache.for_backbone(model.backbone, 1, 16)
+        ref_prefill = model.backbone(embeds, torch.arange(7), kv=cache.window(kv_len=7))
+        ref_k = cache.layers[-1].k[0, :, :7].transpose(0, 1).numpy().copy()
+        ref_step = model.backbone(step, torch.tensor([7]), kv=cache.window(kv_len=8))
+        # a shorter sequence, for the batch
+        model.backbone(embeds[:, :4], torch.arange(4), kv=cache.window(kv_len=4))
+        ref_short = model.backbone(step, torch.tensor([4]), kv=cache.window(kv_len=5))
         sess = session("backbone")
         empty = np.zeros((0, 1, b.n_kv_heads, b.head_dim), np.float32)
         feeds = {"embeds": embeds.numpy(), "positions": np.arange(7)[None], "past_lengths": np.array([0])}

@@ -1,9 +1,9 @@
 """Block 1: the backbone, a Mistral decoder over prompt and audio-frame embeddings (spec §5, §6.4).
 
 Module names follow the checkpoint keys (``layers.{i}.…``, ``norm``, ``mm_audio_embeddings.…``)
-so that weights load by name. The KV cache is static (:class:`KVCache`): ``forward`` writes the
-given positions in place and attends over everything up to them — one function for prefill
-(many positions) and for the decode step (one position).
+so that weights load by name. The modules hold no cache: ``forward`` takes the keys/values to
+attend over from the caller (``kv``, :mod:`.kv`) — one function for prefill (many positions), the
+decode step (one position), with or without a cache.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..config import AudioArgs, BackboneArgs
-from .layers import KVCache, RMSNorm, TransformerBlock, rope_angles
+from .kv import KV, Causal
+from .layers import RMSNorm, TransformerBlock, rope_angles
 
 
 class CodebookEmbeddings(nn.Module):
@@ -57,61 +58,19 @@ class Backbone(nn.Module):
         table = self.mm_audio_embeddings.audio_codebook_embeddings.embeddings
         return table(codes + self.codebook_offsets).float().sum(dim=-2)
 
-    # --- the KV cache ------------------------------------------------------------------------------
-    def setup_cache(self, batch: int, capacity: int, dtype: torch.dtype = torch.float32) -> None:
-        a = self.args
-        device = self.norm.weight.device
-        for layer in self.layers:
-            layer.attention.cache = KVCache(batch, a.n_kv_heads, capacity, a.head_dim, dtype).to(device)
-
-    @property
-    def cache_capacity(self) -> int:
-        cache = self.layers[0].attention.cache
-        return 0 if cache is None else cache.capacity
-
     # --- forward -----------------------------------------------------------------------------------
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, kv_len: int | None = None,
-                slots: torch.Tensor | slice | None = None) -> torch.Tensor:
-        """embeds [B, L, D] at absolute ``positions`` [L] → final-normed hidden states [B, L, D].
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, kv: KV | None = None) -> torch.Tensor:
+        """embeds [B, L, D] at absolute ``positions`` ([L], or [B, L]: each row its own sequence)
+        → final-normed hidden states [B, L, D].
 
-        With a cache set up, keys/values are written at ``positions`` and each query attends to
-        cache positions ``j <= position`` (``kv_len`` optionally bounds the positions read).
-        Without a cache, attention is causal within ``embeds``.
-
-        With ``slots`` (a cache set up, ``kv_len`` given), each row is its own sequence: row b lives
-        in cache slot ``slots[b]`` (a tensor [B], or a slice: rows 0..B−1 in slots 0..B−1) at its
-        own ``positions[b]`` [B, L] — a batch of sequences of different lengths in one call.
+        Without ``kv``, attention is causal within ``embeds``. Otherwise each layer attends over
+        what ``kv`` (owned by the caller) returns for its new keys/values: a :class:`.kv.StaticCache`
+        (or one of its windows) written in place at ``positions``, or :class:`.kv.PastInputs`.
         """
-        if slots is not None:
-            cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
-            rope = (cos[:, None], sin[:, None])  # broadcast over heads
-            mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
-        else:
-            rope = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
-            if self.layers[0].attention.cache is not None:
-                n = kv_len if kv_len is not None else self.cache_capacity
-                mask = torch.arange(n, device=positions.device)[None, :] <= positions[:, None]
-            else:
-                mask = positions[None, :] <= positions[:, None]
-        x = embeds.to(self.compute_dtype)
-        for layer in self.layers:
-            x = layer(x, rope=rope, mask=mask, positions=positions, kv_len=kv_len, slots=slots)
-        return self.norm(x)
-
-    def forward_past(self, embeds: torch.Tensor, positions: torch.Tensor, past_lengths: torch.Tensor,
-                     past: list[tuple[torch.Tensor, torch.Tensor]]):
-        """The same step with the cache outside, for a batch of sequences of different lengths:
-        embeds [B, L, D] at ``positions`` [B, L]; ``past`` keys/values per layer [P, B, Hkv, hd]
-        (position-major), of which sequence b sees the first ``past_lengths[b]`` → final-normed
-        hidden [B, L, D] and the new keys and values [n_layers, L, B, Hkv, hd] to store."""
         cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)
-        rope = (cos[:, None], sin[:, None])  # broadcast over heads
-        slots = torch.arange(past[0][0].shape[0], device=embeds.device)
-        past_mask = (slots[None, :] < past_lengths[:, None])[:, None, :].expand(-1, embeds.shape[1], -1)
-        x = embeds.float()
-        new_k, new_v = [], []
-        for layer, (past_k, past_v) in zip(self.layers, past):
-            x, k, v = layer.forward_past(x, rope, past_k, past_v, past_mask)
-            new_k.append(k)
-            new_v.append(v)
-        return self.norm(x), torch.stack(new_k), torch.stack(new_v)
+        rope = (cos[:, None], sin[:, None]) if positions.dim() == 2 else (cos, sin)  # [B, L]: broadcast over heads
+        views = kv.begin(positions) if kv is not None else [Causal(positions)] * len(self.layers)
+        x = embeds.to(self.compute_dtype)
+        for layer, view in zip(self.layers, views, strict=True):
+            x = layer(x, rope, view)
+        return self.norm(x)

@@ -9,10 +9,14 @@ statistics, RoPE tables and softmax stay float32 (spec §9.2).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .kv import LayerKV
 
 
 class Linear(nn.Linear):
@@ -65,38 +69,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     y0 = x0 * cos - x1 * sin
     y1 = x0 * sin + x1 * cos
     return torch.stack((y0, y1), dim=-1).flatten(-2).to(x.dtype)
-
-
-class KVCache(nn.Module):
-    """A static cache written in place at the given positions (gpt-fast style): exportable and
-    graph-capturable, no growth by concatenation. Layout [slots, n_kv_heads, capacity, head_dim]:
-    one slot per sequence decoded together."""
-
-    def __init__(self, batch: int, n_kv_heads: int, capacity: int, head_dim: int, dtype=torch.float32):
-        super().__init__()
-        shape = (batch, n_kv_heads, capacity, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
-
-    @property
-    def capacity(self) -> int:
-        return self.k.shape[2]
-
-    def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Every slot at the same ``positions`` [L]; k, v [slots, Hkv, L, hd]. Returns the whole cache."""
-        self.k.index_copy_(2, positions, k.to(self.k.dtype))
-        self.v.index_copy_(2, positions, v.to(self.v.dtype))
-        return self.k, self.v
-
-    def update_slots(self, slots: torch.Tensor | slice, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     kv_len: int):
-        """Row b of k, v [B, Hkv, L, hd] written into slot ``slots[b]`` at its own ``positions[b]``
-        [B, L]. Returns those slots' first ``kv_len`` positions — a view when ``slots`` is a slice
-        (the graph-captured decode step: rows 0..B−1 are slots 0..B−1), else a gather."""
-        index = torch.arange(slots.start or 0, slots.stop, device=k.device) if isinstance(slots, slice) else slots
-        self.k[index[:, None], :, positions] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[index[:, None], :, positions] = v.transpose(1, 2).to(self.v.dtype)
-        return self.k[slots, :, :kv_len], self.v[slots, :, :kv_len]
 
 
 def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
@@ -158,7 +130,6 @@ class Attention(nn.Module):
         self.wk = Linear(dim, n_kv_heads * head_dim)
         self.wv = Linear(dim, n_kv_heads * head_dim)
         self.wo = Linear(n_heads * head_dim, dim)
-        self.cache: KVCache | None = None
 
     def project(self, x: torch.Tensor, rope=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q [B, H, L, hd], k and v [B, Hkv, L, hd], RoPE applied when given."""
@@ -174,39 +145,13 @@ class Attention(nn.Module):
         B, _, L, _ = out.shape
         return self.wo(out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        mask: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        kv_len: int | None = None,
-        slots: torch.Tensor | slice | None = None,
-    ) -> torch.Tensor:
-        """Self-attention over ``x``, or — with a static cache set up — over the cache after
-        writing ``x``'s keys/values at ``positions`` (positions beyond ``kv_len`` are not read);
-        with ``slots``, row b of ``x`` is the sequence in cache slot ``slots[b]``."""
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                kv: LayerKV | None = None) -> torch.Tensor:
+        """Attention of ``x``'s queries over the blocks ``kv`` returns for its new keys/values (see
+        :mod:`.kv`: causal, a static cache, given past inputs); without ``kv``, over ``x`` unmasked."""
         q, k, v = self.project(x, rope)
-        if self.cache is not None and slots is not None:
-            k, v = self.cache.update_slots(slots, positions, k, v, kv_len)
-        elif self.cache is not None:
-            k, v = self.cache.update(positions, k, v)
-            if kv_len is not None:
-                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        return self.output(attend(q, [(k, v, mask)], self.scale))
-
-    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor,
-                     past_mask: torch.Tensor):
-        """Attention of new tokens over given past keys/values [P, B, Hkv, hd] (position-major;
-        ``past_mask`` [B, L, P] says which are visible) and themselves (causal). Returns the
-        output and the new keys/values [L, B, Hkv, hd], for the caller to store: the cache lives
-        outside (exported graphs)."""
-        q, k, v = self.project(x, rope)
-        L = x.shape[1]
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        past = (past_k.permute(1, 2, 0, 3), past_v.permute(1, 2, 0, 3), past_mask)
-        out = attend(q, [past, (k, v, causal)], self.scale)
-        return self.output(out), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)
+        blocks = [(k, v, None)] if kv is None else kv.blocks(k, v)
+        return self.output(attend(q, blocks, self.scale))
 
 
 class TransformerBlock(nn.Module):
@@ -219,11 +164,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(dim, eps)
         self.ffn_norm = RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, **attention_kwargs) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), **attention_kwargs)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                kv: LayerKV | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rope, kv)
         return x + self.feed_forward(self.ffn_norm(x))
-
-    def forward_past(self, x: torch.Tensor, rope, past_k: torch.Tensor, past_v: torch.Tensor, past_mask: torch.Tensor):
-        a, k, v = self.attention.forward_past(self.attention_norm(x), rope, past_k, past_v, past_mask)
-        x = x + a
-        return x + self.feed_forward(self.ffn_norm(x)), k, v

@@ -1,126 +1,33 @@
-"""The decode loop, written once for every backend (spec §6.1).
-
-A backend implements :class:`Inference` — it only runs graphs: embed, prefill, decode step,
-flow frame, code embedding, codec chunk — on numpy arrays. :func:`generate_frames` owns the loop:
+"""The decode loop (spec §6.1), written once for every backend, for one or many utterances at once.
 
     h = prefill(prompt embeddings)                  # hidden of the final [BEGIN_AUDIO]
     for n = 0, 1, …:
-        codes = flow_frame(h, noise[n])              # 37 codes, +2 offset
-        if codes[0] == END_AUDIO: stop               # never fed back, never decoded
+        codes = flow(h, noise[n])                    # 37 codes, +2 offset
+        if codes[0] == END_AUDIO: stop               # never fed back, never turned into audio
         yield codes
-        h = decode_step(embed_codes(codes), P + n)   # no extra [AUDIO] step
+        h = step(embed_codes(codes), P + n)          # no extra [AUDIO] step
 
-:func:`decode_codes` turns codes into audio in chunks, each decoded with left context so that
-the result equals a one-shot decode (the codec is causal with a ~21-frame receptive field, §7.7);
-streaming uses the same chunking.
+"Decoding" here always means this autoregressive loop over the backbone; turning codes into audio
+is the codec's (:mod:`.codec`). :class:`FrameLoop` runs it for every utterance in flight, one
+frame each per :meth:`FrameLoop.step`; the :mod:`.scheduler` decides what joins and when.
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
-from ..config import END_AUDIO, ModelConfig
+from ..config import END_AUDIO
 from ..errors import CapacityError, VoxtralError
+from .backend import Backend
+from .constants import DEFAULT_MAX_FRAMES
 
 log = logging.getLogger(__name__)
 
-#: Generated-frame cap when none is given (the reference deploy config's max_tokens).
-DEFAULT_MAX_FRAMES = 2048
-#: Codec chunking: new frames per chunk and frames of left context (≥ the 21-frame receptive field).
-CODEC_CHUNK_FRAMES = 50
-CODEC_CONTEXT_FRAMES = 25
-#: The longest codec call the runtime makes: the fixed input of a fixed-shape codec (TensorRT, Core ML).
-CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
-#: Streaming: audio after the first 5 frames, then every 5 frames up to 25, then every 25.
-STREAM_FIRST_FRAMES = 5
-STREAM_CHUNK_FRAMES = 25
-
-
-class Inference(ABC):
-    """What a backend provides. Arrays are numpy float32 / int64; one sequence at a time."""
-
-    config: ModelConfig
-
-    @property
-    @abstractmethod
-    def capacity(self) -> int:
-        """Positions the KV cache holds (prompt + frames − 1 must fit)."""
-
-    @abstractmethod
-    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Text-table rows for token ids [P] → [P, D]."""
-
-    @abstractmethod
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
-        """Start a sequence in cache ``slot``: prompt embeddings [P, D] at positions 0..P−1 →
-        hidden of position P−1 [D]."""
-
-    @abstractmethod
-    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        """One backbone step of the sequence in slot 0: input [D] at ``position`` → hidden [D]."""
-
-    @abstractmethod
-    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """hidden [D], x0 noise [36] → codes [37] (int64, +2 offset)."""
-
-    # batching: backends that run several sequences per call override these three
-    @property
-    def max_batch(self) -> int:
-        """Sequences that can be decoded together (cache slots)."""
-        return 1
-
-    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """One backbone step for several sequences: inputs [n, D] at their own positions [n] in
-        their cache slots [n] → hiddens [n, D]."""
-        assert len(slots) == 1 and slots[0] == 0, "this backend decodes one sequence at a time"
-        return self.decode_step(embeds[0], int(positions[0]))[None]
-
-    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Frames of several sequences: hiddens [n, D], noise [n, 36] → codes [n, 37]."""
-        return np.stack([self.flow_frame(h, x) for h, x in zip(hidden, noise)])
-
-    @abstractmethod
-    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        """codes [37] → the summed code embedding [D] fed back to the backbone."""
-
-    @abstractmethod
-    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
-        """codes [T, 37] → waveform [T · samples_per_frame] (one codec call, no chunking)."""
-
-
-class Forwarding(Inference):
-    """Forwards the single-sequence calls to ``inner``: a base for wrappers that change one call
-    (tests, benchmarks). Batching stays off (``max_batch`` 1) unless a subclass forwards it too."""
-
-    def __init__(self, inner: Inference):
-        self.inner, self.config = inner, inner.config
-
-    @property
-    def capacity(self) -> int:
-        return self.inner.capacity
-
-    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
-        return self.inner.embed_tokens(ids)
-
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
-        return self.inner.prefill(embeds, slot)
-
-    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        return self.inner.decode_step(embed, position)
-
-    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.inner.flow_frame(hidden, noise)
-
-    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self.inner.embed_codes(codes)
-
-    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
-        return self.inner.decode_audio(codes)
+#: why an utterance's frames ended: END_AUDIO, or its frame budget
+FINISHED_END, FINISHED_LENGTH = "end", "length"
 
 
 class NoiseSource:
@@ -132,6 +39,7 @@ class NoiseSource:
 
     def __init__(self, width: int, seed: int | None = None, noise: np.ndarray | None = None):
         self.width = width
+        self.seed: int | None = None
         if noise is not None:
             noise = np.asarray(noise, dtype=np.float32)
             if noise.ndim != 2 or noise.shape[1] != width:
@@ -158,12 +66,13 @@ class NoiseSource:
         return row
 
 
-def frame_budget(model: Inference, prompt_len: int, max_frames: int | None, noise: NoiseSource) -> int:
-    """How many frames may be generated: the request's cap, bounded by noise rows and the cache."""
-    room = model.capacity - prompt_len + 1  # frame n is computed from position P−1+n
+def frame_budget(capacity: int, prompt_len: int, max_frames: int | None, noise: NoiseSource) -> int:
+    """How many frames an utterance may generate: the request's cap (default
+    ``DEFAULT_MAX_FRAMES``), bounded by the noise rows and the KV cache."""
+    room = capacity - prompt_len + 1  # frame n is computed from position P−1+n
     if room < 1:
         raise CapacityError(
-            f"the prompt has {prompt_len} tokens but the KV cache holds {model.capacity} positions; "
+            f"the prompt has {prompt_len} tokens but the KV cache holds {capacity} positions; "
             "shorten the text or raise the capacity"
         )
     if max_frames is None:
@@ -176,156 +85,92 @@ def frame_budget(model: Inference, prompt_len: int, max_frames: int | None, nois
     if max_frames > room:
         raise CapacityError(
             f"{max_frames} frames after a {prompt_len}-token prompt need {prompt_len + max_frames - 1} "
-            f"positions; the KV cache holds {model.capacity}"
+            f"positions; the KV cache holds {capacity}"
         )
     if noise.limit is not None and noise.limit < max_frames:
         raise VoxtralError(f"noise has {noise.limit} rows but max_frames is {max_frames}")
     return max_frames
 
 
-class Cancelled(VoxtralError):
-    """Generation was stopped by its caller (a client that went away)."""
-
-
 @dataclass(eq=False)
-class Sequence:
-    """One utterance being generated: its prompt, noise and frame budget, and where it stands."""
+class Utterance:
+    """One prompt being generated: its embeddings, noise and frame budget, and where it stands."""
 
     embeds: np.ndarray
     noise: NoiseSource
     budget: int
-    tag: object = None  # the caller's handle
     slot: int = -1
     frames: int = 0
     hidden: np.ndarray | None = None
-    done: bool = False
+    finish_reason: str | None = None  # FINISHED_END or FINISHED_LENGTH once done
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
 
     @property
     def next_position(self) -> int:
         return self.embeds.shape[0] + self.frames - 1
 
 
-class BatchDecoder:
-    """The decode loop (spec §6.1) for one or several sequences per graph call.
+class FrameLoop:
+    """The decode loop for every utterance in flight, one frame each per :meth:`step`.
 
-    A sequence joins with a prefill into a free cache slot. Each :meth:`step` runs one flow call
-    for all active sequences (codes from each one's hidden and noise), then one backbone step for
-    those that go on, each at its own position. A sequence leaves at END_AUDIO (that frame is not
-    audio, never fed back) or at its frame budget, and its slot is free for the next. There is
-    no extra ``[AUDIO]`` step: frame 0 comes from the prompt's last position.
+    An utterance joins with a prefill into a free cache slot. Each step runs one flow call for all
+    active utterances (codes from each one's hidden and noise), then one backbone step for those
+    that go on, each at its own position. An utterance leaves at END_AUDIO (that frame is not
+    audio and never fed back) or at its frame budget, and its slot is free for the next.
     """
 
-    def __init__(self, model: Inference):
-        self.model = model
-        self.free = list(range(model.max_batch))
-        self.active: list[Sequence] = []
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.free = list(range(backend.max_batch))
+        self.active: list[Utterance] = []
 
     @property
     def has_room(self) -> bool:
         return bool(self.free)
 
-    def join(self, seq: Sequence) -> None:
+    def join(self, utterance: Utterance) -> None:
         if not self.free:
             raise VoxtralError("no free decoding slot")
-        seq.hidden = self.model.prefill(seq.embeds, self.free[0])  # a failed prefill keeps the slot free
-        seq.slot = self.free.pop(0)
-        self.active.append(seq)
+        utterance.hidden = self.backend.prefill(utterance.embeds, self.free[0])  # a failed prefill keeps the slot
+        utterance.slot = self.free.pop(0)
+        self.active.append(utterance)
 
-    def leave(self, seq: Sequence) -> None:
-        if seq in self.active:
-            self.active.remove(seq)
-            self.free.append(seq.slot)
+    def leave(self, utterance: Utterance) -> None:
+        if utterance in self.active:
+            self.active.remove(utterance)
+            self.free.append(utterance.slot)
             self.free.sort()
-        seq.done = True
 
-    def step(self) -> list[tuple[Sequence, np.ndarray | None]]:
-        """One frame for every active sequence: (sequence, codes [37]) — codes None at END_AUDIO."""
+    def step(self) -> list[tuple[Utterance, np.ndarray | None]]:
+        """One frame for every active utterance: (utterance, codes [37]) — None at END_AUDIO."""
         if not self.active:
             return []
         batch = list(self.active)
-        hidden = np.stack([s.hidden for s in batch])
-        noise = np.stack([s.noise.take() for s in batch])
-        codes = self.model.flow_frames(hidden, noise)
+        hidden = np.stack([u.hidden for u in batch])
+        noise = np.stack([u.noise.take() for u in batch])
+        codes = self.backend.flow(hidden, noise)
         events, going_on = [], []
-        for seq, frame in zip(batch, codes):
+        for utterance, frame in zip(batch, codes):
             if frame[0] == END_AUDIO:
-                self.leave(seq)
-                events.append((seq, None))
+                utterance.finish_reason = FINISHED_END
+                self.leave(utterance)
+                events.append((utterance, None))
                 continue
-            seq.frames += 1
-            events.append((seq, frame))
-            if seq.frames >= seq.budget:
-                log.info("frame cap reached (%d frames): audio truncated", seq.budget)
-                self.leave(seq)
+            utterance.frames += 1
+            events.append((utterance, frame))
+            if utterance.frames >= utterance.budget:
+                log.info("frame cap reached (%d frames): audio truncated", utterance.budget)
+                utterance.finish_reason = FINISHED_LENGTH
+                self.leave(utterance)
             else:
-                going_on.append((seq, frame))
+                going_on.append((utterance, frame))
         if going_on:
-            embeds = np.stack([self.model.embed_codes(frame) for _, frame in going_on])
-            positions = np.array([s.next_position for s, _ in going_on], dtype=np.int64)
-            slots = np.array([s.slot for s, _ in going_on], dtype=np.int64)
-            for (seq, _), h in zip(going_on, self.model.decode_steps(embeds, positions, slots)):
-                seq.hidden = h
+            embeds = self.backend.embed_codes(np.stack([frame for _, frame in going_on]))
+            positions = [u.next_position for u, _ in going_on]
+            slots = [u.slot for u, _ in going_on]
+            for (utterance, _), h in zip(going_on, self.backend.step(embeds, positions, slots)):
+                utterance.hidden = h
         return events
-
-
-def generate_frames(
-    model: Inference, embeds: np.ndarray, noise: NoiseSource, max_frames: int,
-    cancelled: Callable[[], bool] | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield the codes [37] of each audio frame of one sequence until END_AUDIO or ``max_frames``.
-    ``cancelled`` is polled before each frame; when it returns True, :class:`Cancelled` is raised."""
-    decoder = BatchDecoder(model)
-    seq = Sequence(embeds, noise, max_frames)
-    decoder.join(seq)
-    while not seq.done:
-        if cancelled is not None and cancelled():
-            decoder.leave(seq)
-            raise Cancelled(f"generation cancelled after {seq.frames} frames")
-        for _, codes in decoder.step():
-            if codes is not None:
-                yield codes
-
-
-def pad_codec_chunk(codes: np.ndarray, frames: int = CODEC_FRAMES, dtype=np.int64) -> np.ndarray:
-    """codes [T, 37], 1 ≤ T ≤ frames → [1, frames, 37], the last frame repeated to the end: the
-    input of a fixed-shape codec. The codec is causal, so the audio of the T real frames does not
-    change; the caller keeps only theirs."""
-    codes = np.asarray(codes, dtype=np.int64)
-    if codes.ndim != 2 or not 1 <= codes.shape[0] <= frames:
-        raise VoxtralError(f"a codec chunk is 1 to {frames} frames of codes, got shape {list(codes.shape)}")
-    padded = np.empty((1, frames, codes.shape[1]), dtype)
-    padded[0, : len(codes)] = codes
-    padded[0, len(codes):] = codes[-1]
-    return padded
-
-
-def chunk_bounds(n_frames: int, chunk: int = CODEC_CHUNK_FRAMES) -> list[tuple[int, int]]:
-    """[first, stop) of each codec call's new frames."""
-    return [(first, min(n_frames, first + chunk)) for first in range(0, n_frames, chunk)]
-
-
-def decode_span(decode_chunk: Callable[[np.ndarray], np.ndarray], codes, first: int, stop: int,
-                samples_per_frame: int, context: int = CODEC_CONTEXT_FRAMES) -> np.ndarray:
-    """Audio of frames [first, stop): decoded with up to ``context`` frames before ``first``,
-    whose audio is dropped. ``codes`` is any sequence of [37] frames (an array or a list)."""
-    start = max(0, first - context)
-    audio = decode_chunk(np.asarray(codes[start:stop], dtype=np.int64))
-    return np.asarray(audio[(first - start) * samples_per_frame :], dtype=np.float32)
-
-
-def decode_codes(
-    decode_chunk: Callable[[np.ndarray], np.ndarray], codes: np.ndarray, samples_per_frame: int,
-    chunk: int = CODEC_CHUNK_FRAMES, context: int = CODEC_CONTEXT_FRAMES,
-) -> np.ndarray:
-    """Codes [T, 37] → waveform [T · samples_per_frame], chunk by chunk with left context."""
-    codes = np.asarray(codes, dtype=np.int64)
-    if codes.ndim != 2 or codes.shape[0] == 0:
-        return np.zeros(0, dtype=np.float32)
-    pieces = [decode_span(decode_chunk, codes, first, stop, samples_per_frame, context)
-              for first, stop in chunk_bounds(codes.shape[0], chunk)]
-    return np.concatenate(pieces)
-
-
-def stream_chunk_frames(emitted: int) -> int:
-    """New frames in the next streamed chunk: 5 until 25 frames are out, then 25 (the reference)."""
-    return STREAM_FIRST_FRAMES if emitted + STREAM_FIRST_FRAMES <= STREAM_CHUNK_FRAMES else STREAM_CHUNK_FRAMES

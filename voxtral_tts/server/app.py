@@ -1,9 +1,10 @@
 """An OpenAI-compatible speech server (FastAPI): ``POST /v1/audio/speech`` and friends.
 
-One :class:`Synthesizer` owns the model on a worker thread and decodes the requests in flight
-together, one frame for all of them per step (as many as the backend has decoding slots; the
-others wait in a bounded queue and get 503 beyond it).
-Audio flows from the worker to the request as float32 chunks (``TTS.stream``) and is encoded
+One :class:`Synthesizer` owns the model on a worker thread and runs every request through the
+runtime's scheduler (:mod:`voxtral_tts.runtime.scheduler`, the same path as ``TTS.stream``), the
+requests in flight together, one frame for all of them per step (as many as the backend has
+decoding slots; the others wait in a bounded queue and get 503 beyond it).
+The scheduler's typed events flow from the worker to each request's handler; audio is encoded
 per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as server-sent events
 (``stream_format: "sse"``). A client that goes away cancels its generation at the next frame.
 
@@ -23,14 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Union
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import VoxtralError
-from ..runtime.decoding import BatchDecoder, Cancelled, Sequence
+from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Request, RequestDone, RequestFailed,
+                                 Usage)
 from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, check_text
 from ..voices import voice_gender, voice_language
@@ -94,34 +97,32 @@ def error_response(exc: APIError) -> JSONResponse:
 
 # --- the model's worker ------------------------------------------------------------------------------
 
-_DONE = object()
-
-
-@dataclass
+@dataclass(eq=False)
 class Job:
-    text: str
-    voice: str
-    seed: int | None
+    """A request of this server: the scheduler's :class:`Request` and where its events go (the
+    request handler's event loop)."""
+
+    request: Request
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    stats: dict = field(default_factory=dict)
 
-    def put(self, item) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+    def put(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, event)
 
 
 class Synthesizer:
-    """Loads the model on a worker thread, then generates the queued requests — as many together
-    as the backend has decoding slots (``max_batch``): each frame is one flow call and one
-    backbone step for every request in flight; requests join and leave between frames."""
+    """Loads the model on a worker thread, then runs the requests through the :class:`TTS`'s
+    scheduler — as many together as the backend has decoding slots (``max_batch``): each frame is
+    one flow call and one backbone step for every request in flight; requests join and leave
+    between frames. Each request's events go to its handler."""
 
     def __init__(self, load: Callable[[], TTS], options: ServerOptions):
         self._load = load
         self.options = options
         self.tts: TTS | None = None
         self.load_error: str | None = None
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._submitted: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: dict[Request, Job] = {}  # the worker thread's own
         self._pending = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="voxtral-synthesizer", daemon=True)
@@ -130,104 +131,56 @@ class Synthesizer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._jobs.put(None)
+        self._submitted.put(None)
 
     @property
     def ready(self) -> bool:
         return self.tts is not None
 
     def submit(self, job: Job) -> None:
-        in_flight = self.tts.model.max_batch if self.tts else 1
+        in_flight = self.tts.backend.max_batch if self.tts else 1
         with self._lock:
             if self._pending >= self.options.max_queue + in_flight:
                 raise APIError(503, f"the server is busy ({self._pending} requests in progress or queued); retry later",
                                "server_error", code="overloaded")
             self._pending += 1
-        self._jobs.put(job)
-
-    def _finish(self, job: Job, item=_DONE) -> None:
-        job.put(item)
-        with self._lock:
-            self._pending -= 1
+        self._submitted.put(job)
 
     def _run(self) -> None:
         try:
             self.tts = self._load()
-            log.info("model ready: %d voices, %d decoding slots", len(self.tts.voices), self.tts.model.max_batch)
+            log.info("model ready: %d voices, %d decoding slots", len(self.tts.voices), self.tts.backend.max_batch)
         except Exception as exc:  # reported by /ready and every request
             self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, VoxtralError) else str(exc)
             log.error("model failed to load: %s", self.load_error)
             return
-        decoder = BatchDecoder(self.tts.model)
-        ready: list[Sequence] = []  # next parts of requests in flight, ahead of new requests
+        scheduler = self.tts.scheduler
         while True:
-            while decoder.has_room:  # admit
-                if ready:
-                    self._join(decoder, ready.pop(0))
-                    continue
-                try:
-                    job = self._jobs.get(block=not decoder.active)
-                except queue.Empty:
-                    break
-                if job is None:
-                    return
-                self._start(decoder, job)
-            for seq in list(decoder.active):
-                if seq.tag.owner.cancel.is_set():
-                    log.info("request cancelled after %d frames", seq.tag.stats["frames"])
-                    decoder.leave(seq)
-                    self._finish(seq.tag.owner)
-            try:
-                events = decoder.step()
-            except Exception as exc:  # a backend failure fails every request in flight
-                for seq in list(decoder.active):
-                    decoder.leave(seq)
-                    self._finish(seq.tag.owner, exc)
-                continue
-            for seq, codes in events:
-                utterance, job = seq.tag, seq.tag.owner
-                try:
-                    if codes is not None and (chunk := utterance.add_frame(codes)) is not None:
-                        job.put(chunk)
-                    if seq.done:
-                        if (chunk := utterance.flush()) is not None:
-                            job.put(chunk)
-                        following = utterance.next_sequence()
-                        if following is None:
-                            self._finish(job)
-                        else:
-                            ready.append(following)
-                except Exception as exc:
-                    decoder.leave(seq)
-                    self._finish(job, exc)
-
-    def _start(self, decoder: BatchDecoder, job: Job) -> None:
-        try:
-            if job.cancel.is_set():
-                raise Cancelled("client went away before generation started")
-            utterance = self.tts.utterance(job.text, voice=job.voice, seed=job.seed,
-                                           max_frames=self.options.max_frames, stats=job.stats)
-            utterance.owner = job
-            self._join(decoder, utterance.next_sequence())
-        except Cancelled:
-            self._finish(job)
-        except Exception as exc:
-            self._finish(job, exc)
-
-    def _join(self, decoder: BatchDecoder, seq: Sequence) -> None:
-        try:
-            decoder.join(seq)
-        except Exception as exc:
-            self._finish(seq.tag.owner, exc)
+            try:  # wait for work only when there is nothing to do
+                job = self._submitted.get(block=scheduler.idle)
+                while True:
+                    if job is None:
+                        return
+                    self._jobs[job.request] = job
+                    scheduler.submit(job.request)
+                    job = self._submitted.get_nowait()
+            except queue.Empty:
+                pass
+            for event in scheduler.step():
+                job = self._jobs[event.request]
+                job.put(event)
+                if isinstance(event, (RequestDone, RequestFailed)):
+                    del self._jobs[event.request]
+                    with self._lock:
+                        self._pending -= 1
 
 
 # --- the app -----------------------------------------------------------------------------------------
 
 class BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``limit`` bytes (declared or streamed)."""
-
-    class TooLarge(Exception):
-        pass
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes, declared (Content-Length) or
+    streamed (chunked). The body is read here, up to the limit, and handed to the app whole: an
+    error raised while the app itself reads would become FastAPI's 400 for an unparsable body."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -238,21 +191,28 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._reject(send)
-        received = 0
-
-        async def limited():
-            nonlocal received
+        chunks, received = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyLimit.TooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away while sending
+                return
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self.limit:
+                return await self._reject(send)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyLimit.TooLarge:
-            await self._reject(send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later: disconnects
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send):
         body = json.dumps(error_body(f"request body over {self.limit} bytes", "invalid_request_error",
@@ -330,7 +290,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                 "default": tts.voice_bank.default}
 
     @app.post("/v1/audio/speech")
-    async def speech(body: SpeechRequest, request: Request):
+    async def speech(body: SpeechRequest, request: HTTPRequest):
         tts = tts_or_503()
         if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
             raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
@@ -348,11 +308,12 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except ValueError:
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
 
-        job = Job(text, voice, body.seed, asyncio.get_running_loop())
+        job = Job(tts.request(text, voice, max_frames=options.max_frames, seed=body.seed),
+                  asyncio.get_running_loop())
         synth.submit(job)
         first = await _next(job, request)  # errors before any audio still get a proper status
-        if isinstance(first, Exception):
-            raise _as_api_error(first)
+        if isinstance(first, RequestFailed):
+            raise _as_api_error(first.error)
 
         fmt = body.response_format
         sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
@@ -362,14 +323,14 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         if body.stream_format == "audio":
             return StreamingResponse(_chunks(job, request, first, fmt, speed), media_type=FORMATS[fmt])
         pieces = []
-        item = first
-        while item is not _DONE:
-            if isinstance(item, Exception):
-                raise _as_api_error(item)
-            if item is None:  # client gone
+        event = first
+        while not isinstance(event, RequestDone):
+            if event is None:  # client gone
                 return Response(status_code=499)
-            pieces.append(item)
-            item = await _next(job, request)
+            if isinstance(event, RequestFailed):
+                raise _as_api_error(event.error)
+            pieces.append(event.audio)
+            event = await _next(job, request)
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         content = await asyncio.to_thread(encode_audio, audio, fmt, tts.sample_rate, speed)
         return Response(content, media_type=FORMATS[fmt])
@@ -384,53 +345,63 @@ def _as_api_error(exc: Exception) -> APIError:
     return APIError(500, "internal server error", "server_error")
 
 
-async def _next(job: Job, request: Request):
-    """The job's next item; None once the client has disconnected (the job is then cancelled)."""
+async def _next(job: Job, request: HTTPRequest) -> AudioChunk | RequestDone | RequestFailed | None:
+    """The job's next audio chunk or end (done or failed); None once the client has disconnected
+    (its generation is then cancelled)."""
     while True:
         try:
-            return await asyncio.wait_for(job.out.get(), timeout=0.25)
+            event = await asyncio.wait_for(job.out.get(), timeout=0.25)
         except asyncio.TimeoutError:
             if await request.is_disconnected():
-                job.cancel.set()
+                job.request.cancel()
                 return None
+            continue
+        if isinstance(event, RequestFailed) and isinstance(event.error, Cancelled):
+            return None
+        if not isinstance(event, PartFinished):
+            return event
 
 
-async def _audio_items(job: Job, request: Request, first):
-    item = first
+async def _stream(job: Job, request: HTTPRequest, first):
+    """``first`` and the events after it: each :class:`AudioChunk`, then the :class:`RequestDone`
+    if the request completed (a failure is logged and ends the stream)."""
+    event = first
     try:
-        while item is not _DONE and item is not None:
-            if isinstance(item, Exception):
-                log.error("generation failed mid-stream: %s", item)
-                return
-            yield item
-            item = await _next(job, request)
+        while isinstance(event, AudioChunk):
+            yield event
+            event = await _next(job, request)
+        if isinstance(event, RequestFailed):
+            log.error("generation failed mid-stream: %s", event.error)
+        elif isinstance(event, RequestDone):
+            yield event
     finally:
-        job.cancel.set()  # no-op when finished; stops generation when the client went away
+        job.request.cancel()  # no-op when finished; stops generation when the client went away
 
 
-async def _chunks(job: Job, request: Request, first, fmt: str, speed: float):
+async def _chunks(job: Job, request: HTTPRequest, first, fmt: str, speed: float):
     encoder = StreamEncoder(fmt, speed=speed)
-    async for audio in _audio_items(job, request, first):
-        data = encoder.encode(audio)
-        if data:
+    async for event in _stream(job, request, first):
+        if isinstance(event, AudioChunk) and (data := encoder.encode(event.audio)):
             yield data
     tail = encoder.finish()
     if tail:
         yield tail
 
 
-async def _sse(job: Job, request: Request, first, fmt: str, speed: float):
+async def _sse(job: Job, request: HTTPRequest, first, fmt: str, speed: float):
     def event(payload: dict) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     encoder = StreamEncoder(fmt, speed=speed)
-    async for audio in _audio_items(job, request, first):
-        data = encoder.encode(audio)
-        if data:
+    usage = Usage()
+    async for item in _stream(job, request, first):
+        if isinstance(item, RequestDone):
+            usage = item.usage
+        elif data := encoder.encode(item.audio):
             yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     tail = encoder.finish()
     if tail:
         yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
-    tokens, frames = job.stats.get("text_tokens", 0), job.stats.get("frames", 0)
+    tokens, frames = usage.text_tokens, usage.frames
     yield event({"type": "speech.audio.done",
                  "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})

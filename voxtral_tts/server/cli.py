@@ -16,9 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
+from ..api import load
+from ..cli import add_backend_arguments, options_from_args
 from ..errors import VoxtralError, run_cli
-from ..runtime.cli import add_backend_arguments, options_from_args
-from ..runtime.tts import load
 from .app import ServerOptions, create_app
 
 

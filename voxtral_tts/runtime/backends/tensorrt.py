@@ -6,7 +6,7 @@ Every device buffer is allocated once (:func:`buffer_plan`) and every tensor add
 
 - the KV cache ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 (:mod:`.kv_layout`), zeroed
   once (rows past a sequence's length are masked, and must be finite);
-- the decode step: one execution context per past bucket (:mod:`voxtral_tts.export.tensorrt`),
+- the decode step: one execution context per past bucket (:mod:`.tensorrt_plans`),
   whose ``past_*`` inputs are each layer's cache prefix ``[:bucket]`` — the same address for every
   bucket — with fixed shapes, replayed as a CUDA graph captured on its first use; the new rows go
   into the cache with ``cudaMemcpy2DAsync`` (one copy per sequence and cache);
@@ -16,7 +16,7 @@ Every device buffer is allocated once (:func:`buffer_plan`) and every tensor add
 - the prefill: its own context, length set per call, no graph.
 
 Host transfers: per frame, the fed-back code embedding and positions in and the hidden state out
-(:class:`Inference` passes hidden states between the flow and the step on the host: 4·D bytes per
+(:class:`.Backend` passes hidden states between the flow and the step on the host: 4·D bytes per
 sequence each way), the codes out; per codec chunk the codes in and the audio out. All work runs in
 order on one CUDA stream; the activation memory of every context is one shared buffer.
 """
@@ -29,13 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..engine import Engine, is_engine_dir, open_engine
-from ..errors import EngineError, VoxtralError
-from ..export.tensorrt import CODEC_FRAMES, DECODE_BUCKET, bucket_for, decode_buckets, ensure_plans
-from .decoding import Inference, decode_codes, pad_codec_chunk
+from ...config import ModelConfig
+from ...engine import Engine, is_engine_dir, open_engine
+from ...errors import EngineError, VoxtralError
+from ..backend import Backend
+from ..codec import pad_codec_chunk
+from ..constants import CODEC_FRAMES
+from .buckets import bucket_for
 from .host_embeddings import HostEmbeddings
 from .kv_layout import Copy2D, KVLayout
+from .tensorrt_plans import DECODE_BUCKET, decode_buckets, ensure_plans
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +213,12 @@ def codec_bindings(config: ModelConfig, frames: int = CODEC_FRAMES) -> list[Tens
 
 # --- the backend -------------------------------------------------------------------------------------
 
-class TensorRTInference(Inference):
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
     @classmethod
     def from_path(cls, path: str | Path, capacity: int | None = None, progress: bool = True, device=None,
-                  threads: int | None = None, max_batch: int = 1) -> "TensorRTInference":
+                  threads: int | None = None, max_batch: int = 1) -> "TensorRTBackend":
         """The backend of a TensorRT engine directory (``voxtral-export --target tensorrt``), or of
         an fp32/fp16 ONNX engine directory (its graphs built as they are). ``progress`` is accepted
         like every backend's (plan building logs its own progress)."""
@@ -230,16 +235,14 @@ class TensorRTInference(Inference):
     def __init__(self, engine: Engine, capacity: int | None = None, max_batch: int = 1, device=None,
                  bucket_width: int = DECODE_BUCKET):
         self._closed = True
+        super().__init__(engine.config, capacity or engine.capacity, max_batch)
         trt, cudart = require_libraries()
         gpu, capability = open_cuda(cudart, device_index(device))
-        self.engine, self.config = engine, engine.config
-        self._capacity = int(capacity or engine.capacity)
-        if not 1 <= max_batch <= 64:
-            raise VoxtralError(f"max_batch must be between 1 and 64, got {max_batch}")
-        self._slots = int(max_batch)
-        self.layout = KVLayout.for_config(self.config, self._capacity, self._slots)
-        self.buckets = decode_buckets(self._capacity, bucket_width)
-        directory, _ = ensure_plans(engine, self._capacity, self._slots, capability, trt, bucket_width)
+        self.engine = engine
+        self._slots = self.max_batch
+        self.layout = KVLayout.for_config(self.config, self.capacity, self._slots)
+        self.buckets = decode_buckets(self.capacity, bucket_width)
+        directory, _ = ensure_plans(engine, self.capacity, self._slots, capability, trt, bucket_width)
 
         self._trt, self._cuda = trt, Cuda(cudart)
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -254,7 +257,7 @@ class TensorRTInference(Inference):
         self._ptr: dict[str, int] = {}
         self._stream = self._cuda("cudaStreamCreate")
         self._closed = False  # from here on, close() frees what was allocated
-        self.buffers = {b.name: b for b in buffer_plan(self.config, self._capacity, self._slots)}
+        self.buffers = {b.name: b for b in buffer_plan(self.config, self.capacity, self._slots)}
         for name, b in self.buffers.items():  # zeroed: the cache and the masked prefill row must be finite
             self._ptr[name] = self._cuda("cudaMalloc", b.nbytes)
             self._cuda("cudaMemsetAsync", self._ptr[name], 0, b.nbytes, self._stream)
@@ -278,7 +281,7 @@ class TensorRTInference(Inference):
         self._flow_hidden = np.zeros((self._slots, dim), np.float32)
         self._flow_noise = np.zeros((self._slots, a.n_acoustic_codebook), np.float32)
         self._flow_codes = np.zeros((self._slots, a.num_codebooks), np.int64)
-        self._embeddings = HostEmbeddings(engine)
+        self.embeddings = HostEmbeddings(engine)
         total = sum(b.nbytes for b in self.buffers.values()) + scratch
         log.info("TensorRT %s on %s (sm_%d%d), %s: %.2f GB of buffers, %d decode buckets", trt.__version__, gpu,
                  *capability, engine.precision, total / 1e9, len(self.buckets))
@@ -361,29 +364,13 @@ class TensorRTInference(Inference):
         self._cuda("cudaGraphDestroy", graph)
         return executable
 
-    # --- Inference -----------------------------------------------------------------------------------
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def max_batch(self) -> int:
-        return self._slots
-
-    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
-        return self._embeddings.tokens(ids)
-
-    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self._embeddings.codes(codes)
-
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+    # --- the backend's calls (arguments checked by Backend) --------------------------------------
+    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
         length, dim = embeds.shape[0], self.config.backbone.dim
-        if length > self._capacity:
-            raise VoxtralError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
         context = self._contexts["backbone", None]
         context.set_input_shape("embeds", (1, length, dim))
         context.set_input_shape("positions", (1, length))
-        self._h2d("prefill.embeds", np.asarray(embeds, np.float32))
+        self._h2d("prefill.embeds", embeds)
         self._h2d("prefill.positions", np.arange(length, dtype=np.int64))
         self._enqueue(context)
         self._store(self.layout.prefill_copies(slot, length), "prefill")
@@ -391,15 +378,9 @@ class TensorRTInference(Inference):
         self._d2h(hidden, "prefill.hidden", (length - 1) * dim * 4)
         return hidden
 
-    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        return self.decode_steps(np.asarray(embed)[None], np.array([position]), np.array([0]))[0]
-
-    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """One replay of the step graph of the smallest past bucket that holds every sequence; the
         slots not named decode a dummy token whose rows are never stored."""
-        positions, slots = np.asarray(positions, np.int64), np.asarray(slots, np.int64)
-        if positions.max() >= self._capacity:
-            raise VoxtralError(f"position {positions.max()} is beyond the KV cache ({self._capacity} positions)")
         self._step_embeds.fill(0.0)
         self._step_positions.fill(0)
         self._step_embeds[slots, 0] = embeds
@@ -412,13 +393,8 @@ class TensorRTInference(Inference):
         self._d2h(self._step_hidden, "step.hidden")
         return self._step_hidden[slots, 0].copy()
 
-    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.flow_frames(np.asarray(hidden)[None], np.asarray(noise)[None])[0]
-
-    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
         n = len(hidden)
-        if not 1 <= n <= self._slots:
-            raise VoxtralError(f"{n} frames at once; this backend was loaded with max_batch={self._slots}")
         self._flow_hidden.fill(0.0)
         self._flow_noise.fill(0.0)
         self._flow_hidden[:n], self._flow_noise[:n] = hidden, noise
@@ -428,15 +404,8 @@ class TensorRTInference(Inference):
         self._d2h(self._flow_codes, "flow.codes")
         return self._flow_codes[:n].copy()
 
-    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes, dtype=np.int64)
-        if codes.shape[0] == 0:
-            return np.zeros(0, np.float32)
-        if codes.shape[0] > CODEC_FRAMES:  # chunks with left context: equal to one call, to float precision
-            return decode_codes(self._codec_chunk, codes, self.config.samples_per_frame)
-        return self._codec_chunk(codes)
-
-    def _codec_chunk(self, codes: np.ndarray) -> np.ndarray:
+    def _codec(self, codes: np.ndarray) -> np.ndarray:
+        """One fixed 75-frame chunk, padded at the end (the codec is causal)."""
         self._h2d("codec.codes", pad_codec_chunk(codes))
         self._enqueue(self._contexts["codec", None])
         audio = np.empty(len(codes) * self.config.samples_per_frame, np.float32)

@@ -1,11 +1,12 @@
-"""The PyTorch backend: the reference modules behind the runtime's :class:`Inference`, on CPU or CUDA.
+"""The PyTorch backend: the reference modules (:mod:`voxtral_tts.model`, imported when this backend
+is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
 
 - CPU (the reference): float32 compute, weights stored in float32 or bf16 (see :func:`load_model`).
 - CUDA: bf16 weights and bf16 matmuls by default (``dtype="fp32"`` for a float32 GPU path), with
   norms' statistics, RoPE, softmax, the semantic logits, the Euler updates and FSQ in float32
   (spec §9.2). The decode step and the flow frame are captured as CUDA graphs and replayed.
 
-State is allocated once: the backbone's static KV cache (``KVCache``, one slot per sequence decoded
+State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one slot per sequence decoded
 together, written in place) and fixed input/output buffers. A decode step runs rows 0..B−1 = cache
 slots 0..B−1 — B the smallest batch bucket holding every named slot; unnamed rows are free slots
 that decode a dummy token into a scratch position no sequence reads — and attends over the first
@@ -21,41 +22,26 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from ..errors import CapacityError, VoxtralError
-from ..runtime.decoding import Inference
-from ..runtime.host_embeddings import code_embedding
-from .loading import VoxtralModel, load_model
+from ...engine import is_engine_dir
+from ...errors import VoxtralError
+from ..backend import Backend
+from ..constants import DEFAULT_CAPACITY, MAX_BATCH
+from .buckets import bucket_for, power_buckets
+from .host_embeddings import HostEmbeddings
+
+if TYPE_CHECKING:
+    from ...model.loading import VoxtralModel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CAPACITY = 4096
 #: The smallest KV bucket: a step reads at most this many positions more than it needs.
 MIN_KV_BUCKET = 256
-MAX_BATCH = 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def buckets(limit: int, first: int = 1) -> list[int]:
-    """Powers of two from ``first`` below ``limit``, then ``limit`` itself: the fixed shapes a
-    variable size is rounded up to (at most twice the work, a handful of graphs)."""
-    out, size = [], first
-    while size < limit:
-        out.append(size)
-        size *= 2
-    return out + [limit]
-
-
-def bucket_for(n: int, sizes: list[int]) -> int:
-    """The smallest size ≥ ``n``."""
-    for size in sizes:
-        if size >= n:
-            return size
-    raise CapacityError(f"{n} exceeds the largest bucket ({sizes[-1]})")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -128,7 +114,7 @@ class FusedBlocks:
     same code, the weights are inputs), compiled once per shape bucket, at the first capture."""
 
     def __init__(self, model: VoxtralModel):
-        from .layers import TransformerBlock
+        from ...model.layers import TransformerBlock
 
         limit = 8 * MAX_BATCH  # shapes: batch buckets × KV buckets of the step, batch buckets of the flow
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
@@ -157,25 +143,25 @@ def set_precision(model: VoxtralModel, dtype: torch.dtype) -> None:
     head.data = head.data.float()
 
 
-class TorchInference(Inference):
+class TorchBackend(Backend):
+    name = "torch"
+
     def __init__(self, model: VoxtralModel, capacity: int = DEFAULT_CAPACITY, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype | None = None, max_batch: int = 1, cuda_graphs: bool | None = None,
                  compile: bool = False):
+        from ...model.kv import StaticCache
+
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        if not 1 <= max_batch <= MAX_BATCH:
-            raise VoxtralError(f"max_batch must be between 1 and {MAX_BATCH}, got {max_batch}")
-        if capacity < 2:
-            raise VoxtralError("capacity must be at least 2 positions")
-        self.config = model.config
+        super().__init__(model.config, capacity, max_batch)
         self.model = model.to(self.device)
         if self.device.type == "cuda" or self.dtype != torch.float32:
             set_precision(self.model, self.dtype)  # on the CPU, float32 compute keeps the storage dtype
-        self._capacity, self._slots = int(capacity), int(max_batch)
+        self._slots = self.max_batch
         # one scratch position past the capacity: where rows of free slots write their dummy token
-        self.model.backbone.setup_cache(self._slots, self._capacity + 1, self.dtype)
-        self._batch_buckets = buckets(self._slots)
-        self._kv_buckets = buckets(self._capacity + 1, min(MIN_KV_BUCKET, self._capacity + 1))
+        self.kv_cache = StaticCache.for_backbone(self.model.backbone, self._slots, self.capacity + 1, self.dtype)
+        self._batch_buckets = power_buckets(self._slots)
+        self._kv_buckets = power_buckets(self.capacity + 1, min(MIN_KV_BUCKET, self.capacity + 1))
         b, a = self.config.backbone, self.config.audio
         self._embeds = torch.zeros(self._slots, 1, b.dim, dtype=self.dtype, device=self.device)
         self._positions = torch.zeros(self._slots, 1, dtype=torch.int64, device=self.device)
@@ -185,31 +171,31 @@ class TorchInference(Inference):
         if self.graphs.enabled and self.device.type != "cuda":
             raise VoxtralError("CUDA graphs need device 'cuda'")
         self._fused = FusedBlocks(self.model) if compile else None
+        # feedback sums on the host, in float32; text rows are looked up by the module (on its device)
         table = self.model.backbone.mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight
-        self._codebooks = table.detach().float().cpu().numpy()  # feedback sums on the host, in float32
-        self._offsets = np.asarray(a.codebook_offsets, dtype=np.int64)
+        self.embeddings = HostEmbeddings.from_tables(None, table.detach().float().cpu().numpy(), a.codebook_offsets)
         log.info("torch backend on %s: %s compute, %d slot(s) × %d positions, CUDA graphs %s", self.device,
-                 str(self.dtype).replace("torch.", ""), self._slots, self._capacity,
+                 str(self.dtype).replace("torch.", ""), self._slots, self.capacity,
                  "on" if self.graphs.enabled else "off")
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, capacity: int = DEFAULT_CAPACITY, device: str = "cpu",
-                       dtype: str | torch.dtype | None = None, weight_dtype: torch.dtype | None = None,
-                       max_batch: int = 1, cuda_graphs: bool | None = None, compile: bool = False,
-                       progress: bool = True) -> "TorchInference":
+    def from_path(cls, path: str | Path, capacity: int | None = None, device: str | None = None,
+                  dtype: str | torch.dtype | None = None, weight_dtype: torch.dtype | None = None,
+                  max_batch: int = 1, cuda_graphs: bool | None = None, compile: bool = False,
+                  progress: bool = True) -> "TorchBackend":
+        """A model directory's checkpoint in the reference modules. ``dtype``: compute (fp32 on
+        the CPU, bf16 on CUDA by default); ``weight_dtype``: storage (see ``load_model``)."""
+        from ...model.loading import load_model
+
+        path = Path(path)
+        if is_engine_dir(path):
+            raise VoxtralError(f"{path}: is an engine directory; the torch backend needs a model directory")
+        device = device or "cpu"
         compute = resolve_dtype(dtype, resolve_device(device))
         if weight_dtype is None and compute != torch.float32:
             weight_dtype = torch.bfloat16  # read straight into bf16: no float32 copy on the host
-        model = load_model(model_dir, weight_dtype=weight_dtype, progress=progress)
-        return cls(model, capacity, device, compute, max_batch, cuda_graphs, compile)
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def max_batch(self) -> int:
-        return self._slots
+        model = load_model(path, weight_dtype=weight_dtype, progress=progress)
+        return cls(model, capacity or DEFAULT_CAPACITY, device, compute, max_batch, cuda_graphs, compile)
 
     def _captured(self, key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``fn`` as a replayed CUDA graph (or eagerly), through the fused blocks if compiled."""
@@ -234,60 +220,38 @@ class TorchInference(Inference):
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
         return self._host(self.model.backbone.embed_tokens(self._tensor(ids, torch.int64)))
 
-    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return code_embedding(self._codebooks, self._offsets, codes)
-
     # --- backbone ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
         """One prompt into ``slot``. (Several prompts padded into one call measured slower on an H200
         — 1.17 s for 32 × 291 tokens against 0.88 s one by one — so sequences are prefilled one at
         a time.)"""
         length = embeds.shape[0]
-        if length > self._capacity:
-            raise CapacityError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
-        if not 0 <= slot < self._slots:
-            raise VoxtralError(f"slot {slot} does not exist (max_batch {self._slots})")
         positions = torch.arange(length, device=self.device)[None]
         slots = torch.tensor([slot], device=self.device)
-        hidden = self.model.backbone(self._tensor(embeds)[None], positions, kv_len=length, slots=slots)
+        hidden = self.model.backbone(self._tensor(embeds)[None], positions,
+                                     kv=self.kv_cache.window(kv_len=length, slots=slots))
         return self._host(hidden[0, -1])
 
-    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        return self.decode_steps(np.asarray(embed)[None], np.array([position]), np.array([0]))[0]
-
     @torch.no_grad()
-    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        positions, slots = np.asarray(positions, np.int64), np.asarray(slots, np.int64)
-        if positions.max() >= self._capacity:
-            raise CapacityError(f"position {positions.max()} is beyond the KV cache ({self._capacity} positions)")
-        if slots.min() < 0 or slots.max() >= self._slots:
-            raise VoxtralError(f"slots {slots.tolist()} out of range (max_batch {self._slots})")
+    def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         rows = bucket_for(int(slots.max()) + 1, self._batch_buckets)
         kv_len = bucket_for(int(positions.max()) + 1, self._kv_buckets)
         host_embeds = np.zeros((rows, embeds.shape[-1]), np.float32)
-        host_positions = np.full(rows, self._capacity, np.int64)  # free slots: the scratch position
+        host_positions = np.full(rows, self.capacity, np.int64)  # free slots: the scratch position
         host_embeds[slots] = embeds
         host_positions[slots] = positions
         self._embeds[:rows, 0].copy_(torch.from_numpy(host_embeds))
         self._positions[:rows, 0].copy_(torch.from_numpy(host_positions))
         backbone = self.model.backbone
-        hidden = self._captured(("step", rows, kv_len), lambda: backbone(
-            self._embeds[:rows], self._positions[:rows], kv_len=kv_len, slots=slice(0, rows)))
+        window = self.kv_cache.window(kv_len=kv_len, slots=slice(0, rows))
+        hidden = self._captured(("step", rows, kv_len), lambda: backbone(self._embeds[:rows], self._positions[:rows],
+                                                                         kv=window))
         return self._host(hidden[:, 0])[slots]
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return self.flow_frames(np.asarray(hidden)[None], np.asarray(noise)[None])[0]
-
-    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Any number of frames, ``max_batch`` rows per call (the flow head holds no state)."""
-        step = self._slots
-        return np.concatenate([self._flow_rows(hidden[i : i + step], noise[i : i + step])
-                               for i in range(0, len(hidden), step)])
-
     @torch.no_grad()
-    def _flow_rows(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
         n = len(hidden)
         rows = bucket_for(n, self._batch_buckets)
         host_hidden = np.zeros((rows, hidden.shape[-1]), np.float32)  # rows past n: zeros, codes unused
@@ -300,7 +264,7 @@ class TorchInference(Inference):
         return codes[:n].cpu().numpy()
 
     @torch.no_grad()
-    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
+    def _codec(self, codes: np.ndarray) -> np.ndarray:
         # cuDNN runs float32 convolutions in TF32 by default (error ~5e-4 of peak, measured on an
         # H200): the float32 path asks for true float32; the bf16 path keeps the faster TF32
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=self.dtype != torch.float32):

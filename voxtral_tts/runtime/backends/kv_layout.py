@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..errors import VoxtralError
+from ...config import ModelConfig
+from ...errors import VoxtralError
 
 
 @dataclass(frozen=True)

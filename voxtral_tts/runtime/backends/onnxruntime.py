@@ -25,12 +25,13 @@ import logging
 import os
 import struct
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 
-from ..engine import Engine
-from ..errors import VoxtralError
-from .decoding import Inference
+from ...engine import Engine, is_engine_dir, open_engine
+from ...errors import VoxtralError
+from ..backend import Backend
 from .host_embeddings import HostEmbeddings
 from .kv_layout import KVLayout
 
@@ -161,7 +162,7 @@ class HostKV(_KVStore):
 
     def bind_present(self, binding, present: dict) -> None:
         for kind in ("k", "v"):
-            OnnxInference._bind(binding, "output", f"present_{kind}", present[kind])
+            OnnxBackend._bind(binding, "output", f"present_{kind}", present[kind])
 
     def prefill_outputs(self, length: int) -> dict:
         return {kind: np.empty(self.layout.present_shape(length, 1), np.float32) for kind in ("k", "v")}
@@ -226,7 +227,23 @@ class DeviceKV(_KVStore):
         return self._step_rows[ptr, nbytes]
 
 
-class OnnxInference(Inference):
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    @classmethod
+    def from_path(cls, path: str | Path, capacity: int | None = None, device: str | None = None,
+                  threads: int | None = None, max_batch: int = 1, progress: bool = True,
+                  kv_placement: str | None = None) -> "OnnxBackend":
+        """An engine directory (``voxtral-export``; a model directory is exported first by
+        :func:`voxtral_tts.load`). ``device``: cpu (default), cuda or tensorrt (execution providers).
+        ``progress`` is accepted like every backend's (loading has no long step to report)."""
+        path = Path(path)
+        if not is_engine_dir(path):
+            raise VoxtralError(f"{path}: the onnxruntime backend runs an engine directory; make one with "
+                               f"voxtral-export {path} -o ENGINE_DIR")
+        return cls(open_engine(path), capacity=capacity, device=device or "cpu", threads=threads, max_batch=max_batch,
+                   kv_placement=kv_placement)
+
     def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None,
                  max_batch: int = 1, kv_placement: str | None = None):
         """``kv_placement``: ``host`` (numpy) or ``device`` (OrtValues on the provider's device);
@@ -234,9 +251,8 @@ class OnnxInference(Inference):
         GPU path's binding and copy logic on host memory, for tests)."""
         import onnxruntime as ort
 
+        super().__init__(engine.config, capacity or engine.capacity, max_batch, HostEmbeddings(engine))
         self.engine = engine
-        self.config = engine.config
-        self._capacity = int(capacity or engine.capacity)
         self.providers = providers_for(device)
         kv_placement = kv_placement or KV_PLACEMENT[device]
         if kv_placement not in ("host", "device"):
@@ -255,16 +271,13 @@ class OnnxInference(Inference):
             self._sessions[name] = session
 
         b, a = self.config.backbone, self.config.audio
-        if not 1 <= max_batch <= 64:
-            raise VoxtralError(f"max_batch must be between 1 and 64, got {max_batch}")
-        self._slots = int(max_batch)
+        slots = self.max_batch
         self._n_layers, self._kv = b.n_layers, (b.n_kv_heads, b.head_dim)
-        self.layout = KVLayout.for_config(self.config, self._capacity, self._slots)
+        self.layout = KVLayout.for_config(self.config, self.capacity, slots)
         if kv_placement == "host":
             self._cache = HostKV(self.layout)
         else:
             self._cache = DeviceKV(self.layout, "cuda" if device != "cpu" else "cpu")
-        slots = self._slots
         self._step_embeds = np.zeros((slots, 1, b.dim), np.float32)
         self._step_positions = np.zeros((slots, 1), np.int64)
         self._step_lengths = np.zeros(slots, np.int64)
@@ -283,16 +296,6 @@ class OnnxInference(Inference):
         self._bind(self._flow_binding, "input", "noise", self._flow_noise)
         self._bind(self._flow_binding, "output", "codes", self._flow_codes)
 
-        self._embeddings = HostEmbeddings(engine)
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def max_batch(self) -> int:
-        return self._slots
-
     @property
     def k_cache(self):
         """The key cache: a numpy array, or an OrtValue on the device."""
@@ -309,21 +312,12 @@ class OnnxInference(Inference):
         method = binding.bind_input if kind == "input" else binding.bind_output
         method(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
-    # --- embeddings (host) -------------------------------------------------------------------------
-    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
-        return self._embeddings.tokens(ids)
-
-    def embed_codes(self, codes: np.ndarray) -> np.ndarray:
-        return self._embeddings.codes(codes)
-
     # --- backbone ----------------------------------------------------------------------------------
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
         length = embeds.shape[0]
-        if length > self._capacity:
-            raise VoxtralError(f"prompt of {length} tokens exceeds the KV cache ({self._capacity} positions)")
         session = self._sessions["backbone"]
         binding = session.io_binding()
-        inputs = np.ascontiguousarray(embeds, dtype=np.float32)[None]
+        inputs = embeds[None]
         positions = np.arange(length, dtype=np.int64)[None]
         self._bind(binding, "input", "embeds", inputs)
         self._bind(binding, "input", "positions", positions)
@@ -340,15 +334,9 @@ class OnnxInference(Inference):
         self._cache.store(self.layout.prefill_copies(slot, length), present, binding)
         return hidden[0, -1].copy()
 
-    def decode_step(self, embed: np.ndarray, position: int) -> np.ndarray:
-        return self.decode_steps(np.asarray(embed)[None], np.array([position]), np.array([0]))[0]
-
-    def decode_steps(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """One backbone call for every slot; the slots not named decode a dummy token whose rows
         are never stored."""
-        positions, slots = np.asarray(positions, np.int64), np.asarray(slots, np.int64)
-        if positions.max() >= self._capacity:
-            raise VoxtralError(f"position {positions.max()} is beyond the KV cache ({self._capacity} positions)")
         self._step_embeds.fill(0.0)
         self._step_positions.fill(0)
         self._step_lengths.fill(0)
@@ -362,18 +350,13 @@ class OnnxInference(Inference):
         return self._step_hidden[slots, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def flow_frame(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        self._flow_hidden[0] = hidden
-        self._flow_noise[0] = noise
-        self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
-        return self._flow_codes[0].copy()
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        if len(hidden) == 1:  # the common case, through fixed bindings
+            self._flow_hidden[0] = hidden[0]
+            self._flow_noise[0] = noise[0]
+            self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
+            return self._flow_codes.copy()
+        return self._sessions["flow_frame"].run(None, {"hidden": hidden, "noise": noise})[0]
 
-    def flow_frames(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        if len(hidden) == 1:
-            return self.flow_frame(hidden[0], noise[0])[None]
-        feeds = {"hidden": np.ascontiguousarray(hidden, np.float32), "noise": np.ascontiguousarray(noise, np.float32)}
-        return self._sessions["flow_frame"].run(None, feeds)[0]
-
-    def decode_audio(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.ascontiguousarray(codes, dtype=np.int64)[None]
-        return self._sessions["codec"].run(None, {"codes": codes})[0][0]
+    def _codec(self, codes: np.ndarray) -> np.ndarray:
+        return self._sessions["codec"].run(None, {"codes": codes[None]})[0][0]

@@ -14,11 +14,13 @@ import logging
 import sys
 from pathlib import Path
 
-from ..audio import write_wav
-from ..errors import VoxtralError, run_cli
-from ..voices import OPENAI_ALIASES, voice_gender, voice_language
-from ..text import check_text
-from .tts import BACKENDS, TTS, backend_options, create_backend, read_model_dir
+from .api import backend_options, load
+from .audio import write_wav
+from .errors import VoxtralError, run_cli
+from .runtime.backends import BACKENDS
+from .runtime.tts import read_model_dir
+from .text import check_text
+from .voices import OPENAI_ALIASES, voice_gender, voice_language
 
 log = logging.getLogger("voxtral_tts")
 
@@ -99,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
     text = check_text(_read_text(args))
     voices.get(args.voice)
     backend, options = options_from_args(args, progress=not args.quiet)
-    model = create_backend(args.model, backend, **options)
-    tts = TTS(model, tokenizer, voices)
+    tts = load(args.model, backend, **options)
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
     write_wav(args.output, result.audio, result.sample_rate)
     seed = f", seed {result.seed}" if result.seed is not None else ""

@@ -1,0 +1,19 @@
+"""The runtime's numbers, in one place: every backend, the scheduler, export and the CLIs read them here."""
+
+from __future__ import annotations
+
+#: Sequences decoded together at most (cache slots); the exported graphs' largest batch.
+MAX_BATCH = 64
+#: KV-cache positions (prompt + frames) when none is given.
+DEFAULT_CAPACITY = 4096
+#: Generated-frame cap per text part when none is given (the reference deploy config's max_tokens).
+DEFAULT_MAX_FRAMES = 2048
+#: Codec calls: new frames per chunk and frames of left context (≥ the codec's ~21-frame receptive
+#: field, spec §7.7), so that chunked audio equals a one-shot codec call.
+CODEC_CHUNK_FRAMES = 50
+CODEC_CONTEXT_FRAMES = 25
+#: The longest codec call the runtime makes: the fixed input of a fixed-shape codec (TensorRT, Core ML).
+CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
+#: Streaming: audio after the first 5 frames, then every 5 frames up to 25, then every 25.
+STREAM_FIRST_FRAMES = 5
+STREAM_CHUNK_FRAMES = 25
