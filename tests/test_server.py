@@ -53,15 +53,20 @@ class Live:
         self.thread.join(10)
 
 
-class SlowBackend(Forwarding):
-    """A backend that takes 50 ms per frame and counts frames: for queueing and cancellation."""
+class HeldBackend(Forwarding):
+    """A backend that counts frames and, from frame ``HOLD_AT`` on, waits for the test to ``release``
+    it: the test decides what happens while a request is in flight (queueing, cancellation)."""
+
+    HOLD_AT = 6  # the first streamed chunk (5 frames) is out by then
 
     def __init__(self, inner: Backend):
         super().__init__(inner)
         self.frames = 0
+        self.released = threading.Event()
 
     def flow(self, hidden, noise):
-        time.sleep(0.05)
+        if self.frames >= self.HOLD_AT:
+            assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)
         return self.inner.flow(hidden, noise)
 
@@ -291,11 +296,11 @@ def test_ready_is_503_until_loaded(tiny_engine_dir):
 
 
 def slow_server(tiny_engine_dir, max_queue: int):
-    """A server on a 50 ms/frame backend, one decoding slot, 40 frames per request."""
+    """A server on a held backend, one decoding slot, 40 frames per request."""
     holder = {}
 
     def load():
-        tts = wrapped(voxtral_tts.load(tiny_engine_dir), SlowBackend)
+        tts = wrapped(voxtral_tts.load(tiny_engine_dir), HeldBackend)
         holder["model"] = tts.backend
         return tts
 
@@ -314,27 +319,30 @@ def slow(tiny_engine_dir):
 
 
 def test_overloaded_is_503(slow):
-    server, _ = slow
+    server, holder = slow
     body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}
     with httpx.stream("POST", server.url + "/v1/audio/speech", json={**body, "stream_format": "audio"},
                       timeout=60) as first:
         chunks = first.iter_bytes()
-        next(chunks)  # the first request is generating
+        received = len(next(chunks))  # the first request is generating (held at frame 6)
         second = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
         assert second.status_code == 503
         assert second.json()["error"]["code"] == "overloaded"
-        assert len(b"".join(chunks)) > 0  # and the first completes
+        holder["model"].released.set()
+        received += len(b"".join(chunks))
+    assert received == 40 * 1920 * 2  # and the first completes
 
 
 def test_client_disconnect_stops_generation(slow):
     server, holder = slow
     body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as response:
-        next(response.iter_bytes())
+        next(response.iter_bytes())  # then the client goes away, the request held at frame 6
     synthesizer = holder["synthesizer"]
-    wait_until(lambda: synthesizer._pending == 0)  # the request has left the scheduler…
-    frames = holder["model"].frames
-    assert frames < 40 and synthesizer.tts.scheduler.idle  # …before its 40 frames (2 s), and nothing runs on
+    wait_until(lambda: any(request.cancelled for request in list(synthesizer._jobs)))  # the handler saw it
+    holder["model"].released.set()
+    wait_until(lambda: synthesizer._pending == 0)  # the request left the scheduler at the next step
+    assert holder["model"].frames == HeldBackend.HOLD_AT + 1 and synthesizer.tts.scheduler.idle
     after = httpx.post(server.url + "/v1/audio/speech", json={**body, "stream_format": None}, timeout=60)
     assert after.status_code == 200  # the worker is free again
 
@@ -400,14 +408,16 @@ def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts
 
     class Recording(Forwarding):
         def _step(self, embeds, positions, slots):
+            if not widths:  # the first request's first step waits until all three are submitted: they overlap
+                wait_until(lambda: app.state.synthesizer._pending == 3)
             widths.append(len(slots))
-            time.sleep(0.02)  # keep requests in flight long enough to overlap
             return self.inner.step(embeds, positions, slots)
 
     def load():
         return wrapped(voxtral_tts.load(tiny_engine_dir, max_batch=3), Recording)
 
-    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    app = create_app(load, ServerOptions(max_frames=FRAMES))
+    server = Live(app)
     try:
         server.wait_ready()
         long_text = " ".join(f"Sentence number {i} is here." for i in range(20))  # two parts
@@ -468,9 +478,11 @@ def test_a_request_cancelled_while_queued_never_generates(tiny_engine_dir):
     try:
         with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as first:
             chunks = first.iter_bytes()
-            received = len(next(chunks))  # the first request is generating, in the only slot
+            received = len(next(chunks))  # the first request is generating in the only slot (held at frame 6)
             with pytest.raises(httpx.ReadTimeout):  # the second waits (no free slot) until its client gives up
                 httpx.post(server.url + "/v1/audio/speech", json=body, timeout=0.3)
+            wait_until(lambda: any(job and job.request.cancelled for job in list(synthesizer._submitted.queue)))
+            holder["model"].released.set()
             wait_until(lambda: synthesizer._pending == 1)  # its cancellation took it out of the queue
             received += len(b"".join(chunks))
         assert received == 40 * 1920 * 2  # the first one completes, undisturbed

@@ -35,7 +35,6 @@ from ..errors import EngineError, VoxtralError
 from ..runtime.backends.tensorrt import open_cuda, require_libraries
 from ..runtime.backends.tensorrt_plans import DECODE_BUCKET, ensure_plans
 from ..runtime.constants import CODEC_FRAMES, DEFAULT_CAPACITY
-from .onnx_engine import build_onnx_engine
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +121,8 @@ def build_tensorrt_engine(model_dir: str | Path, engine_dir: str | Path, precisi
                           max_batch: int = 1) -> Path:
     """Export ``model_dir`` to a TensorRT engine directory; plans for ``capacity`` and ``max_batch``
     are built now if this machine can, else on first load. Returns the engine path."""
+    from .onnx_engine import build_onnx_engine  # torch and onnx: only when exporting
+
     precision = precision or DEFAULT_PRECISION
     capacity = DEFAULT_CAPACITY if capacity is None else capacity
     if precision not in PRECISIONS:
