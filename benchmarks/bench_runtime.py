@@ -3,15 +3,18 @@
     python benchmarks/bench_runtime.py MODEL_DIR [--engine ENGINE_DIR ...] [--no-torch]
                                        [--frames 20] [--prompt-tokens 200]
 
-Rows: the torch reference on MODEL_DIR, then onnxruntime on each ``--engine`` (one per
-precision; default: the engine cache's fp32 export of MODEL_DIR). Each runs in its own subprocess (so peak RSS is its own) over the same prompt and the
+Rows: the torch backend on MODEL_DIR in each ``--torch-dtypes`` compute dtype (default fp32, the
+reference, and bf16), then onnxruntime on each ``--engine`` (one per precision; default: the
+engine cache's fp32 export of MODEL_DIR); the row that ``voxtral_tts.load(MODEL_DIR)`` picks on
+this machine is marked. Each runs in its own subprocess (so peak RSS is its own) over the same prompt and the
 same fixed number of frames (END_AUDIO is ignored: random weights decide nothing, and the
 cost per frame does not depend on values). Printed per backend: load time, prefill ms, ms per
 frame split into backbone step / flow frame / feedback embedding, codec ms per second of audio,
 steady-state real-time factor (frames + codec, per second of audio), time to first audio
 (streaming: prefill + 5 frames + their codec call), peak RSS. Then the roofline
 (``roofline.py``: bandwidth and matmul throughput measured here, bytes and FLOPs per frame per
-precision) and each onnxruntime row's ms/frame as a multiple of its precision's floor.
+precision) and each row's ms/frame as a multiple of its precision's floor (torch bf16: bf16
+weights at the measured bandwidth, bf16 matmuls at torch's measured throughput).
 """
 
 from __future__ import annotations
@@ -61,10 +64,12 @@ def run_one(args) -> dict:
     options = {"progress": False}
     if args.backend == "onnxruntime" and args.threads:
         options["threads"] = args.threads
-    if args.backend == "torch" and args.threads:
-        import torch
+    if args.backend == "torch":
+        options["dtype"] = args.dtype
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
+            torch.set_num_threads(args.threads)
     tts, load_ms = timed(voxtral_tts.load, path, args.backend, **options)
     model = tts.backend
     voice = tts.voice_bank.get(args.voice)
@@ -128,10 +133,10 @@ def run_one(args) -> dict:
     # steady-state real-time factor: generation + codec time per second of audio (the prefill is
     # paid once per utterance and shows in the time to first audio)
     total_ms = frame_ms * codes.shape[0] + codec_ms
-    precision = getattr(model, "engine", None) and model.engine.precision
+    precision = model.engine.precision if args.backend == "onnxruntime" else args.dtype
     return {
-        "backend": args.backend + (f" {precision}" if precision else ""),
-        "precision": precision or "fp32",
+        "backend": f"{args.backend} {precision}",
+        "precision": precision,
         "load_s": load_ms / 1000.0,
         "prompt_tokens": int(len(ids)),
         "prefill_ms": float(np.median(prefill)),
@@ -160,7 +165,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model directory (the torch backend, and the export source)")
     p.add_argument("--engine", type=Path, action="append", help="engine directory for onnxruntime (repeatable)")
-    p.add_argument("--no-torch", action="store_true", help="skip the torch reference row")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch rows")
+    p.add_argument("--torch-dtypes", default="fp32,bf16", help="torch compute dtypes, a row each")
+    p.add_argument("--dtype", help=argparse.SUPPRESS)  # internal: the torch row's dtype
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--prompt-tokens", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
@@ -174,23 +181,31 @@ def main() -> None:
         print(json.dumps(run_one(args)))
         return
     rows = []
-    runs = ([] if args.no_torch else [("torch", None)]) + [("onnxruntime", e) for e in (args.engine or [None])]
-    for backend, engine in runs:
+    runs = ([] if args.no_torch else [("torch", None, d) for d in args.torch_dtypes.split(",") if d]) + \
+        [("onnxruntime", e, None) for e in (args.engine or [None])]
+    for backend, engine, dtype in runs:
         cmd = [sys.executable, __file__, str(args.model), "--backend", backend, "--frames", str(args.frames),
                "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats),
                "--batches", ",".join(map(str, args.batches))]
-        for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads)):
+        for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads),
+                            ("--dtype", dtype)):
             if value:
                 cmd += [flag, str(value)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"{backend} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from voxtral_tts.api import default_choice
+
+    default_backend, default_dtype = default_choice(args.model)
+    default = f"{default_backend} {default_dtype or 'fp32'}"
     print(f"machine: {machine()}")
+    print(f"voxtral_tts.load(MODEL_DIR) picks here: {default}")
     print(f"model: {args.model}  prompt {rows[0]['prompt_tokens']} tokens, {rows[0]['frames']} frames")
-    print(f"{'backend':18s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))
+    print(f"{'backend':28s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))
     for row in rows:
-        print(f"{row['backend']:18s} " + " ".join(f"{fmt.format(row[key]):>16s}" for key, _, fmt in COLUMNS))
+        label = row["backend"] + (" (default)" if row["backend"] == default else "")
+        print(f"{label:28s} " + " ".join(f"{fmt.format(row[key]):>16s}" for key, _, fmt in COLUMNS))
     if len(rows) > 1:
         base = rows[0]
         for row in rows[1:]:
@@ -211,9 +226,10 @@ def main() -> None:
     hardware = measure(args.threads or physical_cores())
     config = ModelConfig.from_file(args.model)
     print(f"roofline: memory read {hardware['bandwidth_gbs']:.1f} GB/s; matmul fp32 {hardware['fp32_gflops']:.0f} "
-          f"GFLOP/s, int8 {hardware['int8_gflops']:.0f}, int4 {hardware['int4_gflops']:.0f} (measured now)")
+          f"GFLOP/s, int8 {hardware['int8_gflops']:.0f}, int4 {hardware['int4_gflops']:.0f}, "
+          f"bf16 {hardware.get('bf16_gflops', 0):.0f} (measured now)")
     for row in rows:
-        if row["backend"].startswith("onnxruntime"):
+        if row["backend"] != "torch fp32":  # float32 compute over bf16 storage: no floor of its own
             r = floor_ms(config, row["precision"], hardware)
             print(f"{row['backend']:18s} {r['bytes_gb']:.2f} GB + {r['gflop']:.1f} GFLOP per frame; floor {r['floor_ms']:.0f} ms "
                   f"(memory {r['memory_ms']:.0f}, compute {r['compute_ms']:.0f}); measured {row['frame_ms']:.0f} ms = "

@@ -4,10 +4,12 @@
 
 Measured here (not assumed): memory read bandwidth (a float32 matrix-vector product over a
 weight far larger than the caches), float32 matmul throughput, and int8-compute matmul
-throughput (``MatMulNBits``, 8- and 4-bit weights). Computed from params.json: the bytes of
-weights one frame reads and the FLOPs it does, per precision — the backbone once (one token),
-the flow head's layers 7 times (Euler steps; the CFG pair and 3 tokens share one read), the
-semantic head once (always float32). The floor is max(bytes / bandwidth, FLOPs / throughput).
+throughput (``MatMulNBits``, 8- and 4-bit weights), and bf16 matmul throughput in torch (oneDNN,
+the torch backend's kernels) when torch is installed. Computed from params.json: the bytes of
+weights one frame reads and the FLOPs it does, per precision and per graph (``int8-backbone``
+quantises the backbone only) — the backbone once (one token), the flow head's layers 7 times
+(Euler steps; the CFG pair and 3 tokens share one read), the semantic head once (always
+float32). The floor is max(bytes / bandwidth, FLOPs / throughput).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxtral_tts.config import ModelConfig  # noqa: E402
-from voxtral_tts.export.quantize import BLOCK_SIZE, quantize_blocks  # noqa: E402
+from voxtral_tts.export.quantize import BLOCK_SIZE, graph_precision, quantize_blocks  # noqa: E402
 
 #: Bytes per weight as stored (quantised: the codes plus one float32 scale per block).
-BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0 + 4.0 / BLOCK_SIZE, "int4": 0.5 + 4.0 / BLOCK_SIZE}
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0 + 4.0 / BLOCK_SIZE,
+                    "int4": 0.5 + 4.0 / BLOCK_SIZE}
 
 
 def _session(nodes, inputs, outputs, initializers, threads):
@@ -68,8 +71,26 @@ def _matmul(k: int, n: int, m: int, threads: int, bits: int | None):
     return session, feed
 
 
+def _bf16_gflops(threads: int) -> float | None:
+    """bf16 matmul throughput through torch (oneDNN), the torch backend's kernels; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    a = torch.randn(512, 3072, dtype=torch.bfloat16)
+    w = torch.randn(3072, 3072, dtype=torch.bfloat16)
+    for _ in range(2):
+        a @ w.T
+    start, repeats = time.perf_counter(), 5
+    for _ in range(repeats):
+        a @ w.T
+    return 2 * 512 * 3072 * 3072 / ((time.perf_counter() - start) / repeats) / 1e9
+
+
 def measure(threads: int) -> dict[str, float]:
-    """Bandwidth in GB/s and matmul throughput in GFLOP/s (float32, int8, int4 weights)."""
+    """Bandwidth in GB/s and matmul throughput in GFLOP/s (float32, int8, int4 weights in ONNX
+    Runtime; bf16 in torch when it is installed)."""
     k, n = 8192, 16384  # 512 MiB of float32: far beyond any cache
     session, feed = _matmul(k, n, 1, threads, None)
     bandwidth = k * n * 4 / _time(session, feed, 10) / 1e9
@@ -77,6 +98,9 @@ def measure(threads: int) -> dict[str, float]:
     for label, bits in (("fp32", None), ("int8", 8), ("int4", 4)):
         session, feed = _matmul(3072, 3072, 512, threads, bits)
         out[f"{label}_gflops"] = 2 * 512 * 3072 * 3072 / _time(session, feed, 5) / 1e9
+    bf16 = _bf16_gflops(threads)
+    if bf16 is not None:
+        out["bf16_gflops"] = bf16
     return out
 
 
@@ -93,18 +117,31 @@ def frame_cost(config: ModelConfig) -> dict[str, float]:
     once = f.dim * f.input_dim  # llm projection (the time projection is folded into constants)
     semantic = a.semantic_head_rows * f.input_dim
     steps, tokens = f.n_decoding_steps, 2 * 3  # CFG pair × [x, t, h]
-    quantisable = backbone + steps * flow_step + once
-    flops = 2 * (backbone + steps * tokens * flow_step + once + semantic)
-    return {"quantisable_weight_reads": quantisable, "float_weight_reads": semantic, "flops": flops}
+    return {
+        # weights read per frame, by the graph they belong to (what a precision may reduce)
+        "backbone_weight_reads": backbone, "flow_weight_reads": steps * flow_step + once,
+        "float_weight_reads": semantic,  # always float32: its argmax decides the codes
+        "backbone_flops": 2 * backbone, "flow_flops": 2 * (steps * tokens * flow_step + once + semantic),
+    }
 
 
 def floor_ms(config: ModelConfig, precision: str, machine: dict[str, float]) -> dict[str, float]:
+    """The floor of one frame for an engine ``precision`` (per graph: ``graph_precision``), or
+    ``bf16`` (the torch backend's bf16 compute): max(bytes / bandwidth, FLOPs / throughput) per graph."""
     cost = frame_cost(config)
-    nbytes = cost["quantisable_weight_reads"] * BYTES_PER_WEIGHT[precision] + cost["float_weight_reads"] * 4
-    throughput = machine["fp32_gflops" if precision in ("fp32", "fp16") else f"{precision}_gflops"]
-    memory_ms = nbytes / (machine["bandwidth_gbs"] * 1e9) * 1e3
-    compute_ms = cost["flops"] / (throughput * 1e9) * 1e3
-    return {"bytes_gb": nbytes / 1e9, "gflop": cost["flops"] / 1e9, "memory_ms": memory_ms, "compute_ms": compute_ms,
+    memory_ms = compute_ms = nbytes = 0.0
+    for graph in ("backbone", "flow"):
+        used = "bf16" if precision == "bf16" else graph_precision(precision, "backbone" if graph == "backbone" else "flow_frame")
+        graph_bytes = cost[f"{graph}_weight_reads"] * BYTES_PER_WEIGHT[used]
+        throughput = machine["fp32_gflops" if used in ("fp32", "fp16") else f"{used}_gflops"]
+        nbytes += graph_bytes
+        memory_ms += graph_bytes / (machine["bandwidth_gbs"] * 1e9) * 1e3
+        compute_ms += cost[f"{graph}_flops"] / (throughput * 1e9) * 1e3
+    float_bytes = cost["float_weight_reads"] * 4
+    nbytes += float_bytes
+    memory_ms += float_bytes / (machine["bandwidth_gbs"] * 1e9) * 1e3
+    gflop = (cost["backbone_flops"] + cost["flow_flops"]) / 1e9
+    return {"bytes_gb": nbytes / 1e9, "gflop": gflop, "memory_ms": memory_ms, "compute_ms": compute_ms,
             "floor_ms": max(memory_ms, compute_ms)}
 
 
@@ -118,8 +155,8 @@ def main() -> None:
     machine = measure(args.threads or physical_cores())
     config = ModelConfig.from_file(args.params)
     print(f"memory read bandwidth {machine['bandwidth_gbs']:.1f} GB/s; matmul fp32 {machine['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {machine['int8_gflops']:.0f}, int4 {machine['int4_gflops']:.0f}")
-    for precision in ("fp32", "int8", "int4"):
+          f"int8 {machine['int8_gflops']:.0f}, int4 {machine['int4_gflops']:.0f}, bf16 {machine.get('bf16_gflops', 0):.0f}")
+    for precision in ("fp32", "int8", "int4", "int8-backbone") + (("bf16",) if "bf16_gflops" in machine else ()):
         r = floor_ms(config, precision, machine)
         print(f"{precision}: {r['bytes_gb']:.2f} GB and {r['gflop']:.1f} GFLOP per frame → memory {r['memory_ms']:.0f} ms, "
               f"compute {r['compute_ms']:.0f} ms, floor {r['floor_ms']:.0f} ms/frame")

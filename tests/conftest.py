@@ -59,10 +59,14 @@ def reference_engine_dir(tmp_path_factory, reference_model_dir) -> Path:
                         progress=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def engine_cache(tmp_path_factory) -> Path:
-    """The user cache of this test session ($VOXTRAL_TTS_CACHE): engines exported on first use."""
-    return tmp_path_factory.mktemp("cache")
+    """The user cache of this test session ($VOXTRAL_TTS_CACHE, for this process and the commands it
+    starts): engines exported on first use land here, never in the real user's cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOXTRAL_TTS_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +76,7 @@ def tiny_engine_dir(engine_cache, tiny_model_dir) -> Path:
     pytest.importorskip("onnx")
     from voxtral_tts.export.engine_cache import cached_engine
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VOXTRAL_TTS_CACHE", str(engine_cache))
-        return cached_engine(tiny_model_dir, progress=False).path
+    return cached_engine(tiny_model_dir, progress=False).path
 
 
 @pytest.fixture(scope="session")

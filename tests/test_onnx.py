@@ -89,7 +89,7 @@ def test_streaming_equals_one_shot(tiny_engine_dir):
 def test_codes_equal_torch_backend(tiny_model_dir, tiny_engine_dir, voice):
     pytest.importorskip("torch")
     ort_tts = voxtral_tts.load(tiny_engine_dir)
-    torch_tts = voxtral_tts.load(tiny_model_dir, backend="torch", progress=False)
+    torch_tts = voxtral_tts.load(tiny_model_dir, backend="torch", dtype="fp32", progress=False)
     for i, text in enumerate(["Hello world.", "A second, longer sentence to speak!", "Numbers: 1, 2, 3?"]):
         a = ort_tts.generate(text, voice=voice, max_frames=12, seed=100 + i)
         b = torch_tts.generate(text, voice=voice, max_frames=12, seed=100 + i)
@@ -185,7 +185,7 @@ def _cli(name, *args, env=None):
 def test_export_check_on_existing_engine(reference_engine_dir, reference_model_dir):
     proc = _cli("voxtral-export", reference_model_dir, "-o", reference_engine_dir, "--check")
     assert proc.returncode == 0, proc.stderr
-    assert "backbone decode step" in proc.stdout and "all graphs within" in proc.stdout
+    assert "backbone decode step" in proc.stdout and "every graph within its precision's tolerance" in proc.stdout
 
 
 def test_export_errors_are_one_line(tmp_path):

@@ -75,3 +75,37 @@ def test_int8_engine(tmp_path_factory, reference_model_dir, golden):
                      for h, x, c in zip(golden["frame_hidden"], golden["noise"], golden["codes"])])
     print(f"int8 prefill hidden error {err:.2e}; codes equal to the fixture's (teacher-forced): {agree:.1%}")
     assert err < 5e-2 and agree > 0.8
+
+
+def test_int8_backbone_engine(tmp_path_factory, reference_model_dir, reference_engine_dir, golden):
+    """The backbone-only preset: the backbone's matmuls int8, the flow head and codec exactly the
+    float32 engine's graphs, so the flow's codes from the fixture's hidden states are the fixture's."""
+    import onnx
+
+    import voxtral_tts
+    from voxtral_tts.engine import open_engine
+    from voxtral_tts.export.build import build_engine
+    from voxtral_tts.export.quantize import graph_precision
+
+    assert [graph_precision("int8-backbone", g) for g in ("backbone", "flow_frame", "codec")] == ["int8", "fp32", "fp32"]
+    assert [graph_precision("int8", g) for g in ("backbone", "flow_frame", "codec")] == ["int8", "int8", "fp32"]
+    path = build_engine(reference_model_dir, tmp_path_factory.mktemp("engines") / "int8b", precision="int8-backbone",
+                        progress=False)
+    engine = open_engine(path)
+    assert engine.precision == "int8-backbone"
+    assert engine.manifest["validation"]["flow_frame codes"]["mismatches"] == 0  # validated at fp32's tolerance
+
+    def ops(directory, name):
+        return [n.op_type for n in onnx.load(str(directory / f"{name}.onnx"), load_external_data=False).graph.node]
+
+    assert ops(path, "backbone").count("MatMulNBits") == 2 * 7
+    for name in ("flow_frame", "codec"):
+        assert ops(path, name) == ops(reference_engine_dir, name) and "MatMulNBits" not in ops(path, name)
+
+    tts = voxtral_tts.load(path)
+    hidden = tts.backend.prefill(golden["input_embeddings"])
+    err = np.linalg.norm(hidden - golden["prefill_hidden"][-1]) / np.linalg.norm(golden["prefill_hidden"][-1])
+    codes = np.stack([tts.backend.flow_one(h, x) for h, x in zip(golden["frame_hidden"], golden["noise"])])
+    print(f"int8-backbone prefill hidden error {err:.2e}")
+    assert err < 5e-2
+    np.testing.assert_array_equal(codes, golden["codes"])  # the flow head is float32: exact

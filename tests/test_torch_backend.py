@@ -146,7 +146,7 @@ def test_batched_codes_equal_one_at_a_time(tiny_model_dir, device):
 def test_torch_codes_equal_onnxruntime(tiny_model_dir, tiny_engine_dir):
     """The torch backend's new decode path and the exported graphs agree on the tiny model."""
     pytest.importorskip("onnxruntime")
-    torch_tts = voxtral_tts.load(tiny_model_dir, backend="torch", capacity=512, progress=False)
+    torch_tts = voxtral_tts.load(tiny_model_dir, backend="torch", dtype="fp32", capacity=512, progress=False)
     ort_tts = voxtral_tts.load(tiny_engine_dir)
     for text, voice, seed, frames in REQUESTS[:2]:
         a = torch_tts.generate(text, voice=voice, seed=seed, max_frames=frames)
@@ -177,7 +177,7 @@ def test_option_errors(reference_model_dir, tiny_engine_dir):
         TorchBackend(model, dtype="fp8")
     with pytest.raises(voxtral_tts.VoxtralError, match="CUDA graphs need device 'cuda'"):
         TorchBackend(model, cuda_graphs=True)
-    inf = TorchBackend(model, capacity=20)
+    inf = TorchBackend(model, dtype="fp32", capacity=20)
     dim = model.config.backbone.dim
     with pytest.raises(voxtral_tts.errors.CapacityError, match="prompt of 21 tokens exceeds the KV cache"):
         inf.prefill(np.zeros((21, dim), np.float32))
@@ -232,3 +232,26 @@ def test_compiled_blocks_match(reference_model_dir, golden, device):
     assert float((codes[:, 1:] == golden["codes"][:, 1:]).mean()) >= 0.95
     if device == "cuda":
         assert len(inf.graphs) == 2  # the step at rows 1 (one KV bucket), the flow at rows 2
+
+
+def test_packed_bf16_linears_are_exact(reference_model_dir):
+    """CPU bf16: the oneDNN-packed weights compute exactly what F.linear computes in bf16, for a
+    step, the flow head's rows and a prompt; the semantic head stays float32 and unpacked."""
+    from voxtral_tts.model.layers import Linear
+    from voxtral_tts.runtime.backends.torch import pack_linears, set_precision
+
+    model = load_model(reference_model_dir, progress=False)
+    set_precision(model, torch.bfloat16)
+    linears = [m for block in (model.backbone, model.acoustic_transformer) for m in block.modules()
+               if isinstance(m, Linear) and m.weight.dtype == torch.bfloat16]
+    layer = model.backbone.layers[0].feed_forward.w1
+    xs = [torch.randn(shape, dtype=torch.bfloat16) for shape in ((1, 64), (6, 64), (2, 17, 64))]
+    with torch.no_grad():
+        before = [layer(x) for x in xs]
+        assert pack_linears(model) == len(linears) > 0
+        assert "weight" not in layer._parameters and layer.packed_weight.is_mkldnn
+        for x, expected in zip(xs, before):
+            torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+    assert model.acoustic_transformer.semantic_codebook_output.weight.dtype == torch.float32
+    with pytest.raises(voxtral_tts.VoxtralError, match="packed for bf16 on the CPU by another torch backend"):
+        TorchBackend(model, dtype="fp32")

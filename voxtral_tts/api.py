@@ -1,29 +1,59 @@
 """``voxtral_tts.load``: a model or engine directory → a ready :class:`~voxtral_tts.runtime.tts.TTS`.
 
-The one place above the runtime that may export: a model directory asked for with the
-onnxruntime backend is exported once into the user's cache (:mod:`voxtral_tts.export.engine_cache`)
-and the engine reused after. Everything else is the runtime's: the backend registry
-(:mod:`voxtral_tts.runtime.backends`) opens the backend, :class:`TTS` drives it.
+It picks the fastest faithful path when the caller names no backend (:func:`default_choice`,
+logged in one line): an engine directory runs on its own target's backend; a model directory on
+a CPU with native bf16 dot products (AVX-512 BF16, AMX, Arm BF16) runs the torch backend in bf16
+— the release's own precision —, on a CPU without them an ONNX Runtime fp32 engine exported once
+into the user's cache, and on CUDA the torch backend. It is also the one place above the runtime
+that may export (:mod:`voxtral_tts.export.engine_cache`). Everything else is the runtime's: the
+backend registry (:mod:`voxtral_tts.runtime.backends`) opens the backend, :class:`TTS` drives it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .engine import is_engine_dir
+from .engine import cache_root, is_engine_dir
 from .errors import VoxtralError
 from .runtime.backends import BACKENDS, default_backend, open_backend
+from .runtime.hardware import cpu_bf16
 from .runtime.tts import TTS, read_model_dir
+
+log = logging.getLogger(__name__)
+
+
+def default_choice(path: str | Path, device: str | None = None, dtype: str | None = None, compile: bool = False,
+                   threads: int | None = None) -> tuple[str, str | None]:
+    """(backend, torch compute dtype or None) for ``path`` when no backend is named; the choice for
+    a model directory on the CPU is logged in one line."""
+    if is_engine_dir(path):
+        return default_backend(path), None
+    if (device not in (None, "cpu")) or dtype or compile:
+        return "torch", dtype
+    if threads:  # an onnxruntime option
+        return "onnxruntime", None
+    feature = cpu_bf16()
+    if feature:
+        log.info("this CPU has %s: the torch backend computes in bf16, the release's own precision "
+                 "(--dtype fp32 for float32)", feature)
+        return "torch", "bf16"
+    log.info("this CPU has no native bf16 dot products (AVX-512 BF16, AMX, Arm BF16): an ONNX Runtime fp32 engine, "
+             "exported once into %s (--backend torch for PyTorch)", cache_root() / "engines")
+    return "onnxruntime", None
 
 
 def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)
     or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
-    coreml; by default torch for a model directory and the engine's own target for an engine
-    directory. Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend;
+    coreml; by default the fastest faithful path for this machine (:func:`default_choice`). Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend;
     ``threads`` (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch)."""
     path = Path(path)
-    backend = backend or default_backend(path)
+    if backend is None:
+        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
+                                        options.get("threads"))
+        if dtype:
+            options = {**options, "dtype": dtype}
     if backend not in BACKENDS:
         raise VoxtralError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     _, tokenizer, voices = read_model_dir(path)
@@ -40,8 +70,9 @@ def backend_options(path: str | Path, backend: str | None, *, progress: bool, ca
     """The backend a command line asks for and its options: ``device`` (when given: each backend
     has its own default) and ``max_batch`` for every backend; ``threads`` for onnxruntime;
     ``dtype`` (fp32 | bf16 | fp16) and ``compile`` for torch — an engine's precision is fixed
-    when it is exported."""
-    backend = backend or default_backend(path)
+    when it is exported. No backend named: :func:`default_choice`."""
+    if backend is None:
+        backend, dtype = default_choice(path, device, dtype, compile, threads)
     options: dict = {"progress": progress, "max_batch": max_batch}
     if device:
         options["device"] = device

@@ -52,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that choose and configure the backend (voxtral-run and voxtral-serve)."""
     p.add_argument("--backend", choices=BACKENDS,
-                   help="default: torch for a model directory; for an engine directory the backend of its target "
-                        "(onnxruntime exports a model directory once to the engine cache)")
+                   help="default: for an engine directory the backend of its target; for a model directory the torch "
+                        "backend in bf16 on a CPU with native bf16 (AVX-512 BF16, AMX, Arm BF16) or on cuda, else "
+                        "onnxruntime (the model exported once to the engine cache)")
     p.add_argument("--device",
                    help="torch and onnxruntime: cpu (default) or cuda; onnxruntime also tensorrt (its TensorRT "
                         "execution provider); coreml: all (default), cpu, gpu or ane")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                   help="torch backend compute dtype (default fp32 on cpu, bf16 on cuda)")
+                   help="torch backend compute dtype (default bf16 on cuda and on CPUs with native bf16, else fp32; "
+                        "fp32 is the exact reference)")
     p.add_argument("--compile", action="store_true",
                    help="torch on cuda: fuse each transformer block with torch.compile inside the CUDA graphs "
                         "(about 1.4x faster per frame; a few seconds of compiling per new batch/length bucket)")

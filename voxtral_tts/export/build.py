@@ -1,6 +1,7 @@
 """``voxtral-export``: build an engine directory from a model directory, for one target.
 
-- ``onnx`` (:mod:`.onnx_engine`): ONNX graphs for ONNX Runtime, in fp32, fp16, int8 or int4;
+- ``onnx`` (:mod:`.onnx_engine`): ONNX graphs for ONNX Runtime, in fp32, fp16, int8, int4 or
+  int8-backbone (the backbone's matmuls int8, the flow head and codec float32);
 - ``tensorrt`` (:mod:`.tensorrt`): fp16/bf16 ONNX graphs and the TensorRT plans built from them;
 - ``coreml`` (:mod:`.coreml`): ML Program packages for macOS 15 / iOS 18.
 
@@ -17,7 +18,7 @@ from ..runtime.constants import DEFAULT_CAPACITY
 
 TARGETS = ("onnx", "tensorrt", "coreml")
 #: every precision some target accepts (the command line's choices); each builder checks its own
-ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "int8-backbone")
 
 
 def build_engine(model_dir: str | Path, engine_dir: str | Path, target: str = "onnx", precision: str | None = None,

@@ -12,12 +12,33 @@ import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import model_identity
+from ..checkpoint import CheckpointReader, model_identity
 from ..config import ModelConfig
 from ..engine import FORMAT_VERSION, Engine, cache_root, check_engine_matches, is_engine_dir, open_engine
 from ..errors import VoxtralError
 
 log = logging.getLogger(__name__)
+
+#: bytes an exported weight takes, by precision (float32 graphs: every bf16 weight doubles)
+BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "int8": 1.2, "int4": 0.7}
+
+
+def _engine_bytes(model_dir: Path, config: ModelConfig, precision: str) -> int:
+    """About what the engine of ``model_dir`` takes on disk: the checkpoint's parameters at the
+    precision's bytes (graphs and embedding tables together; an overestimate for the tables)."""
+    return int(CheckpointReader(model_dir, config).n_params * BYTES_PER_PARAM.get(precision, 4.0))
+
+
+def check_disk_space(directory: Path, needed: int) -> None:
+    """One clear line, before hours of export, when ``directory``'s file system lacks ``needed`` bytes."""
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise VoxtralError(f"exporting this model for onnxruntime needs about {needed / 1e9:.1f} GB in {directory}, "
+                           f"which has {free / 1e9:.1f} GB free; free space, point VOXTRAL_TTS_CACHE elsewhere, "
+                           "or run the torch backend (--backend torch)")
 
 
 def cached_engine(model_dir: str | Path, precision: str = "fp32", progress: bool = True) -> Engine:
@@ -33,6 +54,7 @@ def cached_engine(model_dir: str | Path, precision: str = "fp32", progress: bool
         check_engine_matches(engine, identity)
         log.info("using the cached engine %s", target)
         return engine
+    check_disk_space(target.parent, _engine_bytes(model_dir, config, precision))
     try:
         from .build import build_engine
     except ImportError as exc:

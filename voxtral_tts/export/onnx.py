@@ -25,7 +25,7 @@ import torch
 from ..checkpoint import CheckpointReader
 from ..errors import VoxtralError
 from .graphs import GraphDef
-from .quantize import BITS, drop_unused_initializers, matmuls_to_fp16, quantize_matmuls
+from .quantize import BITS, drop_unused_initializers, graph_precision, matmuls_to_fp16, quantize_matmuls
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,10 @@ def export_graph(gdef: GraphDef, model: torch.nn.Module, reader: CheckpointReade
     onnx_model = trace(gdef, model)
     attach_weights(onnx_model, reader, constants)
     optimize(onnx_model)
-    if gdef.name != "codec":  # the codec is small and stays float32
-        if precision == "fp16":
-            log.info("%s: %d matmuls in float16", gdef.name, matmuls_to_fp16(onnx_model, reader))
-        elif precision in BITS:
-            log.info("%s: %d matmuls quantised to %s", gdef.name, quantize_matmuls(onnx_model, reader, precision), precision)
+    precision = graph_precision(precision, gdef.name)
+    if precision == "fp16":
+        log.info("%s: %d matmuls in float16", gdef.name, matmuls_to_fp16(onnx_model, reader))
+    elif precision in BITS:
+        log.info("%s: %d matmuls quantised to %s", gdef.name, quantize_matmuls(onnx_model, reader, precision), precision)
     log.info("writing %s", path.name)
     return save(onnx_model, path, progress)

@@ -20,7 +20,7 @@ from .onnx import OPSET, export_graph
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
+PRECISIONS = ("fp32", "fp16", "int8", "int4", "int8-backbone")
 
 
 def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: str | None = None,

@@ -1,4 +1,4 @@
-"""Reduced precision for the exported matmuls: ``--precision fp16``, ``int8``, ``int4``.
+"""Reduced precision for the exported matmuls: ``--precision fp16``, ``int8``, ``int4``, ``int8-backbone``.
 
 ``fp16``: every weight matmul runs in float16 (weight stored as float16, input cast down, output
 cast back up); norms, softmax, RoPE, the Euler updates and the semantic logits stay float32.
@@ -10,6 +10,8 @@ each block stored as signed integers with one float32 scale (symmetric: ``w ≈ 
 zp = 2^(bits−1)), packed as ``MatMulNBits`` expects (uint8 [N, blocks, block_size·bits/8], two
 4-bit values per byte, low nibble first). ``accuracy_level=4`` lets the CPU kernels compute in
 int8 (activations quantised per block on the fly), which is where the speed comes from.
+
+``int8-backbone``: ``int8`` for the backbone's matmuls only (:func:`graph_precision`).
 
 Like the float export, the packed tensors are lazy: each is computed from the checkpoint when it
 is written, one at a time. Kept in float (the issue's rule and the spec's precision notes): the
@@ -24,10 +26,22 @@ import onnx_ir as ir
 from ..checkpoint import CheckpointReader
 
 BITS = {"int8": 8, "int4": 4}
+#: presets that treat the graphs differently: graph → its precision (graphs not named stay float32)
+PRESETS = {"int8-backbone": {"backbone": "int8"}}
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4  # int8 compute on CPU
 #: Weights whose matmul stays float32 in every precision: the semantic logits decide codes by argmax.
 KEEP_FLOAT = ("acoustic_transformer.semantic_codebook_output.weight",)
+
+
+def graph_precision(precision: str, graph: str) -> str:
+    """The precision ``graph`` is exported in under an engine ``precision``: the codec always in
+    float32; ``int8-backbone`` quantises the backbone only (the flow head — whose output is a
+    continuous latent rounded to 21 levels — and the codec stay float32, as vLLM-Omni and
+    Faster-Voxtral quantise the LM only)."""
+    if precision in PRESETS:
+        return PRESETS[precision].get(graph, "fp32")
+    return "fp32" if graph == "codec" else precision
 
 
 def drop_unused_initializers(graph: ir.Graph) -> None:
