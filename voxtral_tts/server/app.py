@@ -97,17 +97,40 @@ def error_response(exc: APIError) -> JSONResponse:
 
 # --- the model's worker ------------------------------------------------------------------------------
 
+#: what a job's queue holds once its client has gone away
+GONE = None
+
+
 @dataclass(eq=False)
 class Job:
-    """A request of this server: the scheduler's :class:`Request` and where its events go (the
-    request handler's event loop)."""
+    """A request of this server: the scheduler's :class:`Request`, where its events go (the request
+    handler's event loop), and a watch on the client's connection: when the client goes away
+    (ASGI ``http.disconnect``) the request is cancelled — it leaves the scheduler at its next step
+    — and the handler is woken with :data:`GONE`."""
 
     request: Request
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
+    watcher: asyncio.Task | None = None
 
     def put(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, event)
+
+    def watch(self, receive) -> None:
+        """Listen on the connection (``receive``: the request's ASGI receive, its body already read)."""
+        async def listen():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.request.cancel()  # a no-op once the request is done (the response completed)
+            self.out.put_nowait(GONE)
+
+        self.watcher = asyncio.create_task(listen())
+
+    def close(self) -> None:
+        """The response is over: stop generating (if still running) and watching."""
+        self.request.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 class Synthesizer:
@@ -311,26 +334,32 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         job = Job(tts.request(text, voice, max_frames=options.max_frames, seed=body.seed),
                   asyncio.get_running_loop())
         synth.submit(job)
-        first = await _next(job, request)  # errors before any audio still get a proper status
-        if isinstance(first, RequestFailed):
-            raise _as_api_error(first.error)
-
-        fmt = body.response_format
-        sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
-        if sse:
-            return StreamingResponse(_sse(job, request, first, fmt, speed), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        if body.stream_format == "audio":
-            return StreamingResponse(_chunks(job, request, first, fmt, speed), media_type=FORMATS[fmt])
-        pieces = []
-        event = first
-        while not isinstance(event, RequestDone):
-            if event is None:  # client gone
-                return Response(status_code=499)
-            if isinstance(event, RequestFailed):
-                raise _as_api_error(event.error)
-            pieces.append(event.audio)
-            event = await _next(job, request)
+        job.watch(request.receive)
+        streamed = False
+        try:
+            first = await _next(job)  # errors before any audio still get a proper status
+            if isinstance(first, RequestFailed):
+                raise _as_api_error(first.error)
+            fmt = body.response_format
+            sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
+            if sse or body.stream_format == "audio":
+                streamed = True  # the stream closes the job when it ends
+                if sse:
+                    return StreamingResponse(_sse(job, first, fmt, speed), media_type="text/event-stream",
+                                             headers={"Cache-Control": "no-cache"})
+                return StreamingResponse(_chunks(job, first, fmt, speed), media_type=FORMATS[fmt])
+            pieces = []
+            event = first
+            while not isinstance(event, RequestDone):
+                if event is GONE:
+                    return Response(status_code=499)
+                if isinstance(event, RequestFailed):
+                    raise _as_api_error(event.error)
+                pieces.append(event.audio)
+                event = await _next(job)
+        finally:
+            if not streamed:
+                job.close()
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         content = await asyncio.to_thread(encode_audio, audio, fmt, tts.sample_rate, speed)
         return Response(content, media_type=FORMATS[fmt])
@@ -345,42 +374,35 @@ def _as_api_error(exc: Exception) -> APIError:
     return APIError(500, "internal server error", "server_error")
 
 
-async def _next(job: Job, request: HTTPRequest) -> AudioChunk | RequestDone | RequestFailed | None:
-    """The job's next audio chunk or end (done or failed); None once the client has disconnected
-    (its generation is then cancelled)."""
+async def _next(job: Job) -> AudioChunk | RequestDone | RequestFailed | None:
+    """The job's next audio chunk or end (done or failed); :data:`GONE` once the client has gone away."""
     while True:
-        try:
-            event = await asyncio.wait_for(job.out.get(), timeout=0.25)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.request.cancel()
-                return None
-            continue
-        if isinstance(event, RequestFailed) and isinstance(event.error, Cancelled):
-            return None
+        event = await job.out.get()
+        if event is GONE or (isinstance(event, RequestFailed) and isinstance(event.error, Cancelled)):
+            return GONE
         if not isinstance(event, PartFinished):
             return event
 
 
-async def _stream(job: Job, request: HTTPRequest, first):
+async def _stream(job: Job, first):
     """``first`` and the events after it: each :class:`AudioChunk`, then the :class:`RequestDone`
     if the request completed (a failure is logged and ends the stream)."""
     event = first
     try:
         while isinstance(event, AudioChunk):
             yield event
-            event = await _next(job, request)
+            event = await _next(job)
         if isinstance(event, RequestFailed):
             log.error("generation failed mid-stream: %s", event.error)
         elif isinstance(event, RequestDone):
             yield event
     finally:
-        job.request.cancel()  # no-op when finished; stops generation when the client went away
+        job.close()
 
 
-async def _chunks(job: Job, request: HTTPRequest, first, fmt: str, speed: float):
+async def _chunks(job: Job, first, fmt: str, speed: float):
     encoder = StreamEncoder(fmt, speed=speed)
-    async for event in _stream(job, request, first):
+    async for event in _stream(job, first):
         if isinstance(event, AudioChunk) and (data := encoder.encode(event.audio)):
             yield data
     tail = encoder.finish()
@@ -388,13 +410,13 @@ async def _chunks(job: Job, request: HTTPRequest, first, fmt: str, speed: float)
         yield tail
 
 
-async def _sse(job: Job, request: HTTPRequest, first, fmt: str, speed: float):
+async def _sse(job: Job, first, fmt: str, speed: float):
     def event(payload: dict) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     encoder = StreamEncoder(fmt, speed=speed)
     usage = Usage()
-    async for item in _stream(job, request, first):
+    async for item in _stream(job, first):
         if isinstance(item, RequestDone):
             usage = item.usage
         elif data := encoder.encode(item.audio):
