@@ -46,8 +46,9 @@ def default_choice(path: str | Path, device: str | None = None, dtype: str | Non
 def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)
     or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
-    coreml; by default the fastest faithful path for this machine (:func:`default_choice`). Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend;
-    ``threads`` (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch)."""
+    coreml; by default the fastest faithful path for this machine (:func:`default_choice`).
+    Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend; ``threads``
+    (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch)."""
     path = Path(path)
     if backend is None:
         backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
