@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,10 +14,11 @@ from voxtral_tts.audio import read_wav
 pytest.importorskip("torch")
 
 
-def voxtral_run(*args, stdin: str | None = None):
+def voxtral_run(*args, stdin: str | None = None, env: dict | None = None):
     exe = shutil.which("voxtral-run")
     cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.cli"]
-    return subprocess.run(cmd + [str(a) for a in args], input=stdin, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd + [str(a) for a in args], input=stdin, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
@@ -61,6 +63,8 @@ def test_list_voices(tiny_model_dir):
         (["-t", "Hi.", "--backend", "torch", "--threads", "2"], "applies to the onnxruntime backend"),
         (["-t", "Hi.", "--dtype", "bf16", "--backend", "onnxruntime"], "applies to the torch backend"),
         (["-t", "Hi.", "--backend", "torch", "--device", "tpu"], "unknown device 'tpu'|runs on cpu or cuda"),
+        (["-t", "Hi.", "-o", "nowhere/dir/a.wav"], r"nowhere/dir is not a writable directory"),
+        (["-t", "Hi.", "--seed", "-1"], r"--seed must be between 0 and 2\^63 - 1, got -1"),
     ],
 )
 def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):
@@ -85,3 +89,38 @@ def test_model_dir_errors_are_one_line(reference_model_dir, tmp_path):
     proc = voxtral_run(broken, "-t", "Hi.", "-o", tmp_path / "x.wav")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "truncated" in proc.stderr.strip().splitlines()[-1]
+
+
+def _one_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_engine_file_errors_name_the_file(tiny_engine_dir, tmp_path):
+    """A truncated graph weights file or embedding table, or an engine without its manifest: one
+    line that names what is wrong (not a traceback, not "consolidated.safetensors: not found")."""
+    for rel in ("backbone.onnx.data", "embeddings/tokens.npy"):
+        broken = shutil.copytree(tiny_engine_dir, tmp_path / rel.replace("/", "_"))
+        data = (broken / rel).read_bytes()
+        (broken / rel).write_bytes(data[: len(data) // 2])
+        line = _one_line(voxtral_run(broken, "-t", "Hi.", "-o", tmp_path / "x.wav", "--max-frames", "2", "-q"))
+        assert str(broken / rel) in line and "export the engine again" in line, line
+    partial = shutil.copytree(tiny_engine_dir, tmp_path / "partial")
+    (partial / "manifest.json").unlink()
+    line = _one_line(voxtral_run(partial, "-t", "Hi.", "-o", tmp_path / "x.wav", "-q"))
+    assert "has an engine's files but no manifest.json" in line
+
+
+def test_unwritable_places_are_one_line(tiny_model_dir, tmp_path):
+    """An engine directory or an engine cache that cannot be created (here: below a file)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    exe = shutil.which("voxtral-export")
+    cmd = [exe] if exe else [sys.executable, "-m", "voxtral_tts.export.cli"]
+    proc = subprocess.run(cmd + [str(tiny_model_dir), "-o", str(blocker / "sub"), "-q"], capture_output=True,
+                          text=True, timeout=120)
+    assert "cannot create the engine directory" in _one_line(proc)
+    proc = voxtral_run(tiny_model_dir, "--backend", "onnxruntime", "-t", "Hi.", "-o", tmp_path / "x.wav", "-q",
+                       env={"VOXTRAL_TTS_CACHE": str(blocker / "cache")})
+    assert "cannot create the engine cache" in _one_line(proc)

@@ -89,3 +89,41 @@ def test_runtime_import_is_torch_free():
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_frame_budget_follows_the_text_and_names_its_limit():
+    from voxtral_tts.runtime.decoding import NoiseSource, frame_budget
+
+    seeded, rows = NoiseSource(36, seed=0), NoiseSource(36, noise=np.zeros((30, 36), np.float32))
+    assert frame_budget(4096, 300, None, seeded, text_chars=3) == (62, "text length")  # 50 + 4 × 3
+    assert frame_budget(4096, 300, None, seeded, text_chars=1000) == (2048, "max_frames")
+    assert frame_budget(400, 300, None, seeded, text_chars=100) == (101, "KV capacity")
+    assert frame_budget(4096, 300, None, rows, text_chars=100) == (30, "noise rows")
+    assert frame_budget(4096, 300, 500, seeded, text_chars=3) == (500, "max_frames")  # an explicit cap wins
+
+
+def test_a_part_that_never_ends_stops_at_its_text_budget(tts, caplog):
+    """The tiny random model never says END_AUDIO: without max_frames, "Hi." stops at 50 + 4 × 3
+    frames (not 2048), reported as cut, with the limit named."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="voxtral_tts.runtime.tts"):
+        r = tts.generate("Hi.", seed=0)
+    assert r.n_frames == 62 and not r.finished
+    assert "part 1 of 1 stopped at its frame budget (62 frames, the text length limit)" in caplog.text
+
+
+def test_every_part_is_checked_against_the_cache_before_generating(tts):
+    """A later part that cannot fit is an error before any audio (not a failure mid-stream)."""
+    text = "Short one. " + "x" * 395  # two parts (400 characters at most): the second needs 395+ positions
+    with pytest.raises(CapacityError, match="part 2 of 2: the prompt has .* tokens but the KV cache holds 256"):
+        tts.request(text)
+    frames = []
+
+    def cancelled():
+        frames.append(1)
+        return False
+
+    with pytest.raises(CapacityError):
+        list(tts.stream(text, cancelled=cancelled))
+    assert frames == []  # nothing was stepped

@@ -504,3 +504,66 @@ def test_oversized_streamed_body_is_413(live):
                           headers={"content-type": "application/json"})
     assert "content-length" not in response.request.headers
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_finish_reason_is_reported(live):
+    """The tiny model never says END_AUDIO, so every part stops at the server's frame cap: whole
+    files say so in a header, SSE in its done event."""
+    body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}
+    response = httpx.post(live.url + "/v1/audio/speech", json=body, timeout=60)
+    assert response.status_code == 200 and response.headers["x-finish-reason"] == "length"
+    with httpx.stream("POST", live.url + "/v1/audio/speech", json={**body, "stream_format": "sse"},
+                      timeout=60) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["finish_reason"] == "length"
+
+
+def test_a_part_that_cannot_fit_is_a_400_before_any_audio(tiny_engine_dir):
+    """Every part is checked against the KV cache up front: a later part too long for a small
+    cache is a 400 for whole files and streams alike, not a stream cut short."""
+    app = create_app(lambda: voxtral_tts.load(tiny_engine_dir, capacity=600), ServerOptions(max_frames=FRAMES))
+    server = Live(app)
+    try:
+        server.wait_ready()
+        text = "Hello there, friend. " * 19 + "😀" * 400  # the emoji part: far more tokens than 600 positions
+        for extra in ({}, {"stream_format": "sse"}, {"stream_format": "audio"}):
+            response = httpx.post(server.url + "/v1/audio/speech", timeout=60,
+                                  json={"model": "m", "input": text, "voice": "alloy", **extra})
+            assert response.status_code == 400, extra
+            assert "part 2 of 2" in response.json()["error"]["message"] and "KV cache holds 600" in response.text
+    finally:
+        server.close()
+
+
+def test_a_failure_after_streaming_began_is_visible(tiny_engine_dir):
+    """The backend fails after the first chunk went out: SSE ends with an error event in OpenAI's
+    shape and no done event; a chunked audio stream is cut off, so the client sees an incomplete
+    transfer rather than a clean end."""
+    class FailsAtStep8(Forwarding):
+        steps = 0
+
+        def _step(self, embeds, positions, slots):
+            FailsAtStep8.steps += 1
+            if FailsAtStep8.steps % 8 == 0:
+                raise RuntimeError("device lost: secret detail")
+            return self.inner.step(embeds, positions, slots)
+
+    app = create_app(lambda: wrapped(voxtral_tts.load(tiny_engine_dir), FailsAtStep8), ServerOptions(max_frames=20))
+    server = Live(app)
+    try:
+        server.wait_ready()
+        body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}
+        with httpx.stream("POST", server.url + "/v1/audio/speech", json={**body, "stream_format": "sse"},
+                          timeout=60) as response:
+            events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+        assert events[0]["type"] == "speech.audio.delta"
+        assert events[-1] == {"type": "error", "error": {"message": "internal server error", "type": "server_error",
+                                                          "param": None, "code": None}}
+        assert not any(e["type"] == "speech.audio.done" for e in events)
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("POST", server.url + "/v1/audio/speech", json={**body, "stream_format": "audio"},
+                              timeout=60) as response:
+                for _ in response.iter_bytes():
+                    pass
+    finally:
+        server.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         raise VoxtralError(NO_ENCODER)
     if args.output.suffix.lower() != ".wav":
         raise VoxtralError(f"{args.output}: voxtral-run writes WAV files (name the output *.wav)")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise VoxtralError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
+    folder = args.output.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):  # before minutes of generation, not after
+        raise VoxtralError(f"{args.output}: cannot write there ({folder} is not a writable directory)")
     _, tokenizer, voices = read_model_dir(args.model)
     if args.list_voices:
         aliases = {v: k for k, v in OPENAI_ALIASES.items()}
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
     write_wav(args.output, result.audio, result.sample_rate)
     seed = f", seed {result.seed}" if result.seed is not None else ""
-    stop = "" if result.finished else " (frame cap reached)"
+    stop = "" if result.finished else " (cut at a frame budget: see the warning above)"
     log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, result.n_frames,
              result.duration, result.voice, seed, stop)
     return 0

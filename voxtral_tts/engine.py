@@ -49,6 +49,16 @@ def is_engine_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def check_not_partial_engine(path: str | Path) -> None:
+    """A directory with an engine's files but no manifest (an interrupted export) is one clear error,
+    not taken for a model directory."""
+    path = Path(path)
+    if not is_engine_dir(path) and ((path / "backbone.onnx").exists() or (path / EMBEDDINGS_DIR).is_dir()
+                                    or (path / "backbone.mlpackage").exists()):
+        raise EngineError(f"{path}: has an engine's files but no {MANIFEST} (an interrupted export?); "
+                          "run voxtral-export again")
+
+
 @dataclass(frozen=True)
 class Engine:
     """A checked engine directory."""

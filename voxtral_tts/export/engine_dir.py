@@ -117,7 +117,10 @@ def start_engine_dir(model_dir: str | Path, engine_dir: str | Path, what: str) -
         if not (out / MANIFEST).exists():
             raise VoxtralError(f"{out}: exists and is not an engine directory; choose an empty or new directory")
         (out / MANIFEST).unlink()  # rebuilt below; the directory is incomplete until it is rewritten
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VoxtralError(f"{out}: cannot create the engine directory ({exc.strerror or exc})") from None
     log.info("exporting %s (%.2f B parameters) to %s in %s", model_dir, reader.n_params / 1e9, what, out)
     shutil.copyfile(model_dir / "params.json", out / "params.json")
     shutil.copyfile(tokenizer.path, out / "tekken.json")

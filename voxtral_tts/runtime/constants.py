@@ -8,6 +8,12 @@ MAX_BATCH = 64
 DEFAULT_CAPACITY = 4096
 #: Generated-frame cap per text part when none is given (the reference deploy config's max_tokens).
 DEFAULT_MAX_FRAMES = 2048
+#: Without an explicit cap a part may also run to FRAME_FLOOR + FRAMES_PER_CHARACTER × its length in
+#: characters (code points, not bytes): published measurements of this model are 0.76–1.17 frames
+#: per character across voices, so this is 3.4× the slowest speech plus 4 s — a model that never
+#: emits END_AUDIO stops there instead of holding a decoding slot for 164 s of audio.
+FRAMES_PER_CHARACTER = 4
+FRAME_FLOOR = 50
 #: Codec calls: new frames per chunk and frames of left context (≥ the codec's ~21-frame receptive
 #: field, spec §7.7), so that chunked audio equals a one-shot codec call.
 CODEC_CHUNK_FRAMES = 50

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import END_AUDIO
 from ..errors import CapacityError, VoxtralError
 from .backend import Backend
-from .constants import DEFAULT_MAX_FRAMES
+from .constants import DEFAULT_MAX_FRAMES, FRAME_FLOOR, FRAMES_PER_CHARACTER
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class NoiseSource:
                 raise VoxtralError(f"noise must be float32 [frames, {width}], got shape {list(noise.shape)}")
             self._rows, self._rng = noise, None
         else:
+            if seed is not None and not 0 <= int(seed) < 2**63:
+                raise VoxtralError(f"seed must be between 0 and 2^63 - 1, got {seed}")
             self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
             self._rows, self._rng = None, np.random.default_rng(self.seed)
         self._next = 0
@@ -66,9 +68,15 @@ class NoiseSource:
         return row
 
 
-def frame_budget(capacity: int, prompt_len: int, max_frames: int | None, noise: NoiseSource) -> int:
-    """How many frames an utterance may generate: the request's cap (default
-    ``DEFAULT_MAX_FRAMES``), bounded by the noise rows and the KV cache."""
+#: what bounded an utterance's frame budget
+LIMIT_MAX_FRAMES, LIMIT_TEXT, LIMIT_CAPACITY, LIMIT_NOISE = "max_frames", "text length", "KV capacity", "noise rows"
+
+
+def frame_budget(capacity: int, prompt_len: int, max_frames: int | None, noise: NoiseSource,
+                 text_chars: int | None = None) -> tuple[int, str]:
+    """How many frames an utterance may generate, and which limit that is: the request's cap, or
+    without one ``DEFAULT_MAX_FRAMES`` and the budget of its text's length (``FRAME_FLOOR +
+    FRAMES_PER_CHARACTER × text_chars``); bounded by the noise rows and the KV cache."""
     room = capacity - prompt_len + 1  # frame n is computed from position P−1+n
     if room < 1:
         raise CapacityError(
@@ -76,10 +84,12 @@ def frame_budget(capacity: int, prompt_len: int, max_frames: int | None, noise: 
             "shorten the text or raise the capacity"
         )
     if max_frames is None:
-        budget = min(DEFAULT_MAX_FRAMES, room)
+        limits = [(DEFAULT_MAX_FRAMES, LIMIT_MAX_FRAMES), (room, LIMIT_CAPACITY)]
+        if text_chars is not None:
+            limits.append((FRAME_FLOOR + FRAMES_PER_CHARACTER * text_chars, LIMIT_TEXT))
         if noise.limit is not None:
-            budget = min(budget, noise.limit)
-        return budget
+            limits.append((noise.limit, LIMIT_NOISE))
+        return min(limits)
     if max_frames < 1:
         raise VoxtralError(f"max_frames must be at least 1, got {max_frames}")
     if max_frames > room:
@@ -89,7 +99,7 @@ def frame_budget(capacity: int, prompt_len: int, max_frames: int | None, noise: 
         )
     if noise.limit is not None and noise.limit < max_frames:
         raise VoxtralError(f"noise has {noise.limit} rows but max_frames is {max_frames}")
-    return max_frames
+    return max_frames, LIMIT_MAX_FRAMES
 
 
 @dataclass(eq=False)
@@ -99,6 +109,7 @@ class Utterance:
     embeds: np.ndarray
     noise: NoiseSource
     budget: int
+    limit: str = LIMIT_MAX_FRAMES  # what set the budget (reported when it ends the utterance)
     slot: int = -1
     frames: int = 0
     hidden: np.ndarray | None = None
@@ -162,7 +173,7 @@ class FrameLoop:
             utterance.frames += 1
             events.append((utterance, frame))
             if utterance.frames >= utterance.budget:
-                log.info("frame cap reached (%d frames): audio truncated", utterance.budget)
+                log.info("frame cap reached: %d frames, the %s limit", utterance.budget, utterance.limit)
                 utterance.finish_reason = FINISHED_LENGTH
                 self.leave(utterance)
             else:

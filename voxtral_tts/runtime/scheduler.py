@@ -91,7 +91,8 @@ class PartFinished:
     text: str
     prompt_ids: np.ndarray  # int64 [P]
     codes: np.ndarray  # int64 [T, 37], +2 offset
-    finish_reason: str  # "end" (END_AUDIO) or "length" (the frame cap)
+    finish_reason: str  # "end" (END_AUDIO) or "length" (the frame budget)
+    limit: str  # what set the frame budget: max_frames, text length, KV capacity or noise rows
 
 
 @dataclass(frozen=True)
@@ -196,8 +197,9 @@ class Scheduler:
             index = request._next_part
             try:
                 ids, embeds = self._prompt(request.parts[index], request.voice)
-                budget = frame_budget(self.backend.capacity, len(ids), request.max_frames, request.noise)
-                utterance = Utterance(embeds, request.noise, budget)
+                budget, limit = frame_budget(self.backend.capacity, len(ids), request.max_frames, request.noise,
+                                             len(request.parts[index]))
+                utterance = Utterance(embeds, request.noise, budget, limit)
                 self._loop.join(utterance)
             except Exception as exc:  # this request only
                 events.append(RequestFailed(request, exc))
@@ -246,7 +248,7 @@ class Scheduler:
         codes_array = np.stack(part.frames) if part.frames else \
             np.zeros((0, self.backend.config.audio.num_codebooks), np.int64)
         events.append(PartFinished(request, part.index, request.parts[part.index], part.prompt_ids, codes_array,
-                                   part.utterance.finish_reason))
+                                   part.utterance.finish_reason, part.utterance.limit))
         if request._next_part < len(request.parts):
             self._next.append(request)
         else:

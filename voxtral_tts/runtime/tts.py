@@ -16,13 +16,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..config import ModelConfig
+from ..engine import check_not_partial_engine
 from ..errors import VoxtralError
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
-from ..tokenizer import Tekken
+from ..tokenizer import PROMPT_OVERHEAD, Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
 from .backend import Backend
 from .codec import codec_audio
-from .decoding import FINISHED_END, NoiseSource
+from .decoding import FINISHED_END, NoiseSource, frame_budget
 from .scheduler import AudioChunk, Event, PartFinished, Request, RequestFailed, Scheduler
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,16 @@ class TTS:
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))
         source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise)
-        return Request(text, tuple(parts), self.voice_bank.get(voice), source, max_frames, streaming)
+        chosen = self.voice_bank.get(voice)
+        for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
+            prompt_len = len(self.tokenizer.encode(part)) + chosen.n_audio_tokens + PROMPT_OVERHEAD
+            try:
+                frame_budget(self.backend.capacity, prompt_len, max_frames, source, len(part))
+            except VoxtralError as exc:
+                if len(parts) == 1:
+                    raise
+                raise type(exc)(f"part {i + 1} of {len(parts)}: {exc}") from None
+        return Request(text, tuple(parts), chosen, source, max_frames, streaming)
 
     def events(self, request: Request, cancelled: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Run ``request`` through the scheduler and yield its typed events."""
@@ -138,6 +148,12 @@ class TTS:
             elif isinstance(event, PartFinished):
                 if event.codes.shape[0] == 0:
                     log.warning("END_AUDIO at the first frame: no audio for %r", event.text[:60])
+                if event.finish_reason != FINISHED_END:
+                    log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit) before "
+                                "END_AUDIO: its audio is cut%s", event.part + 1, len(request.parts),
+                                len(event.codes), event.limit,
+                                "; raise --max-frames / max_frames to allow more" if event.limit != "KV capacity"
+                                else "; raise --capacity to allow more")
                 parts.append(SynthesisResult(
                     text=event.text, voice=request.voice.name, prompt_ids=event.prompt_ids, codes=event.codes,
                     audio=audio.pop(event.part, np.zeros(0, np.float32)), sample_rate=self.sample_rate,
@@ -171,6 +187,7 @@ def read_model_dir(path: str | Path) -> tuple[ModelConfig, Tekken, VoiceBank]:
     path = Path(path)
     if not path.is_dir():
         raise VoxtralError(f"{path}: not a directory (expected a model or engine directory)")
+    check_not_partial_engine(path)
     config = ModelConfig.from_file(path)
     tokenizer = Tekken.from_file(path)
     tokenizer.check_config(config.audio)

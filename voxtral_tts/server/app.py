@@ -99,6 +99,9 @@ def error_response(exc: APIError) -> JSONResponse:
 
 #: what a job's queue holds once its client has gone away
 GONE = None
+#: response header of a whole file: "end" (every part ended with END_AUDIO) or "length" (a part
+#: stopped at its frame budget and its audio is cut)
+FINISH_REASON = "X-Finish-Reason"
 
 
 @dataclass(eq=False)
@@ -112,6 +115,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     watcher: asyncio.Task | None = None
+    finish_reason: str = "end"  # "length" once a part stopped at its frame budget before END_AUDIO
 
     def put(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, event)
@@ -191,6 +195,9 @@ class Synthesizer:
                 pass
             for event in scheduler.step():
                 job = self._jobs[event.request]
+                if isinstance(event, PartFinished) and event.finish_reason != "end":
+                    log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit): its audio is cut",
+                                event.part + 1, len(event.request.parts), len(event.codes), event.limit)
                 job.put(event)
                 if isinstance(event, (RequestDone, RequestFailed)):
                     del self._jobs[event.request]
@@ -331,8 +338,11 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except ValueError:
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
 
-        job = Job(tts.request(text, voice, max_frames=options.max_frames, seed=body.seed),
-                  asyncio.get_running_loop())
+        try:  # every part checked against the KV cache before anything is generated
+            speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed)
+        except VoxtralError as exc:
+            raise APIError(400, f"input: {exc}", param="input") from None
+        job = Job(speech_request, asyncio.get_running_loop())
         synth.submit(job)
         job.watch(request.receive)
         streamed = False
@@ -362,7 +372,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                 job.close()
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         content = await asyncio.to_thread(encode_audio, audio, fmt, tts.sample_rate, speed)
-        return Response(content, media_type=FORMATS[fmt])
+        return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.finish_reason})
 
     return app
 
@@ -382,19 +392,26 @@ async def _next(job: Job) -> AudioChunk | RequestDone | RequestFailed | None:
             return GONE
         if not isinstance(event, PartFinished):
             return event
+        if event.finish_reason != "end":
+            job.finish_reason = event.finish_reason
+
+
+class StreamAborted(Exception):
+    """Raised inside a chunked audio stream after a failure: the server then closes the connection
+    without the final chunk, so the client sees an incomplete transfer instead of a clean end."""
 
 
 async def _stream(job: Job, first):
     """``first`` and the events after it: each :class:`AudioChunk`, then the :class:`RequestDone`
-    if the request completed (a failure is logged and ends the stream)."""
+    or :class:`RequestFailed` that ends the request (nothing when the client went away)."""
     event = first
     try:
         while isinstance(event, AudioChunk):
             yield event
             event = await _next(job)
         if isinstance(event, RequestFailed):
-            log.error("generation failed mid-stream: %s", event.error)
-        elif isinstance(event, RequestDone):
+            log.error("generation failed after streaming began: %s: %s", type(event.error).__name__, event.error)
+        if event is not GONE:
             yield event
     finally:
         job.close()
@@ -403,6 +420,8 @@ async def _stream(job: Job, first):
 async def _chunks(job: Job, first, fmt: str, speed: float):
     encoder = StreamEncoder(fmt, speed=speed)
     async for event in _stream(job, first):
+        if isinstance(event, RequestFailed):
+            raise StreamAborted("the request failed after its audio began streaming")
         if isinstance(event, AudioChunk) and (data := encoder.encode(event.audio)):
             yield data
     tail = encoder.finish()
@@ -417,6 +436,10 @@ async def _sse(job: Job, first, fmt: str, speed: float):
     encoder = StreamEncoder(fmt, speed=speed)
     usage = Usage()
     async for item in _stream(job, first):
+        if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
+            error = _as_api_error(item.error)
+            yield event({"type": "error", **error_body(error.message, error.type, error.param, error.code)})
+            return
         if isinstance(item, RequestDone):
             usage = item.usage
         elif data := encoder.encode(item.audio):
@@ -425,5 +448,5 @@ async def _sse(job: Job, first, fmt: str, speed: float):
     if tail:
         yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
     tokens, frames = usage.text_tokens, usage.frames
-    yield event({"type": "speech.audio.done",
+    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason,
                  "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...engine import Engine
+from ...errors import EngineError
 from ...tensors import bf16_to_float32
 
 
@@ -18,14 +19,23 @@ def code_embedding(codebooks: np.ndarray, offsets: np.ndarray, codes: np.ndarray
     return codebooks[offsets + np.asarray(codes, dtype=np.int64)].sum(axis=-2, dtype=np.float32)
 
 
+def _load(path, mmap_mode=None) -> np.ndarray:
+    """An engine's ``.npy`` table; a truncated or corrupt file is one error naming it."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (OSError, ValueError, EOFError) as exc:
+        raise EngineError(f"{path}: cannot read this embedding table (truncated or corrupt? export the engine "
+                          f"again): {exc}") from None
+
+
 class HostEmbeddings:
     """The text table (rows read on demand; float32 or BF16 bits) and the codebook table (float32)."""
 
     def __init__(self, engine: Engine):
         tokens, dtype = engine.embedding("tokens")
         codebooks, codebooks_dtype = engine.embedding("codebooks")
-        table = np.load(codebooks)
-        self._set(np.load(tokens, mmap_mode="r"), dtype == "bf16",
+        table = _load(codebooks)
+        self._set(_load(tokens, mmap_mode="r"), dtype == "bf16",
                   bf16_to_float32(table) if codebooks_dtype == "bf16" else table.astype(np.float32),
                   engine.config.audio.codebook_offsets)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ...engine import Engine, is_engine_dir, open_engine
-from ...errors import VoxtralError
+from ...errors import EngineError, VoxtralError
 from ..backend import Backend
 from .host_embeddings import HostEmbeddings
 from .kv_layout import KVLayout
@@ -264,7 +264,14 @@ class OnnxBackend(Backend):
         self._sessions = {}
         for name in ("backbone", "flow_frame", "codec"):
             log.info("loading %s", engine.graph_path(name).name)
-            session = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+            try:
+                session = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+            except Exception as exc:  # onnxruntime's own errors: a truncated graph or weights file
+                log.info("onnxruntime cannot load %s: %s", engine.graph_path(name), exc)
+                files = [engine.graph_path(name)] + [engine.path / f for f in engine.manifest["graphs"][name].get(
+                    "data_files", [])]
+                raise EngineError(f"{' / '.join(map(str, files))}: onnxruntime cannot load this graph and its "
+                                  "weights (truncated or corrupt? export the engine again)") from None
             if session.get_providers()[0] != self.providers[0]:  # ORT falls back to the CPU silently
                 raise VoxtralError(f"onnxruntime could not start its {self.providers[0]} (no usable GPU, or its "
                                    "CUDA/cuDNN libraries are missing); see onnxruntime-gpu's requirements")
