@@ -12,7 +12,8 @@ import voxtral_tts  # noqa: E402
 from voxtral_tts.config import END_AUDIO  # noqa: E402
 from voxtral_tts.errors import CapacityError  # noqa: E402
 from voxtral_tts.runtime.backend import Forwarding  # noqa: E402
-from voxtral_tts.runtime.scheduler import (AudioChunk, Cancelled, PartFinished, RequestDone,  # noqa: E402
+from voxtral_tts.runtime.decoding import NoiseSource  # noqa: E402
+from voxtral_tts.runtime.scheduler import (AudioChunk, Cancelled, PartFinished, Request, RequestDone,  # noqa: E402
                                            RequestFailed, Scheduler, Usage)
 
 TEXTS = [("Hello there.", 1, 12), ("A second request, somewhat longer than the first!", 2, 7),
@@ -56,7 +57,10 @@ def test_a_failure_is_confined_to_its_request(tts):
     """A prompt that does not fit the cache fails its own request (CapacityError) at admission;
     a codec failure fails only the request whose chunk it was; the others complete."""
     small = voxtral_tts.load(tts.backend.engine.path, max_batch=2, capacity=40)
-    too_long = small.request("word " * 40, seed=0, max_frames=4)
+    with pytest.raises(CapacityError):  # TTS.request refuses it up front…
+        small.request("word " * 40, seed=0, max_frames=4)
+    text = "word " * 40  # …and the scheduler, handed it anyway, fails that request alone at admission
+    too_long = Request(text, (text,), small.voice_bank.get(None), NoiseSource(36, seed=0), max_frames=4)
     fine = small.request("Fine.", seed=1, max_frames=4)
     events = run_all(small.scheduler, [too_long, fine])
     failed = [e for e in events if isinstance(e, RequestFailed)]

@@ -326,7 +326,7 @@ def test_overloaded_is_503(slow):
         chunks = first.iter_bytes()
         received = len(next(chunks))  # the first request is generating (held at frame 6)
         second = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
-        assert second.status_code == 503
+        assert second.status_code == 503 and second.headers["retry-after"] == "1"
         assert second.json()["error"]["code"] == "overloaded"
         holder["model"].released.set()
         received += len(b"".join(chunks))
@@ -567,3 +567,75 @@ def test_a_failure_after_streaming_began_is_visible(tiny_engine_dir):
                     pass
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("content, headers, fragment, param", [
+    ('{"model": "m", "input": "hi", "voice": "\\ud800"}', {}, "unknown voice '\\ud800'", "voice"),
+    (json.dumps({"model": "m", "input": "hi", "voice": "v" * 5000}), {}, "…'; GET /v1/audio/voices", "voice"),
+    (json.dumps({"model": "m", "input": "hi", "speed": True}), {}, "speed: Input should be a valid number", "speed"),
+    (json.dumps({"model": "m", "input": "hi", "seed": "1"}), {}, "seed: Input should be a valid integer", "seed"),
+    (json.dumps({"model": "m", "input": "hi", "seed": True}), {}, "seed: Input should be a valid integer", "seed"),
+    (json.dumps({"model": "m", "input": "hi", "stream": "yes"}), {}, "stream: Input should be a valid boolean", "stream"),
+    ('{"model": "m", "input": ', {}, "the request body is not valid JSON", None),
+    (json.dumps({"model": "m", "input": "hi"}), {"content-type": "text/plain"}, "must be a JSON object", None),
+])
+def test_bad_bodies_are_400_in_words(live, content, headers, fragment, param):
+    """Unencodable or oversized fields, lax types, malformed JSON, a missing content type: 400 with
+    a message a curl user understands, echoing at most a short, safe prefix of the input."""
+    response = httpx.post(live.url + "/v1/audio/speech", content=content, timeout=60,
+                          headers={"content-type": "application/json", **headers})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["param"] == param and len(error["message"]) < 300
+
+
+def test_405_says_what_is_allowed(live):
+    response = httpx.get(live.url + "/v1/audio/speech")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_model_that_fails_to_load_fails_liveness_without_leaking(tmp_path, caplog):
+    """/health and /ready both 503 (an orchestrator restarts the process); the body says where to
+    look, the log has the detail (paths, library text)."""
+    import logging
+
+    def load():
+        raise RuntimeError(f"{tmp_path}/secret/backbone.onnx: onnxruntime says no")
+
+    server = Live(create_app(load))
+    try:
+        with caplog.at_level(logging.ERROR, logger="voxtral_tts.server.app"):
+            wait_until(lambda: httpx.get(server.url + "/ready").json()["error"]["code"] == "model_unavailable")
+        for path in ("/health", "/ready"):
+            response = httpx.get(server.url + path)
+            assert response.status_code == 503 and str(tmp_path) not in response.text
+            assert response.json()["error"]["message"] == "the model failed to load; see the server log"
+        assert f"{tmp_path}/secret/backbone.onnx" in caplog.text
+    finally:
+        server.close()
+
+
+def test_an_unreadable_voice_file_is_a_server_error(tiny_engine_dir, tmp_path, caplog):
+    """A truncated preset file is the operator's fault: logged at ERROR when the model loads and
+    answered with a 500 that names the voice, not a 400 blaming the client."""
+    import logging
+    import shutil
+
+    engine = shutil.copytree(tiny_engine_dir, tmp_path / "engine")
+    voice_file = engine / "voice_embedding" / "neutral_female.safetensors"
+    voice_file.write_bytes(voice_file.read_bytes()[:50])
+    with caplog.at_level(logging.ERROR, logger="voxtral_tts.server.app"):
+        server = Live(create_app(lambda: voxtral_tts.load(engine), ServerOptions(max_frames=FRAMES)))
+        try:
+            server.wait_ready()
+            response = httpx.post(server.url + "/v1/audio/speech", timeout=60,
+                                  json={"model": "m", "input": "Hi.", "voice": "alloy"})
+            assert response.status_code == 500 and response.json()["error"]["code"] == "voice_unavailable"
+            assert str(engine) not in response.text
+            ok = httpx.post(server.url + "/v1/audio/speech", timeout=60,
+                            json={"model": "m", "input": "Hi.", "voice": "echo", "response_format": "pcm"})
+            assert ok.status_code == 200
+        finally:
+            server.close()
+    assert "voice neutral_female cannot be read" in caplog.text

@@ -28,10 +28,10 @@ from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import VoxtralError
+from ..errors import VoiceError, VoxtralError
 from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Request, RequestDone, RequestFailed,
                                  Usage)
 from ..runtime.tts import TTS
@@ -70,11 +70,11 @@ class SpeechRequest(BaseModel):
     input: str
     voice: Union[str, VoiceRef] = "alloy"
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = 1.0
+    speed: float = Field(default=1.0, strict=True)  # strict: no true / "1" coerced (OpenAI types it a number)
     instructions: str | None = None  # accepted; this checkpoint has no instruction conditioning
     stream_format: Literal["audio", "sse"] | None = None
-    stream: bool | None = None
-    seed: int | None = Field(default=None, ge=0)
+    stream: StrictBool | None = None
+    seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
     ref_audio: Any = None
     ref_text: Any = None
     reference_audio: Any = None
@@ -82,9 +82,17 @@ class SpeechRequest(BaseModel):
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
+
+
+def quoted(value: object, limit: int = 40) -> str:
+    """A short, encodable rendering of client input for an error message (never the whole of it:
+    a lone surrogate or a megabyte of text must not break or bloat the response)."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "'" + (text if len(text) <= limit else text[:limit] + "…") + "'"
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
@@ -92,7 +100,9 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+    message = exc.message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse(error_body(message, exc.type, exc.param, exc.code), status_code=exc.status,
+                        headers=exc.headers)
 
 
 # --- the model's worker ------------------------------------------------------------------------------
@@ -169,7 +179,7 @@ class Synthesizer:
         with self._lock:
             if self._pending >= self.options.max_queue + in_flight:
                 raise APIError(503, f"the server is busy ({self._pending} requests in progress or queued); retry later",
-                               "server_error", code="overloaded")
+                               "server_error", code="overloaded", headers={"Retry-After": "1"})
             self._pending += 1
         self._submitted.put(job)
 
@@ -177,6 +187,11 @@ class Synthesizer:
         try:
             self.tts = self._load()
             log.info("model ready: %d voices, %d decoding slots", len(self.tts.voices), self.tts.backend.max_batch)
+            for name in self.tts.voices:  # a preset file the server cannot read is its operator's to fix
+                try:
+                    self.tts.voice_bank.get(name)
+                except VoxtralError as exc:
+                    log.error("voice %s cannot be read (requests for it will fail with 500): %s", name, exc)
         except Exception as exc:  # reported by /ready and every request
             self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, VoxtralError) else str(exc)
             log.error("model failed to load: %s", self.load_error)
@@ -276,14 +291,19 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # loc is ("body", <character offset>)
+            return error_response(APIError(400, "the request body is not valid JSON"))
         loc = [str(p) for p in first.get("loc", []) if p != "body"]
+        if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
+            return error_response(APIError(400, "the request body must be a JSON object, sent with "
+                                                "Content-Type: application/json"))
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
         return error_response(APIError(400, message, param=loc[0] if loc else None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(APIError(exc.status_code, str(exc.detail), type_))
+        return error_response(APIError(exc.status_code, str(exc.detail), type_, headers=exc.headers))
 
     @app.exception_handler(Exception)
     async def _internal(request, exc: Exception):
@@ -291,14 +311,20 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return error_response(APIError(500, "internal server error", "server_error"))
 
     def tts_or_503() -> TTS:
-        if synth.load_error:
-            raise APIError(503, f"the model failed to load: {synth.load_error}", "server_error", code="model_unavailable")
+        if synth.load_error:  # the detail (paths, library text) is in the log, not in the body
+            raise APIError(503, "the model failed to load; see the server log", "server_error",
+                           code="model_unavailable")
         if not synth.ready:
             raise APIError(503, "the model is still loading; retry shortly", "server_error", code="loading")
         return synth.tts
 
     @app.get("/health")
     async def health():
+        """Liveness: 200 while the server can serve (or is still loading); 503 once the model
+        failed to load, so that an orchestrator's liveness probe restarts the process."""
+        if synth.load_error:
+            raise APIError(503, "the model failed to load; see the server log", "server_error",
+                           code="model_unavailable")
         return {"status": "ok"}
 
     @app.get("/ready")
@@ -331,8 +357,9 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         voice_name = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
         try:
             voice = tts.voice_bank.resolve_name(voice_name)  # names and aliases only: never a server path
-        except VoxtralError as exc:
-            raise APIError(400, str(exc), param="voice", code="unknown_voice") from None
+        except VoxtralError:
+            raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
+                           param="voice", code="unknown_voice") from None
         try:
             speed = check_speed(body.speed)
         except ValueError:
@@ -340,6 +367,10 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
 
         try:  # every part checked against the KV cache before anything is generated
             speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed)
+        except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
+            log.error("voice %s cannot be read: %s", voice, exc)
+            raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",
+                           code="voice_unavailable") from None
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
         job = Job(speech_request, asyncio.get_running_loop())
