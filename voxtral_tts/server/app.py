@@ -23,7 +23,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Union
 
-import numpy as np
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +36,7 @@ from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Req
 from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, check_text
 from ..voices import voice_gender, voice_language
-from .encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_speed, encode_audio
+from .encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_speed
 
 log = logging.getLogger(__name__)
 
@@ -389,20 +388,21 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                     return StreamingResponse(_sse(job, first, fmt, speed), media_type="text/event-stream",
                                              headers={"Cache-Control": "no-cache"})
                 return StreamingResponse(_chunks(job, first, fmt, speed), media_type=FORMATS[fmt])
-            pieces = []
+            # a whole file, encoded chunk by chunk as the audio arrives (only the encoded bytes are
+            # kept, never the request's float audio), the container finished at the end
+            encoder = StreamEncoder(fmt, tts.sample_rate, speed, whole_file=True)
             event = first
             while not isinstance(event, RequestDone):
                 if event is GONE:
                     return Response(status_code=499)
                 if isinstance(event, RequestFailed):
                     raise _as_api_error(event.error)
-                pieces.append(event.audio)
+                await asyncio.to_thread(encoder.encode, event.audio)
                 event = await _next(job)
         finally:
             if not streamed:
                 job.close()
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        content = await asyncio.to_thread(encode_audio, audio, fmt, tts.sample_rate, speed)
+        content = await asyncio.to_thread(encoder.finish)
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.finish_reason})
 
     return app
