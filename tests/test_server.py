@@ -639,3 +639,21 @@ def test_an_unreadable_voice_file_is_a_server_error(tiny_engine_dir, tmp_path, c
         finally:
             server.close()
     assert "voice neutral_female cannot be read" in caplog.text
+
+
+def test_openapi_describes_the_real_responses(live):
+    """/openapi.json names the audio content types, the error statuses with OpenAI's error shape,
+    and the input constraints (not FastAPI's default 200/422)."""
+    spec = httpx.get(live.url + "/openapi.json").json()
+    speech = spec["paths"]["/v1/audio/speech"]["post"]
+    responses = speech["responses"]
+    assert set(responses) == {"200", "400", "413", "500", "503"}  # no 422: validation errors are 400
+    assert {"audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm",
+            "text/event-stream"} <= set(responses["200"]["content"])
+    for status in ("400", "413", "500", "503"):
+        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    fields = spec["components"]["schemas"]["SpeechRequest"]["properties"]
+    assert fields["input"]["maxLength"] == 4096 and fields["input"]["minLength"] == 1
+    assert (fields["speed"]["minimum"], fields["speed"]["maximum"]) == (0.25, 4.0)
+    assert fields["seed"]["anyOf"][0]["minimum"] == 0
+    assert "refused" in fields["ref_audio"]["description"]

@@ -66,17 +66,53 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = MODEL_ID
-    input: str
-    voice: Union[str, VoiceRef] = "alloy"
+    input: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_INPUT_CHARS, "pattern": r"\S",
+                                          "description": "the text; longer than 400 characters is spoken part by "
+                                                         "part (the server's limit: --max-input-chars)"})
+    voice: Union[str, VoiceRef] = Field(default="alloy", description="a preset name or an OpenAI alias "
+                                                                     "(GET /v1/audio/voices); never a path")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = Field(default=1.0, strict=True)  # strict: no true / "1" coerced (OpenAI types it a number)
+    speed: float = Field(default=1.0, strict=True,  # strict: no true / "1" coerced (OpenAI types it a number)
+                         json_schema_extra={"minimum": MIN_SPEED, "maximum": MAX_SPEED})
     instructions: str | None = None  # accepted; this checkpoint has no instruction conditioning
     stream_format: Literal["audio", "sse"] | None = None
     stream: StrictBool | None = None
     seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
-    ref_audio: Any = None
-    ref_text: Any = None
-    reference_audio: Any = None
+    ref_audio: Any = Field(default=None, description="refused (400): voice cloning needs the codec encoder the "
+                                                     "release lacks")
+    ref_text: Any = Field(default=None, description="refused (400), as ref_audio")
+    reference_audio: Any = Field(default=None, description="refused (400), as ref_audio")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape: every 4xx/5xx answer of this server."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
+#: what ``POST /v1/audio/speech`` answers, for /openapi.json
+SPEECH_RESPONSES = {
+    200: {"description": "the audio: a whole file, a chunked stream (stream_format audio) or server-sent events "
+                         "(stream_format sse); X-Finish-Reason says end or length for whole files",
+          "content": {**{media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS.values()},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+    400: _error("bad input: empty or too long text, a text part that cannot fit the KV cache, unknown voice, "
+                "bad format, speed or types, malformed JSON, voice cloning fields"),
+    413: _error("a request body over the limit (1 MiB by default)"),
+    500: _error("an internal failure, or a preset voice the server cannot read"),
+    503: _error("the model is loading, failed to load, or the server is busy (Retry-After)"),
+}
 
 
 class APIError(Exception):
@@ -282,6 +318,19 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     app = FastAPI(title="voxtral-tts", summary="OpenAI-compatible speech for Voxtral-4B-TTS-2603", lifespan=lifespan)
     app.state.synthesizer = synth
     app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's schema less its 422 entries: validation errors are answered 400 here."""
+        if app.openapi_schema is None:
+            schema = fastapi_openapi()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(APIError)
     async def _api_error(request, exc: APIError):
@@ -344,7 +393,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                             "aliases": sorted(a for a, v in aliases.items() if v == name)} for name in tts.voices],
                 "default": tts.voice_bank.default}
 
-    @app.post("/v1/audio/speech")
+    @app.post("/v1/audio/speech", response_class=Response, responses=SPEECH_RESPONSES)
     async def speech(body: SpeechRequest, request: HTTPRequest):
         tts = tts_or_503()
         if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
