@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
     p.add_argument("-v", "--voice", help="preset name, OpenAI alias (alloy, echo, …) or a .pt/.safetensors voice file")
     p.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="output WAV file (default out.wav)")
-    p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default 2048)")
+    p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default: 50 + 4 per "
+                   "character of the part, at most 2048)")
     p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
     add_backend_arguments(p)
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")

@@ -52,7 +52,7 @@ class ServerOptions:
     max_queue: int = 8  # requests waiting behind the one being generated; 503 beyond
     max_input_chars: int = MAX_INPUT_CHARS
     max_body_bytes: int = 1 << 20
-    max_frames: int | None = None  # per text part; None: the runtime's default (2048)
+    max_frames: int | None = None  # per text part; None: the runtime's text-length budget (at most 2048)
     model_id: str = MODEL_ID
 
 
