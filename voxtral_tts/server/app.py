@@ -21,13 +21,14 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import VoiceError, VoxtralError
@@ -60,6 +61,17 @@ class VoiceRef(BaseModel):
     id: str
 
 
+def _integer(value):
+    """JSON's integers (``7`` and ``7.0``), not ``true`` or ``"7"``: no lax coercion."""
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: the seed: a JSON-safe integer ≥ 0
+Seed = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_integer)]
+
+
 class SpeechRequest(BaseModel):
     """OpenAI's request body, plus ``seed``, ``stream`` and the voice-cloning fields we refuse."""
 
@@ -77,11 +89,13 @@ class SpeechRequest(BaseModel):
     instructions: str | None = None  # accepted; this checkpoint has no instruction conditioning
     stream_format: Literal["audio", "sse"] | None = None
     stream: StrictBool | None = None
-    seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
-    ref_audio: Any = Field(default=None, description="refused (400): voice cloning needs the codec encoder the "
-                                                     "release lacks")
-    ref_text: Any = Field(default=None, description="refused (400), as ref_audio")
-    reference_audio: Any = Field(default=None, description="refused (400), as ref_audio")
+    seed: Seed | None = None
+    ref_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
+                           description="refused (400) unless null: voice cloning needs the codec encoder the "
+                                       "release lacks")
+    ref_text: Any = Field(default=None, json_schema_extra={"type": "null"}, description="refused (400), as ref_audio")
+    reference_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
+                                 description="refused (400), as ref_audio")
 
 
 class ErrorDetail(BaseModel):
@@ -106,7 +120,8 @@ SPEECH_RESPONSES = {
     200: {"description": "the audio: a whole file, a chunked stream (stream_format audio) or server-sent events "
                          "(stream_format sse); X-Finish-Reason says end or length for whole files",
           "content": {**{media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS.values()},
-                      "text/event-stream": {"schema": {"type": "string"}}}},
+                      "text/event-stream": {"schema": {  # each event: speech.audio.delta, .done, or error
+                          "type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
     400: _error("bad input: empty or too long text, a text part that cannot fit the KV cache, unknown voice, "
                 "bad format, speed or types, malformed JSON, voice cloning fields"),
     413: _error("a request body over the limit (1 MiB by default)"),
@@ -321,12 +336,19 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     fastapi_openapi = app.openapi
 
     def openapi() -> dict:
-        """FastAPI's schema less its 422 entries: validation errors are answered 400 here."""
+        """FastAPI's schema less its 422 entries (validation errors are answered 400 here) and, once
+        the model is loaded, with its voices as the ``voice`` field's values."""
         if app.openapi_schema is None:
             schema = fastapi_openapi()
             for operations in schema["paths"].values():
                 for operation in operations.values():
                     operation.get("responses", {}).pop("422", None)
+            if not synth.ready:
+                return schema  # rebuilt (with the voices) once the model is loaded
+            names = synth.tts.voices + sorted(synth.tts.voice_bank.aliases)
+            schema["components"]["schemas"]["SpeechRequest"]["properties"]["voice"]["anyOf"] = [
+                {"type": "string", "enum": names},
+                {"type": "object", "properties": {"id": {"type": "string", "enum": names}}, "required": ["id"]}]
             app.openapi_schema = schema
         return app.openapi_schema
 
