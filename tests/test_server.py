@@ -675,3 +675,27 @@ def test_schema_driven_fuzzing_finds_no_5xx_and_no_conformance_failure(live):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout
+
+
+def test_a_whole_file_is_encoded_as_its_audio_arrives(live, monkeypatch):
+    """Bounded memory per request: a whole-file response's float audio is handed to the encoder
+    chunk by chunk as it is generated (≤ 25 frames at a time) and released, never gathered into
+    one array of the request's total length; only the encoded file is held."""
+    from voxtral_tts.server import app as server_app
+    from voxtral_tts.text import split_text
+
+    fed = []
+
+    class Recording(server_app.StreamEncoder):
+        def encode(self, audio):
+            fed.append(len(audio))
+            return super().encode(audio)
+
+    monkeypatch.setattr(server_app, "StreamEncoder", Recording)
+    text = " ".join(f"Sentence number {i} is here." for i in range(30))  # three parts
+    response = httpx.post(live.url + "/v1/audio/speech", timeout=60,
+                          json={"model": "m", "input": text, "voice": "alloy", "response_format": "mp3"})
+    assert response.status_code == 200
+    parts = len(split_text(text))
+    assert parts == 3 and sum(fed) == parts * FRAMES * 1920
+    assert len(fed) >= 2 * parts and max(fed) <= 25 * 1920
