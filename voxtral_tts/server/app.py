@@ -138,10 +138,15 @@ class APIError(Exception):
         self.headers = headers
 
 
+def encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (a lone surrogate) as a backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def quoted(value: object, limit: int = 40) -> str:
     """A short, encodable rendering of client input for an error message (never the whole of it:
     a lone surrogate or a megabyte of text must not break or bloat the response)."""
-    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = encodable(str(value))
     return "'" + (text if len(text) <= limit else text[:limit] + "…") + "'"
 
 
@@ -150,8 +155,7 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    message = exc.message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse(error_body(message, exc.type, exc.param, exc.code), status_code=exc.status,
+    return JSONResponse(error_body(encodable(exc.message), exc.type, exc.param, exc.code), status_code=exc.status,
                         headers=exc.headers)
 
 
