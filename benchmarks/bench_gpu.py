@@ -47,7 +47,6 @@ from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_FIRST_FRAMES  # noqa: E402
 from voxtral_tts.runtime.scheduler import AudioChunk, RequestFailed, Scheduler  # noqa: E402
 from voxtral_tts.runtime.tts import TTS  # noqa: E402
-from voxtral_tts.tokenizer import PROMPT_OVERHEAD  # noqa: E402
 
 
 class Timed(Forwarding):
@@ -271,7 +270,7 @@ def main() -> None:
     voice = voices.get(args.voice if args.voice in voices.names else None)
     words = "The quick brown fox jumps over the lazy dog while the band plays on. "
     text = words
-    while len(tokenizer.encode(text)) + voice.n_audio_tokens + PROMPT_OVERHEAD < args.prompt_tokens:
+    while tokenizer.speech_prompt_length(text, voice.n_audio_tokens) < args.prompt_tokens:
         text += words
     parts = (tokenizer, voices, voice)
 

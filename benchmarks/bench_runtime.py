@@ -58,7 +58,6 @@ def run_one(args) -> dict:
     import voxtral_tts
     from voxtral_tts.runtime.codec import codec_audio
     from voxtral_tts.runtime.decoding import NoiseSource
-    from voxtral_tts.tokenizer import PROMPT_OVERHEAD
 
     path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
     options = {"progress": False}
@@ -76,7 +75,7 @@ def run_one(args) -> dict:
     # a prompt of about --prompt-tokens tokens: voice rows + text
     words = "The quick brown fox jumps over the lazy dog while the band plays on. "
     text = words
-    while len(tts.tokenizer.encode(text)) + voice.n_audio_tokens + PROMPT_OVERHEAD < args.prompt_tokens:
+    while tts.tokenizer.speech_prompt_length(text, voice.n_audio_tokens) < args.prompt_tokens:
         text += words
     ids, embeds = tts.prompt(text.strip(), voice)
 

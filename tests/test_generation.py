@@ -26,6 +26,7 @@ def test_prompt_layout(tts):
     n = tts.voice_bank.get("casual_male").n_audio_tokens
     text_ids = tts.tokenizer.encode("Hi there.")
     assert r.prompt_ids.tolist() == [1, 25] + [24] * n + [36] + text_ids + [35, 25]
+    assert tts.tokenizer.speech_prompt_length("Hi there.", n) == len(r.prompt_ids)
 
 
 def test_seed_reproduces_and_equals_explicit_noise(tts):

@@ -126,6 +126,10 @@ class Tekken:
                 self._fail(f"params.json says {name} {theirs}, this tokenizer's is {ours}: "
                            "params.json and tekken.json are from different models")
 
+    def speech_prompt_length(self, text: str, n_audio: int) -> int:
+        """The length of :meth:`speech_prompt` for ``text`` and ``n_audio`` voice rows."""
+        return len(self.encode(text)) + n_audio + PROMPT_OVERHEAD
+
     def speech_prompt(self, text_ids: list[int], n_audio: int) -> list[int]:
         """The preset-voice prompt of spec §4.1, with ``n_audio`` voice placeholders:
         ``[BOS] [BEGIN_AUDIO] [AUDIO]×n_audio [NEXT_AUDIO_TEXT] text… [REPEAT_AUDIO_TEXT] [BEGIN_AUDIO]``

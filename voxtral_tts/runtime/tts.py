@@ -19,11 +19,11 @@ from ..config import ModelConfig
 from ..engine import check_not_partial_engine
 from ..errors import VoxtralError
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
-from ..tokenizer import PROMPT_OVERHEAD, Tekken
+from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
 from .backend import Backend
 from .codec import codec_audio
-from .decoding import FINISHED_END, NoiseSource, frame_budget
+from .decoding import FINISHED_END, LIMIT_CAPACITY, NoiseSource, frame_budget
 from .scheduler import AudioChunk, Event, PartFinished, Request, RequestFailed, Scheduler
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class TTS:
         source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise)
         chosen = self.voice_bank.get(voice)
         for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
-            prompt_len = len(self.tokenizer.encode(part)) + chosen.n_audio_tokens + PROMPT_OVERHEAD
+            prompt_len = self.tokenizer.speech_prompt_length(part, chosen.n_audio_tokens)
             try:
                 frame_budget(self.backend.capacity, prompt_len, max_frames, source, len(part))
             except VoxtralError as exc:
@@ -152,7 +152,7 @@ class TTS:
                     log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit) before "
                                 "END_AUDIO: its audio is cut%s", event.part + 1, len(request.parts),
                                 len(event.codes), event.limit,
-                                "; raise --max-frames / max_frames to allow more" if event.limit != "KV capacity"
+                                "; raise --max-frames / max_frames to allow more" if event.limit != LIMIT_CAPACITY
                                 else "; raise --capacity to allow more")
                 parts.append(SynthesisResult(
                     text=event.text, voice=request.voice.name, prompt_ids=event.prompt_ids, codes=event.codes,

@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import VoiceError, VoxtralError
+from ..runtime.decoding import FINISHED_END
 from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Request, RequestDone, RequestFailed,
                                  Usage)
 from ..runtime.tts import TTS
@@ -179,7 +180,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     watcher: asyncio.Task | None = None
-    finish_reason: str = "end"  # "length" once a part stopped at its frame budget before END_AUDIO
+    finish_reason: str = FINISHED_END  # "length" once a part stopped at its frame budget before END_AUDIO
 
     def put(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, event)
@@ -264,7 +265,7 @@ class Synthesizer:
                 pass
             for event in scheduler.step():
                 job = self._jobs[event.request]
-                if isinstance(event, PartFinished) and event.finish_reason != "end":
+                if isinstance(event, PartFinished) and event.finish_reason != FINISHED_END:
                     log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit): its audio is cut",
                                 event.part + 1, len(event.request.parts), len(event.codes), event.limit)
                 job.put(event)
@@ -498,7 +499,7 @@ async def _next(job: Job) -> AudioChunk | RequestDone | RequestFailed | None:
             return GONE
         if not isinstance(event, PartFinished):
             return event
-        if event.finish_reason != "end":
+        if event.finish_reason != FINISHED_END:
             job.finish_reason = event.finish_reason
 
 

@@ -139,7 +139,7 @@ class FusedBlocks:
 
 def _packed_linear(self, x: torch.Tensor) -> torch.Tensor:
     """A :class:`Linear` over a oneDNN-packed bf16 weight (see :func:`pack_linears`)."""
-    if x.dtype != torch.bfloat16:  # every caller feeds the compute dtype; kept exact if one did not
+    if x.dtype != torch.bfloat16:  # every caller feeds the compute dtype; another input is computed in bf16
         return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, None, "none", [], "").to(x.dtype)
     return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, None, "none", [], "")
 
