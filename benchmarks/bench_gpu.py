@@ -13,12 +13,16 @@ the tensorrt backend on each ``--engine`` when those libraries are installed (ot
 is printed).
 
 At concurrency N, N requests with the same ~``--prompt-tokens`` prompt arrive together and run
-through the runtime's scheduler — the server's own path: admission and prefill, one batched frame
-for all N per step, streamed codec chunks (5, 5, 5, 5, 5, then 25 frames). END_AUDIO is ignored
-(random weights decide nothing; a fixed frame count). Measured per row:
+through the runtime's scheduler — the server's own path: admission and one prefill call for all N
+(batched where the backend batches), one batched frame for all N per step, streamed codec chunks
+(the default schedule: 2, 3, 5, 5, 5, 5, then 25 frames) — once with the voice-prefix cache off
+and once on (``prefix_cache``; on, the voice's prefix is cached by the warm-up round, as in a
+running server). END_AUDIO is ignored (random weights decide nothing; a fixed frame count).
+Measured per row:
 
-- TTFA: from arrival until a request's first audio chunk (5 frames) is decoded — prefills of all N,
-  5 batched steps, the codec calls; median and worst over the N requests;
+- TTFA: from arrival until a request's first audio chunk (2 frames) is decoded — the prefill of
+  all N, 2 batched steps, the codec calls; median and worst over the N requests;
+- prefill_ms: all prefill calls of the measured round together (``prefill_calls`` of them);
 - ms/frame: one batched step (flow frame + backbone step for all N: one frame for each stream),
   then each half timed alone (``flow``, ``backbone``: host copies included);
 - frames/s: N / step time, all streams together;
@@ -44,9 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxtral_tts.config import END_AUDIO  # noqa: E402
 from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
-from voxtral_tts.runtime.constants import STREAM_FIRST_FRAMES  # noqa: E402
+from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
+from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
 from voxtral_tts.runtime.scheduler import AudioChunk, RequestFailed, Scheduler  # noqa: E402
 from voxtral_tts.runtime.tts import TTS  # noqa: E402
+from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
 
 
 class Timed(Forwarding):
@@ -64,8 +70,8 @@ class Timed(Forwarding):
         synchronize()
         return out, (time.perf_counter() - start) * 1000
 
-    def _prefill(self, embeds, slot):
-        hidden, ms = self._timed(self.inner.prefill, embeds, slot)
+    def _prefill_many(self, items):
+        hidden, ms = self._timed(self.inner.prefill_many, items)
         self.prefill_ms.append(ms)
         return hidden
 
@@ -92,12 +98,18 @@ def synchronize() -> None:
         pass
 
 
-def measure(tts: TTS, text: str, voice: str, n: int, frames: int, rounds: int = 2) -> dict:
+def measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, rounds: int = 2,
+            halves: bool = True) -> dict:
     """One concurrency level through the runtime's scheduler (the server's path: admission, batched
-    frames, streamed codec chunks); the first round warms up (graph capture, allocator), the last
-    is kept."""
+    prefill, batched frames, streamed codec chunks), with the voice-prefix cache or without (on:
+    the voice's prefix is cached before the first round, as in a running server); the first of
+    ``rounds`` warms up (graph capture, allocator), the last is kept. ``halves``: also time the
+    flow frame and the backbone step alone."""
     backend = Timed(tts.backend)
-    scheduler = Scheduler(backend, tts.prompt)
+    scheduler = Scheduler(backend, tts.prompt, PrefixCache() if cache else None)
+    if cache:
+        embeds = tts.prompt(text, tts.voice_bank.get(voice))[1]
+        scheduler.prefix_cache.get(backend, embeds[: tts.voice_bank.get(voice).n_audio_tokens + PREFIX_OVERHEAD])
     for _ in range(rounds):
         backend.prefill_ms.clear()
         requests = [tts.request(text, voice, max_frames=frames, seed=i, max_chars=None) for i in range(n)]
@@ -118,23 +130,25 @@ def measure(tts: TTS, text: str, voice: str, n: int, frames: int, rounds: int = 
                     ttfa[event.request] = (time.perf_counter() - start) * 1000
         total_s = time.perf_counter() - start
     audio_s = frames * tts.config.samples_per_frame / tts.sample_rate
-    steady = frame_ms[STREAM_FIRST_FRAMES:] or frame_ms
+    steady = frame_ms[STREAM_CHUNKS[0]:] or frame_ms
     # the step's two halves, timed alone (random hidden states: the cost does not depend on values)
     rng = np.random.default_rng(0)
     hidden = rng.standard_normal((n, tts.config.backbone.dim)).astype(np.float32)
     noise = rng.standard_normal((n, tts.config.audio.n_acoustic_codebook)).astype(np.float32)
     prompt_len = len(tts.prompt(text, tts.voice_bank.get(voice))[0])
     flow_ms, backbone_ms = [], []
-    for _ in range(10):
+    for _ in range(10 if halves else 0):
         codes, ms = backend._timed(backend.inner.flow, hidden, noise)
         flow_ms.append(ms)
         embeds = backend.embed_codes(codes)
         backbone_ms.append(backend._timed(backend.inner.step, embeds, np.full(n, prompt_len + frames), np.arange(n))[1])
     return {
-        "flow_ms": statistics.median(flow_ms),
-        "backbone_ms": statistics.median(backbone_ms),
+        "flow_ms": statistics.median(flow_ms) if halves else float("nan"),
+        "backbone_ms": statistics.median(backbone_ms) if halves else float("nan"),
         "concurrency": n,
-        "prefill_ms": statistics.median(backend.prefill_ms),
+        "prefix_cache": "on" if cache else "off",
+        "prefill_calls": len(backend.prefill_ms),
+        "prefill_ms": sum(backend.prefill_ms),
         "ttfa_ms_median": statistics.median(ttfa.values()),
         "ttfa_ms_max": max(ttfa.values()),
         "ms_per_frame": statistics.median(steady),
@@ -183,9 +197,9 @@ def torch_rows(args, config, tts_parts, text) -> list[dict]:
                                max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
             tts = TTS(inf, tts_parts[0], tts_parts[1])
             label = f"torch {args.device} {dtype_name}{suffix}"
-            for n in args.concurrency:
+            for n, cache in [(n, cache) for n in args.concurrency for cache in (False, True)]:
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
-                       **measure(tts, text, tts_parts[2].name, n, args.frames)}
+                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache)}
                 if cuda:
                     row["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
                 row["variant_s"] = time.perf_counter() - started_variant  # set-up, captures, compiles included
@@ -217,9 +231,9 @@ def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
             except (VoxtralError, ImportError) as exc:
                 skipped.append(f"{label}: not run — {exc}")
                 continue
-            for n in args.concurrency:
+            for n, cache in [(n, cache) for n in args.concurrency for cache in (False, True)]:
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
-                       **measure(tts, text, tts_parts[2].name, n, args.frames)}
+                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             del tts
@@ -291,17 +305,21 @@ def main() -> None:
     skipped += why
 
     print()
-    print(f"{'backend':28s} {'N':>3s} {'prefill ms':>10s} {'TTFA ms (med / max)':>20s} {'ms/frame':>9s} "
-          f"{'flow':>6s} {'backbone':>8s} {'frames/s':>9s} {'RTF':>6s}")
+    print(f"{'backend':28s} {'N':>3s} {'cache':>5s} {'prefill ms':>10s} {'TTFA ms (med / max)':>20s} "
+          f"{'ms/frame':>9s} {'flow':>6s} {'backbone':>8s} {'frames/s':>9s} {'RTF':>6s}")
     for r in rows:
-        print(f"{r['backend']:28s} {r['concurrency']:3d} {r['prefill_ms']:10.1f} "
+        print(f"{r['backend']:28s} {r['concurrency']:3d} {r['prefix_cache']:>5s} {r['prefill_ms']:10.1f} "
               f"{r['ttfa_ms_median']:9.0f} / {r['ttfa_ms_max']:<8.0f} {r['ms_per_frame']:9.2f} "
               f"{r['flow_ms']:6.2f} {r['backbone_ms']:8.2f} {r['frames_per_s']:9.1f} {r['rtf']:6.3f}")
-    by_key = {(r["backend"], r["concurrency"]): r for r in rows}
+    by_key = {(r["backend"], r["concurrency"], r["prefix_cache"]): r for r in rows}
     for r in rows:
+        cached = by_key.get((r["backend"], r["concurrency"], "on"))
+        if r["prefix_cache"] == "off" and cached:
+            print(f"{r['backend']} N={r['concurrency']}: time to first audio ×{r['ttfa_ms_median'] / cached['ttfa_ms_median']:.2f} "
+                  f"lower with the prefix cache (median)")
         for suffix, what in ((" eager", "CUDA graphs ×{:.2f} faster per frame than eager"),
                              (" compiled", "compiled blocks ×{:.2f} faster per frame than plain graphs")):
-            other = by_key.get((r["backend"] + suffix, r["concurrency"]))
+            other = by_key.get((r["backend"] + suffix, r["concurrency"], r["prefix_cache"]))
             if other:
                 ratio = other["ms_per_frame"] / r["ms_per_frame"] if suffix == " eager" else \
                     r["ms_per_frame"] / other["ms_per_frame"]

@@ -15,6 +15,13 @@ steady-state real-time factor (frames + codec, per second of audio), time to fir
 (``roofline.py``: bandwidth and matmul throughput measured here, bytes and FLOPs per frame per
 precision) and each row's ms/frame as a multiple of its precision's floor (torch bf16: bf16
 weights at the measured bandwidth, bf16 matmuls at torch's measured throughput).
+
+``--first-audio``: time to first audio instead, voice-prefix cache off and on side by side, for
+one 20-word sentence (:data:`SENTENCE`) with ``--voice`` (default neutral_female) and for
+``--together`` requests of it arriving at once, through the runtime's scheduler (the server's
+path: ``bench_gpu.measure``). Per row: the prefill calls' ms, the time to first audio (median and
+worst), and — for the arrivals together, cache on — the prefill batched into one call against one
+call per request.
 """
 
 from __future__ import annotations
@@ -52,6 +59,60 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, (time.perf_counter() - start) * 1000.0
+
+
+#: the first-audio benchmark's sentence: 20 words
+SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays on, and everyone in the square claps."
+
+
+def first_audio(args) -> list[dict]:
+    """Time to first audio with the prefix cache off and on, for 1 and ``--together`` requests."""
+    import voxtral_tts
+    from bench_gpu import measure
+
+    path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
+    options = {"progress": False}
+    if args.backend == "torch":
+        options["dtype"] = args.dtype
+    if args.threads:
+        options["threads"] = args.threads
+    rows = []
+    for n in (1, args.together):
+        gc.collect()
+        tts, load_ms = timed(voxtral_tts.load, path, args.backend, max_batch=n, capacity=args.capacity, **options)
+        precision = tts.backend.engine.precision if args.backend == "onnxruntime" else args.dtype
+        label = f"{args.backend} {precision}"
+        variants = [(False, True), (True, True)] + ([(True, False)] if n > 1 else [])
+        for cache, batched in variants:
+            tts.backend.batched_prefill = batched and type(tts.backend).batched_prefill
+            row = measure(tts, SENTENCE, args.voice or "neutral_female", n, args.frames, cache, rounds=1, halves=False)
+            row.update(backend=label, batched=tts.backend.batched_prefill, load_s=load_ms / 1000,
+                       prompt_tokens=len(tts.prompt(SENTENCE, tts.voice_bank.get(args.voice or "neutral_female"))[0]))
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+        del tts
+    return rows
+
+
+def print_first_audio(rows: list[dict]) -> None:
+    print(f"{'backend':22s} {'N':>2s} {'cache':>5s} {'prefill':>10s} {'prefill ms':>10s} "
+          f"{'TTFA ms med':>11s} {'TTFA ms max':>11s}")
+    for r in rows:
+        print(f"{r['backend']:22s} {r['concurrency']:2d} {r['prefix_cache']:>5s} "
+              f"{'batched' if r['batched'] else 'one by one':>10s} {r['prefill_ms']:10.0f} "
+              f"{r['ttfa_ms_median']:11.0f} {r['ttfa_ms_max']:11.0f}")
+    key = {(r["backend"], r["concurrency"], r["prefix_cache"], r["batched"]): r for r in rows}
+    for (backend, n, cache, batched), r in key.items():
+        if cache == "off":
+            on = key.get((backend, n, "on", batched))
+            if on:
+                print(f"{backend} N={n}: with the prefix cache, time to first audio ×{r['ttfa_ms_median'] / on['ttfa_ms_median']:.2f} "
+                      f"lower (median; worst ×{r['ttfa_ms_max'] / on['ttfa_ms_max']:.2f}), prefill ×{r['prefill_ms'] / on['prefill_ms']:.2f}")
+        elif batched:
+            alone = key.get((backend, n, cache, False))
+            if alone:
+                print(f"{backend} N={n} cache {cache}: prefill batched in one call ×{alone['prefill_ms'] / r['prefill_ms']:.2f} "
+                      f"faster than one call per request (TTFA median {alone['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)")
 
 
 def run_one(args) -> dict:
@@ -173,11 +234,15 @@ def main() -> None:
     p.add_argument("--voice", default=None)
     p.add_argument("--threads", type=int)
     p.add_argument("--batches", default="1,2,4", help="onnxruntime: sequences per call to measure (aggregate frames/s)")
+    p.add_argument("--first-audio", action="store_true",
+                   help="time to first audio, prefix cache off and on (see the module's docstring)")
+    p.add_argument("--together", type=int, default=4, help="--first-audio: requests arriving together")
+    p.add_argument("--capacity", type=int, default=1024, help="--first-audio: KV positions per slot")
     p.add_argument("--backend", help=argparse.SUPPRESS)  # internal: run one backend, print JSON
     args = p.parse_args()
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
     if args.backend:
-        print(json.dumps(run_one(args)))
+        print(json.dumps(first_audio(args) if args.first_audio else run_one(args)))
         return
     rows = []
     runs = ([] if args.no_torch else [("torch", None, d) for d in args.torch_dtypes.split(",") if d]) + \
@@ -185,7 +250,8 @@ def main() -> None:
     for backend, engine, dtype in runs:
         cmd = [sys.executable, __file__, str(args.model), "--backend", backend, "--frames", str(args.frames),
                "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats),
-               "--batches", ",".join(map(str, args.batches))]
+               "--batches", ",".join(map(str, args.batches)), "--together", str(args.together),
+               "--capacity", str(args.capacity)] + (["--first-audio"] if args.first_audio else [])
         for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads),
                             ("--dtype", dtype)):
             if value:
@@ -193,12 +259,17 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"{backend} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows += result if args.first_audio else [result]
+    print(f"machine: {machine()}")
+    if args.first_audio:
+        print(f"model: {args.model}  sentence: {SENTENCE!r}, {args.frames} frames per request")
+        print_first_audio(rows)
+        return
     from voxtral_tts.api import default_choice
 
     default_backend, default_dtype = default_choice(args.model)
     default = f"{default_backend} {default_dtype or 'fp32'}"
-    print(f"machine: {machine()}")
     print(f"voxtral_tts.load(MODEL_DIR) picks here: {default}")
     print(f"model: {args.model}  prompt {rows[0]['prompt_tokens']} tokens, {rows[0]['frames']} frames")
     print(f"{'backend':28s} " + " ".join(f"{title:>16s}" for _, title, _ in COLUMNS))

@@ -234,6 +234,21 @@ def test_traced_modules_reproduce_the_fixture(traced, golden):
 
 # --- the backend ------------------------------------------------------------------------------------
 
+class FakeState(dict):
+    """MLState's ``read_state`` / ``write_state`` (by the package's state names,
+    ``cache_layers_0_k``) over the traced module's buffers (``cache.layers.0.k``)."""
+
+    def read_state(self, name):
+        return self[name.replace("_", ".")].numpy().copy()
+
+    def write_state(self, name, value):
+        import torch
+
+        target = self[name.replace("_", ".")]
+        assert tuple(value.shape) == tuple(target.shape) and value.dtype == target.numpy().dtype
+        target.copy_(torch.from_numpy(value))
+
+
 class TracedPackage:
     """A package's traced module behind MLModel's ``predict`` / ``make_state``, checking every feed
     against the package's own spec: runs the backend's host code on Linux (no Core ML here). A
@@ -244,7 +259,10 @@ class TracedPackage:
         self.buffers = {n: b for n, b in module.named_buffers() if n.startswith("cache.")}
 
     def make_state(self):
-        return {n: b.new_zeros(b.shape) for n, b in self.buffers.items()}
+        return FakeState({n: b.new_zeros(b.shape) for n, b in self.buffers.items()})
+
+    def get_spec(self):
+        return self.spec
 
     def predict(self, feeds, state=None):
         import torch

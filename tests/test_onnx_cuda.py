@@ -161,7 +161,7 @@ def test_kv_store_binds_prefixes_and_stores_rows(store):
         arrays = {kind: _random(layout.present_shape(length, batch), rng) for kind in ("k", "v")}
         if store == "host":
             return arrays, arrays
-        values = cache.prefill_outputs(length) if batch == 1 else cache.present
+        values = cache.outputs(length) if batch == 1 else cache.present
         for kind in ("k", "v"):
             values[kind].update_inplace(arrays[kind])
         return values, arrays

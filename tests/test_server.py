@@ -21,6 +21,7 @@ pytest.importorskip("onnxruntime")
 import voxtral_tts  # noqa: E402
 from voxtral_tts.audio import to_pcm16  # noqa: E402
 from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
+from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
@@ -57,7 +58,7 @@ class HeldBackend(Forwarding):
     """A backend that counts frames and, from frame ``HOLD_AT`` on, waits for the test to ``release``
     it: the test decides what happens while a request is in flight (queueing, cancellation)."""
 
-    HOLD_AT = 6  # the first streamed chunk (5 frames) is out by then
+    HOLD_AT = STREAM_CHUNKS[0] + 1  # the first streamed chunk is out by then
 
     def __init__(self, inner: Backend):
         super().__init__(inner)
@@ -324,7 +325,7 @@ def test_overloaded_is_503(slow):
     with httpx.stream("POST", server.url + "/v1/audio/speech", json={**body, "stream_format": "audio"},
                       timeout=60) as first:
         chunks = first.iter_bytes()
-        received = len(next(chunks))  # the first request is generating (held at frame 6)
+        received = len(next(chunks))  # the first request is generating (held at frame HOLD_AT)
         second = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
         assert second.status_code == 503 and second.headers["retry-after"] == "1"
         assert second.json()["error"]["code"] == "overloaded"
@@ -337,7 +338,7 @@ def test_client_disconnect_stops_generation(slow):
     server, holder = slow
     body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as response:
-        next(response.iter_bytes())  # then the client goes away, the request held at frame 6
+        next(response.iter_bytes())  # then the client goes away, the request held at frame HOLD_AT
     synthesizer = holder["synthesizer"]
     wait_until(lambda: any(request.cancelled for request in list(synthesizer._jobs)))  # the handler saw it
     holder["model"].released.set()

@@ -43,13 +43,19 @@ def default_choice(path: str | Path, device: str | None = None, dtype: str | Non
     return "onnxruntime", None
 
 
+#: the options of :func:`load` that configure the :class:`TTS` rather than its backend
+TTS_OPTIONS = ("prefix_cache", "prefix_cache_mb", "stream_chunks")
+
+
 def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)
     or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
     coreml; by default the fastest faithful path for this machine (:func:`default_choice`).
     Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend; ``threads``
-    (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch)."""
+    (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch); and for the
+    :class:`TTS` itself ``prefix_cache`` (default True), ``prefix_cache_mb``, ``stream_chunks``."""
     path = Path(path)
+    tts_options = {key: options.pop(key) for key in TTS_OPTIONS if key in options}
     if backend is None:
         backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
                                         options.get("threads"))
@@ -62,19 +68,25 @@ def load(path: str | Path, backend: str | None = None, **options) -> TTS:
         from .export.engine_cache import cached_engine
 
         path = cached_engine(path, progress=options.get("progress", True)).path
-    return TTS(open_backend(path, backend, **options), tokenizer, voices)
+    return TTS(open_backend(path, backend, **options), tokenizer, voices, **tts_options)
 
 
 def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
                     device: str | None = None, threads: int | None = None, max_batch: int = 1,
-                    dtype: str | None = None, compile: bool = False) -> tuple[str, dict]:
+                    dtype: str | None = None, compile: bool = False, prefix_cache: bool = True,
+                    prefix_cache_mb: int | None = None) -> tuple[str, dict]:
     """The backend a command line asks for and its options: ``device`` (when given: each backend
     has its own default) and ``max_batch`` for every backend; ``threads`` for onnxruntime;
     ``dtype`` (fp32 | bf16 | fp16) and ``compile`` for torch — an engine's precision is fixed
-    when it is exported. No backend named: :func:`default_choice`."""
+    when it is exported; the voice-prefix cache for every backend. No backend named:
+    :func:`default_choice`."""
     if backend is None:
         backend, dtype = default_choice(path, device, dtype, compile, threads)
-    options: dict = {"progress": progress, "max_batch": max_batch}
+    options: dict = {"progress": progress, "max_batch": max_batch, "prefix_cache": prefix_cache}
+    if prefix_cache_mb is not None:
+        if prefix_cache_mb < 0:
+            raise VoxtralError(f"--prefix-cache-mb must be at least 0, got {prefix_cache_mb}")
+        options["prefix_cache_mb"] = prefix_cache_mb
     if device:
         options["device"] = device
     if capacity:

@@ -19,6 +19,7 @@ from .api import backend_options, load
 from .audio import write_wav
 from .errors import VoxtralError, run_cli
 from .runtime.backends import BACKENDS
+from .runtime.constants import DEFAULT_PREFIX_CACHE_MB
 from .runtime.tts import read_model_dir
 from .text import check_text
 from .voices import OPENAI_ALIASES, voice_gender, voice_language
@@ -68,12 +69,18 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                         "(about 1.4x faster per frame; a few seconds of compiling per new batch/length bucket)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
     p.add_argument("--capacity", type=int, help="KV cache positions: prompt + frames (default 4096, or the engine's)")
+    p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                   help="prefill every prompt whole instead of reusing each voice's prefix keys/values")
+    p.add_argument("--prefix-cache-mb", type=int,
+                   help=f"memory for cached voice prefixes, least recently used dropped first (default "
+                        f"{DEFAULT_PREFIX_CACHE_MB})")
 
 
 def options_from_args(args: argparse.Namespace, progress: bool, max_batch: int = 1) -> tuple[str, dict]:
     """The backend and its options from :func:`add_backend_arguments`' flags."""
     return backend_options(args.model, args.backend, progress=progress, capacity=args.capacity, device=args.device,
-                           threads=args.threads, max_batch=max_batch, dtype=args.dtype, compile=args.compile)
+                           threads=args.threads, max_batch=max_batch, dtype=args.dtype, compile=args.compile,
+                           prefix_cache=args.prefix_cache, prefix_cache_mb=args.prefix_cache_mb)
 
 
 def _read_text(args: argparse.Namespace) -> str:

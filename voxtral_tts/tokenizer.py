@@ -38,6 +38,9 @@ _KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
 
 #: control tokens of a speech prompt besides the voice rows and the text (see ``Tekken.speech_prompt``)
 PROMPT_OVERHEAD = 5
+#: control tokens in a prompt's voice prefix, [BOS] [BEGIN_AUDIO] … [NEXT_AUDIO_TEXT]: the part
+#: every request with the same voice shares
+PREFIX_OVERHEAD = 3
 
 class Tekken:
     """A loaded ``tekken.json``: text encoder, special ids, voice table and file identity."""

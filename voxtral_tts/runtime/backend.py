@@ -5,8 +5,13 @@ A backend runs four graphs on numpy arrays, nothing more — the loop, prompts, 
 and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`):
 
 =================================  =========================================================
-``prefill(embeds, slot)``          prompt embeddings [P, D] at positions 0..P−1 into KV-cache
-                                   ``slot`` → hidden of position P−1 [D]
+``prefill(embeds, slot, prefix)``  prompt embeddings [P, D] at positions 0..P−1 into KV-cache
+                                   ``slot`` → hidden of position P−1 [D]; with a ``prefix``
+                                   (:class:`PrefixKV` of L positions) the embeddings are the rest
+                                   of the prompt, at positions L..L+P−1, attending over the prefix
+``prefill_many(items)``            several of those in one call where the backend can
+``prefix(embeds)``                 the keys/values of a prompt's first L positions, kept by the
+                                   caller (the voice-prefix cache) → :class:`PrefixKV`
 ``step(embeds, positions, slots)`` one backbone step for n sequences, each at its own position
                                    in its own slot: [n, D] → hidden [n, D]
 ``flow(hidden, noise)``            n frames' codes: hidden [n, D], x0 noise [n, 36] → [n, 37]
@@ -14,6 +19,11 @@ and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`
 ``capacity``, ``max_batch``        KV positions per slot, slots (sequences decoded together)
 ``close()``                        release what the backend holds (also on garbage collection)
 =================================  =========================================================
+
+``prefix`` and prefill with a prefix are optional: a backend that cannot write its cache from
+outside leaves :attr:`Backend.prefix_identity` None (the runtime then always prefills whole
+prompts). A prefix is computed alone (positions 0..L−1, no slot), so a prompt prefilled as prefix +
+rest gives the same numbers whether its prefix came from the cache or was just computed.
 
 plus the host-side embedding lookups (``embed_tokens``, ``embed_codes``: the text table and the
 codebook sum, from the engine's tables by default). :class:`Backend` checks every call's
@@ -28,8 +38,11 @@ implements those four methods and ``from_path``, registered by name in
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,9 +51,32 @@ from ..errors import CapacityError, VoxtralError
 from .constants import CODEC_FRAMES, MAX_BATCH
 
 
+@dataclass(eq=False)
+class PrefixKV:
+    """The keys/values of a prompt's first ``length`` positions, computed by :meth:`Backend.prefix`
+    and usable only by a backend with the same :attr:`Backend.prefix_identity`. ``data`` is the
+    backend's own (host arrays, device tensors or buffers); ``nbytes`` what it holds."""
+
+    identity: tuple
+    length: int
+    nbytes: int
+    data: Any  # freed with the last reference (a device buffer frees itself when collected)
+
+
+class PrefillItem(NamedTuple):
+    """One prompt to prefill: its embeddings (the rest after ``prefix``, or all of it), its slot."""
+
+    embeds: np.ndarray
+    slot: int
+    prefix: PrefixKV | None = None
+
+
 class Backend(ABC):
     #: the registry name (``torch``, ``onnxruntime``, ``tensorrt``, ``coreml``)
     name: str = ""
+    #: whether :meth:`prefill_many` runs several prompts as one padded call (a backend that can
+    #: sets it where that measured faster than one call after another; the README has the figures)
+    batched_prefill: bool = False
 
     def __init__(self, config: ModelConfig, capacity: int, max_batch: int = 1, embeddings=None):
         """``embeddings``: the host tables (:class:`.host_embeddings.HostEmbeddings`) behind the
@@ -55,6 +91,16 @@ class Backend(ABC):
         self.capacity = capacity
         self.max_batch = max_batch
         self.embeddings = embeddings
+        self._instance = uuid.uuid4().hex[:12]
+
+    @property
+    def prefix_identity(self) -> tuple | None:
+        """What a :class:`PrefixKV` from this backend is valid for — (backend, this instance,
+        precision, capacity, device); None when this backend cannot prefill after a prefix."""
+        return None
+
+    def _identity(self, precision: str, device: str) -> tuple:
+        return (self.name, self._instance, precision, self.capacity, device)
 
     @classmethod
     @abstractmethod
@@ -72,12 +118,37 @@ class Backend(ABC):
         return self.embeddings.codes(codes)
 
     # --- the four graph calls, checked -------------------------------------------------------------
-    def prefill(self, embeds: np.ndarray, slot: int = 0) -> np.ndarray:
+    def prefill(self, embeds: np.ndarray, slot: int = 0, prefix: PrefixKV | None = None) -> np.ndarray:
+        return self.prefill_many([PrefillItem(embeds, slot, prefix)])[0]
+
+    def prefill_many(self, items) -> list[np.ndarray]:
+        """Prefill each :class:`PrefillItem` (distinct slots) → the hidden of each one's last position."""
+        checked = []
+        for embeds, slot, prefix in items:
+            embeds = np.ascontiguousarray(embeds, dtype=np.float32)
+            start = 0 if prefix is None else prefix.length
+            if prefix is not None and prefix.identity != self.prefix_identity:
+                raise VoxtralError(f"a prompt prefix computed by another backend {prefix.identity[:1]} (or another "
+                                   f"precision, capacity or device) cannot be used by this one")
+            if embeds.ndim != 2 or embeds.shape[0] < 1:
+                raise VoxtralError(f"a prefill takes embeddings [P ≥ 1, D], got shape {list(embeds.shape)}")
+            if start + embeds.shape[0] > self.capacity:
+                raise CapacityError(f"prompt of {start + embeds.shape[0]} tokens exceeds the KV cache "
+                                    f"({self.capacity} positions)")
+            checked.append(PrefillItem(embeds, int(slot), prefix))
+        self._check_slots([item.slot for item in checked])
+        return self._prefill_many(checked)
+
+    def prefix(self, embeds: np.ndarray) -> PrefixKV:
+        """The keys/values of ``embeds`` [L, D] at positions 0..L−1, for later :meth:`prefill` calls."""
+        if self.prefix_identity is None:
+            raise VoxtralError(f"the {self.name} backend cannot reuse a prompt prefix")
         embeds = np.ascontiguousarray(embeds, dtype=np.float32)
-        if embeds.shape[0] > self.capacity:
-            raise CapacityError(f"prompt of {embeds.shape[0]} tokens exceeds the KV cache ({self.capacity} positions)")
-        self._check_slots([slot])
-        return self._prefill(embeds, int(slot))
+        if not 1 <= embeds.shape[0] < self.capacity:
+            raise CapacityError(f"a prefix of {embeds.shape[0]} positions does not fit the KV cache "
+                                f"({self.capacity} positions) with a token after it")
+        length, nbytes, data = self._prefix(embeds)
+        return PrefixKV(self.prefix_identity, length, nbytes, data)
 
     def step(self, embeds: np.ndarray, positions, slots) -> np.ndarray:
         positions, slots = np.asarray(positions, np.int64), np.asarray(slots, np.int64)
@@ -123,8 +194,19 @@ class Backend(ABC):
 
     # --- what a backend implements -----------------------------------------------------------------
     @abstractmethod
-    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
-        """Checked: float32 [P, D] with P ≤ capacity, a valid slot → hidden [D]."""
+    def _prefill(self, embeds: np.ndarray, slot: int, prefix: PrefixKV | None = None) -> np.ndarray:
+        """Checked: float32 [P, D] after ``prefix`` (None: at position 0), fitting the cache, a
+        valid slot → hidden of the last position [D]. A backend with :attr:`prefix_identity` None
+        is never given a prefix."""
+
+    def _prefill_many(self, items: list[PrefillItem]) -> list[np.ndarray]:
+        """Checked items in distinct slots; by default one :meth:`_prefill` after another (a backend
+        that batches them checks :attr:`batched_prefill` and falls back to this)."""
+        return [self._prefill(embeds, slot, prefix) for embeds, slot, prefix in items]
+
+    def _prefix(self, embeds: np.ndarray) -> tuple[int, int, Any]:
+        """Checked float32 [L, D] → (L, bytes held, the backend's keys/values of positions 0..L−1)."""
+        raise VoxtralError(f"the {self.name} backend cannot reuse a prompt prefix")
 
     @abstractmethod
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -158,8 +240,18 @@ class Forwarding(Backend):
     def embed_codes(self, codes):
         return self.inner.embed_codes(codes)
 
-    def _prefill(self, embeds, slot):
-        return self.inner.prefill(embeds, slot)
+    @property
+    def prefix_identity(self):
+        return self.inner.prefix_identity
+
+    def prefix(self, embeds):
+        return self.inner.prefix(embeds)
+
+    def _prefill(self, embeds, slot, prefix=None):
+        return self.inner.prefill(embeds, slot, prefix)
+
+    def _prefill_many(self, items):
+        return self.inner.prefill_many(items)
 
     def _step(self, embeds, positions, slots):
         return self.inner.step(embeds, positions, slots)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import VoxtralError
-from .constants import CODEC_CHUNK_FRAMES, CODEC_CONTEXT_FRAMES, CODEC_FRAMES, STREAM_CHUNK_FRAMES, STREAM_FIRST_FRAMES
+from .constants import CODEC_CHUNK_FRAMES, CODEC_CONTEXT_FRAMES, CODEC_FRAMES, STREAM_CHUNKS
 
 #: one codec call: codes [T, 37] (T ≤ CODEC_FRAMES) → audio [T · samples_per_frame]
 CodecCall = Callable[[np.ndarray], np.ndarray]
@@ -60,6 +60,25 @@ def codec_audio(codec: CodecCall, codes: np.ndarray, samples_per_frame: int, chu
     return np.concatenate(pieces)
 
 
-def stream_chunk_frames(emitted: int) -> int:
-    """New frames in the next streamed chunk: 5 until 25 frames are out, then 25 (the reference)."""
-    return STREAM_FIRST_FRAMES if emitted + STREAM_FIRST_FRAMES <= STREAM_CHUNK_FRAMES else STREAM_CHUNK_FRAMES
+def stream_chunk_frames(emitted: int, schedule: Sequence[int] = STREAM_CHUNKS) -> int:
+    """New frames in the next streamed chunk after ``emitted`` frames: the schedule's sizes in
+    turn, the last repeating (default 2, 3, 5, 5, 5, 5, then 25)."""
+    total = 0
+    for size in schedule:
+        if emitted <= total:
+            return size
+        total += size
+    return schedule[-1]
+
+
+def parse_stream_chunks(value: str | Sequence[int]) -> tuple[int, ...]:
+    """A stream schedule from ``"2,3,5,25"`` or a sequence: positive frame counts, the last repeating."""
+    items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        sizes = tuple(int(item) for item in items)
+    except (TypeError, ValueError):
+        sizes = ()
+    if not sizes or min(sizes) < 1 or max(sizes) > CODEC_CHUNK_FRAMES:
+        raise VoxtralError(f"a stream schedule is comma-separated frame counts from 1 to {CODEC_CHUNK_FRAMES} "
+                           f"(e.g. 2,3,5,25; the last repeats), got {value!r}")
+    return sizes

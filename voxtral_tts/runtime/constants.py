@@ -20,6 +20,9 @@ CODEC_CHUNK_FRAMES = 50
 CODEC_CONTEXT_FRAMES = 25
 #: The longest codec call the runtime makes: the fixed input of a fixed-shape codec (TensorRT, Core ML).
 CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
-#: Streaming: audio after the first 5 frames, then every 5 frames up to 25, then every 25.
-STREAM_FIRST_FRAMES = 5
-STREAM_CHUNK_FRAMES = 25
+#: Streaming: new frames in each streamed chunk, the last repeating — audio after the first 2
+#: frames (160 ms), 3 more, then every 5 frames up to 25, then every 25.
+STREAM_CHUNKS = (2, 3, 5, 5, 5, 5, 25)
+#: The voice-prefix KV cache's default budget (all 20 preset voices' prefixes of the full-size
+#: model take 0.94 GB in float32, half that in bf16/fp16).
+DEFAULT_PREFIX_CACHE_MB = 1024

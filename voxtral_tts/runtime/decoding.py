@@ -1,6 +1,6 @@
 """The decode loop (spec §6.1), written once for every backend, for one or many utterances at once.
 
-    h = prefill(prompt embeddings)                  # hidden of the final [BEGIN_AUDIO]
+    h = prefill(prompt embeddings)                  # hidden of the final [BEGIN_AUDIO] (after a cached prefix)
     for n = 0, 1, …:
         codes = flow(h, noise[n])                    # 37 codes, +2 offset
         if codes[0] == END_AUDIO: stop               # never fed back, never turned into audio
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import END_AUDIO
 from ..errors import CapacityError, VoxtralError
-from .backend import Backend
+from .backend import Backend, PrefillItem, PrefixKV
 from .constants import DEFAULT_MAX_FRAMES, FRAME_FLOOR, FRAMES_PER_CHARACTER
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class Utterance:
     noise: NoiseSource
     budget: int
     limit: str = LIMIT_MAX_FRAMES  # what set the budget (reported when it ends the utterance)
+    prefix: PrefixKV | None = None  # the keys/values of embeds[:prefix.length], until prefilled
     slot: int = -1
     frames: int = 0
     hidden: np.ndarray | None = None
@@ -127,7 +128,8 @@ class Utterance:
 class FrameLoop:
     """The decode loop for every utterance in flight, one frame each per :meth:`step`.
 
-    An utterance joins with a prefill into a free cache slot. Each step runs one flow call for all
+    Utterances join with one prefill call into free cache slots (each after its prefix, if it has
+    one). Each step runs one flow call for all
     active utterances (codes from each one's hidden and noise), then one backbone step for those
     that go on, each at its own position. An utterance leaves at END_AUDIO (that frame is not
     audio and never fed back) or at its frame budget, and its slot is free for the next.
@@ -142,12 +144,18 @@ class FrameLoop:
     def has_room(self) -> bool:
         return bool(self.free)
 
-    def join(self, utterance: Utterance) -> None:
-        if not self.free:
-            raise VoxtralError("no free decoding slot")
-        utterance.hidden = self.backend.prefill(utterance.embeds, self.free[0])  # a failed prefill keeps the slot
-        utterance.slot = self.free.pop(0)
-        self.active.append(utterance)
+    def join(self, *utterances: Utterance) -> None:
+        """Prefill ``utterances`` into free slots in one backend call; a failed prefill takes no slot."""
+        if len(utterances) > len(self.free):
+            raise VoxtralError(f"{len(utterances)} utterances to start, {len(self.free)} free decoding slot(s)")
+        slots = self.free[: len(utterances)]
+        items = [PrefillItem(u.embeds if u.prefix is None else u.embeds[u.prefix.length:], slot, u.prefix)
+                 for u, slot in zip(utterances, slots)]
+        hidden = self.backend.prefill_many(items)
+        for utterance, slot, h in zip(utterances, slots, hidden):
+            utterance.hidden, utterance.slot, utterance.prefix = h, slot, None
+            self.free.remove(slot)
+            self.active.append(utterance)
 
     def leave(self, utterance: Utterance) -> None:
         if utterance in self.active:

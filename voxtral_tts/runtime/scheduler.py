@@ -6,7 +6,9 @@ chunking, cancellation and errors (whisper's ``DecodingTask``, for speech, over 
 
 - :meth:`Scheduler.submit` queues a :class:`Request` (its text already split into parts);
 - each :meth:`Scheduler.step`: drops cancelled requests, **admits** the next parts into free cache
-  slots (prompt, frame budget, prefill), runs one frame for every utterance in flight
+  slots — prompt, frame budget, the voice prefix's keys/values from the :class:`.prefix_cache.
+  PrefixCache` (where the backend can reuse them), and one prefill call for every part admitted
+  (the rest of each prompt after its prefix) — runs one frame for every utterance in flight
   (:class:`.decoding.FrameLoop`), and turns frames into audio on the request's chunk schedule;
 - it returns typed events: :class:`AudioChunk`, :class:`PartFinished` (codes and finish reason),
   :class:`RequestFailed` (the error; :class:`Cancelled` when the caller cancelled), and
@@ -14,8 +16,8 @@ chunking, cancellation and errors (whisper's ``DecodingTask``, for speech, over 
   a codec error fails its own request, a backbone/flow failure every request in that frame.
 
 Parts of a request run one after another (the noise continues across them); parts of requests in
-flight are admitted ahead of new requests. Where the next features go: admission
-(:meth:`Scheduler._admit`) is the home of the voice-prefix KV cache and of batched prefill; the
+flight are admitted ahead of new requests. Streamed audio follows the scheduler's chunk schedule
+(:func:`.codec.stream_chunk_frames`: 2 frames, 3 more, then 5s up to 25, then 25s by default). The
 per-part frame budget is :func:`.decoding.frame_budget`.
 """
 
@@ -30,11 +32,13 @@ from typing import Callable, Iterator, Union
 import numpy as np
 
 from ..errors import VoxtralError
-from ..tokenizer import PROMPT_OVERHEAD
+from ..tokenizer import PREFIX_OVERHEAD, PROMPT_OVERHEAD
 from ..voices import Voice
 from .backend import Backend
-from .codec import codec_audio, codec_span, stream_chunk_frames
+from .codec import codec_audio, codec_span, parse_stream_chunks, stream_chunk_frames
+from .constants import STREAM_CHUNKS
 from .decoding import FrameLoop, NoiseSource, Utterance, frame_budget
+from .prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,8 @@ class Usage:
 @dataclass(eq=False)
 class Request:
     """One text to speak: its parts (each generated from a fresh prompt), voice, noise and
-    per-part frame cap. ``streaming``: audio in chunks as frames arrive (5 frames, then every 5 up
-    to 25, then every 25) instead of one piece per part. Thread-safe :meth:`cancel`."""
+    per-part frame cap. ``streaming``: audio in chunks as frames arrive (the scheduler's stream
+    schedule) instead of one piece per part. Thread-safe :meth:`cancel`."""
 
     text: str  # the whole text, checked
     parts: tuple[str, ...]
@@ -123,9 +127,18 @@ class _Part:
 
 
 class Scheduler:
-    def __init__(self, backend: Backend, prompt: PromptBuilder):
+    """``prefix_cache``: the voice-prefix cache (None: every prompt is prefilled whole; also when
+    the backend cannot reuse a prefix). ``stream_chunks``: frames per streamed chunk, the last
+    repeating (:func:`.codec.parse_stream_chunks`)."""
+
+    def __init__(self, backend: Backend, prompt: PromptBuilder, prefix_cache: PrefixCache | None = None,
+                 stream_chunks=STREAM_CHUNKS):
         self.backend = backend
         self._prompt = prompt
+        self.prefix_cache = prefix_cache if backend.prefix_identity is not None else None
+        if prefix_cache is not None and self.prefix_cache is None:
+            log.info("the %s backend cannot reuse a voice prefix: every prompt is prefilled whole", backend.name)
+        self.stream_chunks = parse_stream_chunks(stream_chunks)
         self._loop = FrameLoop(backend)
         self._new: deque[Request] = deque()  # submitted, not started
         self._next: deque[Request] = deque()  # in flight, next part to start (ahead of new requests)
@@ -190,20 +203,31 @@ class Scheduler:
                     f"generation cancelled after {part.request.usage.frames} frames")))
 
     def _admit(self, events: list[Event]) -> None:
-        """Start the next parts in free slots: prompt, frame budget, prefill (one at a time).
-        The voice-prefix KV cache and batched prefill belong here."""
-        while self._loop.has_room and (self._next or self._new):
+        """Start the next parts in free slots: prompt, frame budget and voice prefix for each, then
+        one prefill call for all of them (the backend batches them where it can)."""
+        admitted: list[tuple[Request, int, np.ndarray, Utterance]] = []
+        while len(admitted) < len(self._loop.free) and (self._next or self._new):
             request = (self._next or self._new).popleft()
             index = request._next_part
             try:
                 ids, embeds = self._prompt(request.parts[index], request.voice)
                 budget, limit = frame_budget(self.backend.capacity, len(ids), request.max_frames, request.noise,
                                              len(request.parts[index]))
-                utterance = Utterance(embeds, request.noise, budget, limit)
-                self._loop.join(utterance)
+                prefix = None
+                if self.prefix_cache is not None:
+                    prefix = self.prefix_cache.get(self.backend, embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD])
+                admitted.append((request, index, ids, Utterance(embeds, request.noise, budget, limit, prefix)))
             except Exception as exc:  # this request only
                 events.append(RequestFailed(request, exc))
-                continue
+        if not admitted:
+            return
+        try:
+            self._loop.join(*[utterance for *_, utterance in admitted])
+        except Exception as exc:  # the backend failed: the requests of this prefill fail
+            log.error("prefill failed: %s: %s", type(exc).__name__, exc)
+            events.extend(RequestFailed(request, exc) for request, *_ in admitted)
+            return
+        for request, index, ids, utterance in admitted:
             request._next_part += 1
             text_tokens = len(ids) - request.voice.n_audio_tokens - PROMPT_OVERHEAD
             request.usage = Usage(request.usage.text_tokens + text_tokens, request.usage.frames)
@@ -234,7 +258,7 @@ class Scheduler:
         if codes is not None:
             part.frames.append(codes)
             request.usage = Usage(request.usage.text_tokens, request.usage.frames + 1)
-            if request.streaming and len(part.frames) - part.emitted >= stream_chunk_frames(part.emitted):
+            if request.streaming and len(part.frames) - part.emitted >= stream_chunk_frames(part.emitted, self.stream_chunks):
                 events.append(AudioChunk(request, part.index, self._audio(part)))
         if not part.utterance.done:
             return

@@ -23,7 +23,9 @@ from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
 from .backend import Backend
 from .codec import codec_audio
+from .constants import DEFAULT_PREFIX_CACHE_MB, STREAM_CHUNKS
 from .decoding import FINISHED_END, LIMIT_CAPACITY, NoiseSource, frame_budget
+from .prefix_cache import PrefixCache
 from .scheduler import AudioChunk, Event, PartFinished, Request, RequestFailed, Scheduler
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,23 @@ class SynthesisResult:
 
 
 class TTS:
-    def __init__(self, backend: Backend, tokenizer: Tekken, voice_bank: VoiceBank):
+    """``prefix_cache``: keep each voice's prefix keys/values and prefill only the rest of a prompt
+    (True, the default, with a budget of ``prefix_cache_mb``; False: prefill whole prompts; or a
+    :class:`.prefix_cache.PrefixCache` to use). ``stream_chunks``: frames per streamed chunk, the
+    last repeating (default 2, 3, 5, 5, 5, 5, 25)."""
+
+    def __init__(self, backend: Backend, tokenizer: Tekken, voice_bank: VoiceBank,
+                 prefix_cache: bool | PrefixCache = True, prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
+                 stream_chunks=STREAM_CHUNKS):
         self.backend = backend
         self.config: ModelConfig = backend.config
         self.tokenizer = tokenizer
         self.voice_bank = voice_bank
-        self.scheduler = Scheduler(backend, self.prompt)
+        if prefix_cache is True:
+            if prefix_cache_mb is None or prefix_cache_mb < 0:
+                raise VoxtralError(f"the prefix cache's budget must be at least 0 MB, got {prefix_cache_mb}")
+            prefix_cache = PrefixCache(int(prefix_cache_mb) << 20)
+        self.scheduler = Scheduler(backend, self.prompt, prefix_cache or None, stream_chunks)
 
     @property
     def voices(self) -> list[str]:
@@ -125,8 +138,9 @@ class TTS:
     def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
                max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
-        """Yield float32 audio chunks as frames are produced: the first after 5 frames (400 ms of
-        audio), then every 5 frames up to 25, then every 25. Each chunk is decoded with up to 25
+        """Yield float32 audio chunks as frames are produced, on the scheduler's stream schedule
+        (by default the first after 2 frames — 160 ms of audio — then 3 more, then every 5 frames
+        up to 25, then every 25). Each chunk is decoded with up to 25
         frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
         arguments) up to float rounding. Long text is streamed part by part. ``cancelled`` is
         polled every frame; when it returns True, :class:`.scheduler.Cancelled` is raised."""

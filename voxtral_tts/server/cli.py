@@ -19,6 +19,8 @@ from pathlib import Path
 from ..api import load
 from ..cli import add_backend_arguments, options_from_args
 from ..errors import VoxtralError, run_cli
+from ..runtime.codec import parse_stream_chunks
+from ..runtime.constants import STREAM_CHUNKS
 from .app import ServerOptions, create_app
 
 
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default: 50 + 4 per character of "
                    "the part, at most 2048)")
     p.add_argument("--max-input-chars", type=int, default=4096)
+    p.add_argument("--stream-chunks", default=",".join(map(str, STREAM_CHUNKS)),
+                   help="frames in each streamed audio chunk, the last repeating (default %(default)s: the first "
+                        "chunk after 160 ms of audio)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.model.is_dir():
             raise VoxtralError(f"{args.model}: not a directory (expected an engine or model directory)")
         backend, options = options_from_args(args, progress=False, max_batch=args.max_batch)
+        options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
         app = create_app(lambda: load(args.model, backend, **options),
                          ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
                                        max_input_chars=args.max_input_chars))

@@ -2,7 +2,10 @@
 
 - ``backbone.mlpackage`` is stateful: one ``make_state()`` per sequence holds every layer's KV
   cache (float16, the engine's capacity); a prefill is one call with L = prompt length, a decode
-  step one call with L = 1, both writing the state in place.
+  step one call with L = 1, both writing the state in place. A voice prefix's keys/values are
+  read out of a state with ``MLState.read_state`` and written into the next sequence's fresh state
+  with ``write_state`` (whole: the API writes a state's full shape), then only the rest of the
+  prompt is prefilled.
 - ``flow_frame.mlpackage``: one frame per call (codes come back int32, returned as int64).
 - ``codec.mlpackage`` takes a fixed 75-frame chunk: shorter chunks are padded at the end with
   their last frame and the audio of the padding dropped (the codec is causal).
@@ -69,7 +72,16 @@ class CoreMLBackend(Backend):
         if models is None:
             models = self._load(engine, device)
         self._models = models
+        self.device = device
         self._states: list = [None] * self.max_batch  # one Core ML state (KV cache) per slot
+        # the state's names, where this coremltools can read and write a state from Python (9+)
+        try:
+            from coremltools.models.model import MLState
+        except ImportError:
+            MLState = None
+        self._state_names: list[str] = []
+        if hasattr(MLState, "read_state") and hasattr(MLState, "write_state"):
+            self._state_names = [state.name for state in models["backbone"].get_spec().description.state]
 
     @classmethod
     def from_path(cls, path: str | Path, capacity: int | None = None, progress: bool = True, device: str | None = None,
@@ -107,9 +119,30 @@ class CoreMLBackend(Backend):
                  "positions": np.ascontiguousarray(positions, dtype=np.int32)}
         return np.asarray(self._models["backbone"].predict(feeds, state=state)["hidden"], dtype=np.float32)[0]
 
-    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
+    # --- the voice prefix: read out of a state, written into a fresh one -------------------------------
+    @property
+    def prefix_identity(self) -> tuple | None:
+        return self._identity(self.engine.precision, self.device) if self._state_names else None
+
+    def _prefix(self, embeds: np.ndarray) -> tuple[int, int, dict[str, np.ndarray]]:
+        """Each cache state's first L positions (``MLState.read_state``, coremltools 9+): the
+        prefix alone in a fresh state, then read out; the state's position axis is −2."""
+        length = embeds.shape[0]
+        state = self._models["backbone"].make_state()
+        self._backbone(embeds, np.arange(length), state)
+        data = {name: np.array(state.read_state(name)[..., :length, :]) for name in self._state_names}
+        return length, sum(a.nbytes for a in data.values()), data
+
+    def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
         state = self._models["backbone"].make_state()  # a fresh cache for this sequence
-        hidden = self._backbone(embeds, np.arange(embeds.shape[0]), state)[-1].copy()
+        start = 0
+        if prefix is not None:  # written whole: MLState.write_state takes the state's full shape
+            start = prefix.length
+            for name, rows in prefix.data.items():
+                full = np.zeros_like(state.read_state(name))
+                full[..., :start, :] = rows
+                state.write_state(name, full)
+        hidden = self._backbone(embeds, np.arange(start, start + embeds.shape[0]), state)[-1].copy()
         self._states[slot] = state
         return hidden
 

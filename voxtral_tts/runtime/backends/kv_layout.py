@@ -38,6 +38,10 @@ class Copy2D:
     def nbytes(self) -> int:
         return self.width * self.height
 
+    def reversed(self) -> "Copy2D":
+        """The same rows copied the other way (from ``dst`` back to ``src``)."""
+        return Copy2D(self.src, self.src_pitch, self.dst, self.dst_pitch, self.width, self.height)
+
     def runs(self) -> list[tuple[int, int, int]]:
         """The same copy as contiguous pieces (dst, src, nbytes): one when both sides are dense."""
         if self.dst_pitch == self.width and self.src_pitch == self.width:
@@ -125,10 +129,20 @@ class KVLayout:
     def prefill_copies(self, slot: int, length: int) -> list[Copy2D]:
         """Store a one-sequence prefill: present [n_layers, length, 1, …] → ``cache[:, :length, slot]``
         (one copy per layer, ``length`` rows)."""
-        if not 1 <= length <= self.capacity:
-            raise VoxtralError(f"a prompt of {length} positions does not fit the KV cache ({self.capacity} positions)")
+        return self.rows_copies(slot, 0, length, length)
+
+    def rows_copies(self, slot: int, start: int, length: int, src_length: int, src_batch: int = 1,
+                    src_index: int = 0) -> list[Copy2D]:
+        """Rows 0..length−1 of sequence ``src_index`` of a [n_layers, src_length, src_batch, …]
+        buffer (a graph's ``present_*``, a prompt prefix) → ``cache[:, start:start+length, slot]``
+        (one copy per layer)."""
+        if not (1 <= length <= src_length and 0 <= start and start + length <= self.capacity
+                and 0 <= src_index < src_batch):
+            raise VoxtralError(f"{length} positions from position {start} (row {src_index} of a {src_length}×"
+                               f"{src_batch} source) does not fit the KV cache ({self.capacity} positions)")
         row = self.row_bytes
-        return [Copy2D(self.offset(layer, 0, slot), self.position_stride, layer * length * row, row, row, length)
+        return [Copy2D(self.offset(layer, start, slot), self.position_stride,
+                       (layer * src_length * src_batch + src_index) * row, src_batch * row, row, length)
                 for layer in range(self.n_layers)]
 
     def step_copies(self, positions: Sequence[int], slots: Sequence[int]) -> list[Copy2D]:

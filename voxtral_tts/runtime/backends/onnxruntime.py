@@ -26,12 +26,13 @@ import os
 import struct
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...engine import Engine, is_engine_dir, open_engine
 from ...errors import EngineError, VoxtralError
-from ..backend import Backend
+from ..backend import Backend, PrefillItem, PrefixKV
 from .host_embeddings import HostEmbeddings
 from .kv_layout import KVLayout
 
@@ -115,35 +116,56 @@ def dlpack_view(ptr: int, count: int, device: str, device_id: int = 0):
 
 
 class _KVStore(ABC):
-    """The two caches (``k``, ``v``) with the step's ``present_*`` outputs, on some device."""
+    """The two caches (``k``, ``v``) with the step's ``present_*`` outputs, on some device, and the
+    copies between them and other buffers of that device (prefill outputs, prompt prefixes)."""
 
     device: str
     device_id: int
     layout: KVLayout
 
     @abstractmethod
+    def new(self, shape, zero: bool = True) -> Any:
+        """A float32 buffer of ``shape`` on this device, zeroed unless it is an output the graph
+        fills (masked rows of a past must still be finite)."""
+
+    @abstractmethod
     def address(self, buffer) -> int:
-        """Address of a cache's first element."""
+        """Address of a buffer's first element."""
 
     @abstractmethod
+    def bind_output(self, binding, name: str, buffer) -> None:
+        """Bind ``buffer`` as the graph output ``name``."""
+
+    @abstractmethod
+    def copy(self, copies, dst, src) -> None:
+        """Execute a copy plan (:class:`.kv_layout.Copy2D`, offsets from the buffers' starts)."""
+
+    def synchronize(self, binding) -> None:
+        """Order the copies made so far before the next run of ``binding``'s session."""
+
     def bind_present(self, binding, present: dict) -> None:
-        """Bind ``present["k"]`` / ``["v"]`` as the ``present_k`` / ``present_v`` outputs."""
+        for kind in ("k", "v"):
+            self.bind_output(binding, f"present_{kind}", present[kind])
 
-    @abstractmethod
-    def prefill_outputs(self, length: int) -> dict:
-        """Buffers for a one-sequence prefill's ``present_*`` outputs."""
+    def outputs(self, length: int, batch: int = 1) -> dict:
+        """Buffers for a prefill's ``present_*`` outputs: ``length`` positions of ``batch`` sequences."""
+        return {kind: self.new(self.layout.present_shape(length, batch), zero=False) for kind in ("k", "v")}
 
-    @abstractmethod
     def store(self, copies, present: dict, binding) -> None:
-        """Execute the copy plan from ``present`` into both caches, complete before the next run."""
-
-    def bind_past(self, binding, length: int) -> None:
-        """Bind each layer's first ``length`` positions as its ``past_k.i`` / ``past_v.i`` input."""
+        """Rows of ``present`` into both caches, complete before the next run."""
         for kind, cache in (("k", self.k), ("v", self.v)):
-            for layer in range(self.layout.n_layers):
-                offset, shape = self.layout.prefix(layer, length)
+            self.copy(copies, cache, present[kind])
+        self.synchronize(binding)
+
+    def bind_past(self, binding, length: int, buffers: dict | None = None, layout: KVLayout | None = None) -> None:
+        """Bind each layer's first ``length`` positions of ``buffers`` (laid out as ``layout``;
+        default: the caches) as its ``past_k.i`` / ``past_v.i`` input."""
+        buffers, layout = buffers or {"k": self.k, "v": self.v}, layout or self.layout
+        for kind in ("k", "v"):
+            for layer in range(layout.n_layers):
+                offset, shape = layout.prefix(layer, length)
                 binding.bind_input(f"past_{kind}.{layer}", self.device, self.device_id, np.float32, list(shape),
-                                   self.address(cache) + offset)
+                                   self.address(buffers[kind]) + offset)
 
 
 class HostKV(_KVStore):
@@ -157,20 +179,18 @@ class HostKV(_KVStore):
         self.v = np.zeros(layout.shape, np.float32)
         self.present = {kind: np.zeros(layout.present_shape(1, layout.slots), np.float32) for kind in ("k", "v")}
 
+    def new(self, shape, zero: bool = True) -> np.ndarray:
+        return np.zeros(shape, np.float32) if zero else np.empty(shape, np.float32)
+
     def address(self, array: np.ndarray) -> int:
         return array.ctypes.data
 
-    def bind_present(self, binding, present: dict) -> None:
-        for kind in ("k", "v"):
-            OnnxBackend._bind(binding, "output", f"present_{kind}", present[kind])
+    def bind_output(self, binding, name: str, buffer) -> None:
+        OnnxBackend._bind(binding, "output", name, buffer)
 
-    def prefill_outputs(self, length: int) -> dict:
-        return {kind: np.empty(self.layout.present_shape(length, 1), np.float32) for kind in ("k", "v")}
-
-    def store(self, copies, present: dict, binding) -> None:
-        for kind, cache in (("k", self.k), ("v", self.v)):
-            for copy in copies:
-                copy.apply(cache, present[kind])
+    def copy(self, copies, dst, src) -> None:
+        for c in copies:
+            c.apply(dst, src)
 
 
 class DeviceKV(_KVStore):
@@ -185,18 +205,23 @@ class DeviceKV(_KVStore):
 
     def __init__(self, layout: KVLayout, device: str, device_id: int = 0):
         self.layout, self.device, self.device_id = layout, device, device_id
-        self.k, self.v = self._new(layout.shape), self._new(layout.shape)
-        zeros = np.zeros(layout.layer_stride // 4, np.float32)  # masked rows must still be finite
-        for cache in (self.k, self.v):
-            for layer in range(layout.n_layers):
-                self._view(cache.data_ptr() + layout.offset(layer), zeros.nbytes).update_inplace(zeros)
-        self.present = {kind: self._new(layout.present_shape(1, layout.slots)) for kind in ("k", "v")}
-        self._step_rows: dict[tuple[int, int], object] = {}
+        self.k, self.v = self.new(layout.shape), self.new(layout.shape)
+        self.present = {kind: self.new(layout.present_shape(1, layout.slots)) for kind in ("k", "v")}
+        self._rows: dict[tuple[int, int], object] = {}
 
-    def _new(self, shape):
+    def new(self, shape, zero: bool = True):
         import onnxruntime as ort
 
-        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device, self.device_id)
+        value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device, self.device_id)
+        if not zero:
+            return value
+        block = 1 << 22  # zeroed through a host block of ≤ 16 MB at a time
+        total = int(np.prod(shape, dtype=np.int64))
+        zeros = np.zeros(min(total, block), np.float32)
+        for start in range(0, total, block):
+            count = min(block, total - start)
+            self._view(value.data_ptr() + 4 * start, 4 * count).update_inplace(zeros[:count])
+        return value
 
     def _view(self, ptr: int, nbytes: int):
         return dlpack_view(ptr, nbytes // 4, self.device, self.device_id)
@@ -204,31 +229,29 @@ class DeviceKV(_KVStore):
     def address(self, value) -> int:
         return value.data_ptr()
 
-    def bind_present(self, binding, present: dict) -> None:
-        for kind in ("k", "v"):
-            binding.bind_ortvalue_output(f"present_{kind}", present[kind])
+    def bind_output(self, binding, name: str, buffer) -> None:
+        binding.bind_ortvalue_output(name, buffer)
 
-    def prefill_outputs(self, length: int) -> dict:
-        return {kind: self._new(self.layout.present_shape(length, 1)) for kind in ("k", "v")}
+    def copy(self, copies, dst, src) -> None:
+        keep = src is self.present["k"] or src is self.present["v"]  # the step's outputs never move
+        dst_base, src_base = dst.data_ptr(), src.data_ptr()
+        for c in copies:
+            for to, frm, nbytes in c.runs():
+                source = self._row(src_base + frm, nbytes) if keep else self._view(src_base + frm, nbytes)
+                self._view(dst_base + to, nbytes).update_inplace(source)
 
-    def store(self, copies, present: dict, binding) -> None:
-        step = present is self.present  # the step's outputs never move: their row views are kept
-        for kind, cache in (("k", self.k), ("v", self.v)):
-            dst_base, src_base = cache.data_ptr(), present[kind].data_ptr()
-            for copy in copies:
-                for dst, src, nbytes in copy.runs():
-                    source = self._step_row(src_base + src, nbytes) if step else self._view(src_base + src, nbytes)
-                    self._view(dst_base + dst, nbytes).update_inplace(source)
+    def synchronize(self, binding) -> None:
         binding.synchronize_inputs()
 
-    def _step_row(self, ptr: int, nbytes: int):
-        if (ptr, nbytes) not in self._step_rows:
-            self._step_rows[ptr, nbytes] = self._view(ptr, nbytes)
-        return self._step_rows[ptr, nbytes]
+    def _row(self, ptr: int, nbytes: int):
+        if (ptr, nbytes) not in self._rows:
+            self._rows[ptr, nbytes] = self._view(ptr, nbytes)
+        return self._rows[ptr, nbytes]
 
 
 class OnnxBackend(Backend):
     name = "onnxruntime"
+    batched_prefill = True
 
     @classmethod
     def from_path(cls, path: str | Path, capacity: int | None = None, device: str | None = None,
@@ -320,26 +343,81 @@ class OnnxBackend(Backend):
         method(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
     # --- backbone ----------------------------------------------------------------------------------
-    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
+    @property
+    def prefix_identity(self) -> tuple:
+        return self._identity(self.engine.precision, self.providers[0])
+
+    def _prefix(self, embeds: np.ndarray) -> tuple[int, int, Any]:
+        """The prompt prefix's keys/values: the ``present_*`` of a one-sequence prefill at 0, kept as
+        they come ([n_layers, L, 1, Hkv, hd]: each layer's rows contiguous, bound as a past later)."""
         length = embeds.shape[0]
+        _, present = self._run_prefill(embeds[None], np.arange(length, dtype=np.int64)[None], np.zeros(1, np.int64))
+        return length, 2 * self.layout.n_layers * length * self.layout.row_bytes, present
+
+    def _prefill(self, embeds: np.ndarray, slot: int, prefix: PrefixKV | None = None) -> np.ndarray:
+        return self._prefill_many([PrefillItem(embeds, slot, prefix)])[0]
+
+    def _prefill_many(self, items: list[PrefillItem]) -> list[np.ndarray]:
+        """One backbone call for every item: rows padded at the end to the longest (causal, so the
+        padding is never seen), each row at its own positions after its own prefix (``past_lengths``)."""
+        if len(items) > 1 and not self.batched_prefill:
+            return super()._prefill_many(items)
+        batch, dim = len(items), self.config.backbone.dim
+        starts = [0 if item.prefix is None else item.prefix.length for item in items]
+        lengths = [item.embeds.shape[0] for item in items]
+        width, past = max(lengths), max(starts)
+        embeds = np.zeros((batch, width, dim), np.float32)
+        for row, item in enumerate(items):
+            embeds[row, : lengths[row]] = item.embeds
+        positions = np.asarray(starts, np.int64)[:, None] + np.arange(width, dtype=np.int64)[None]
+        pasts = None
+        if past and batch == 1:  # the prefix's own buffers, bound as they are
+            pasts = (items[0].prefix.data, KVLayout(self.layout.n_layers, past, 1, *self.layout.row_shape))
+        elif past:  # every row's prefix gathered into one [n_layers, past, batch, …] buffer
+            staging = KVLayout(self.layout.n_layers, past, batch, *self.layout.row_shape)
+            buffers = {kind: self._cache.new(staging.shape) for kind in ("k", "v")}
+            for row, item in enumerate(items):
+                if item.prefix is not None:
+                    for kind in ("k", "v"):
+                        self._cache.copy(staging.rows_copies(row, 0, starts[row], starts[row]), buffers[kind],
+                                         item.prefix.data[kind])
+            pasts = (buffers, staging)
+        hidden, present = self._run_prefill(embeds, positions, np.asarray(starts, np.int64), pasts)
+        for row, item in enumerate(items):
+            for kind, cache in (("k", self._cache.k), ("v", self._cache.v)):
+                if item.prefix is not None:
+                    self._cache.copy(self.layout.rows_copies(item.slot, 0, starts[row], starts[row]), cache,
+                                     item.prefix.data[kind])
+                self._cache.copy(self.layout.rows_copies(item.slot, starts[row], lengths[row], width, batch, row),
+                                 cache, present[kind])
+        self._cache.synchronize(self._step_binding)
+        return [hidden[row, lengths[row] - 1].copy() for row in range(batch)]
+
+    def _run_prefill(self, embeds: np.ndarray, positions: np.ndarray, past_lengths: np.ndarray,
+                     pasts: tuple[dict, KVLayout] | None = None) -> tuple[np.ndarray, dict]:
+        """One backbone call: embeds [B, T, D] at positions [B, T] after ``pasts`` (buffers and
+        their layout; None: no past) → (hidden [B, T, D] on the host, present_k/v buffers)."""
+        batch, width = positions.shape
         session = self._sessions["backbone"]
         binding = session.io_binding()
-        inputs = embeds[None]
-        positions = np.arange(length, dtype=np.int64)[None]
-        self._bind(binding, "input", "embeds", inputs)
+        self._bind(binding, "input", "embeds", embeds)
         self._bind(binding, "input", "positions", positions)
-        self._bind(binding, "input", "past_lengths", np.zeros(1, np.int64))
-        empty = np.zeros((0, 1, *self._kv), np.float32)  # P = 0, batch 1
-        for i in range(self._n_layers):
-            self._bind(binding, "input", f"past_k.{i}", empty)
-            self._bind(binding, "input", f"past_v.{i}", empty)
-        hidden = np.empty((1, length, self.config.backbone.dim), np.float32)
+        self._bind(binding, "input", "past_lengths", past_lengths)
+        if pasts is None:
+            empty = np.zeros((0, batch, *self._kv), np.float32)
+            for i in range(self._n_layers):
+                self._bind(binding, "input", f"past_k.{i}", empty)
+                self._bind(binding, "input", f"past_v.{i}", empty)
+        else:
+            buffers, layout = pasts
+            self._cache.synchronize(binding)
+            self._cache.bind_past(binding, layout.capacity, buffers, layout)
+        hidden = np.empty((batch, width, self.config.backbone.dim), np.float32)
         self._bind(binding, "output", "hidden", hidden)
-        present = self._cache.prefill_outputs(length)
+        present = self._cache.outputs(width, batch)
         self._cache.bind_present(binding, present)
         session.run_with_iobinding(binding)
-        self._cache.store(self.layout.prefill_copies(slot, length), present, binding)
-        return hidden[0, -1].copy()
+        return hidden, present
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """One backbone call for every slot; the slots not named decode a dummy token whose rows
