@@ -99,12 +99,23 @@ def synchronize() -> None:
 
 
 def measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, rounds: int = 2,
-            halves: bool = True) -> dict:
+            halves: bool = True, batched: bool | None = None) -> dict:
     """One concurrency level through the runtime's scheduler (the server's path: admission, batched
     prefill, batched frames, streamed codec chunks), with the voice-prefix cache or without (on:
     the voice's prefix is cached before the first round, as in a running server); the first of
     ``rounds`` warms up (graph capture, allocator), the last is kept. ``halves``: also time the
-    flow frame and the backbone step alone."""
+    flow frame and the backbone step alone. ``batched``: prefill the N prompts in one padded call
+    (True) or one after another (False) instead of the backend's default."""
+    default = tts.backend.batched_prefill
+    if batched is not None:
+        tts.backend.batched_prefill = batched and type(tts.backend).batched_prefill
+    try:
+        return _measure(tts, text, voice, n, frames, cache, rounds, halves)
+    finally:
+        tts.backend.batched_prefill = default
+
+
+def _measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, rounds: int, halves: bool) -> dict:
     backend = Timed(tts.backend)
     scheduler = Scheduler(backend, tts.prompt, PrefixCache() if cache else None)
     if cache:
@@ -147,6 +158,7 @@ def measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, r
         "backbone_ms": statistics.median(backbone_ms) if halves else float("nan"),
         "concurrency": n,
         "prefix_cache": "on" if cache else "off",
+        "batched": tts.backend.batched_prefill,
         "prefill_calls": len(backend.prefill_ms),
         "prefill_ms": sum(backend.prefill_ms),
         "ttfa_ms_median": statistics.median(ttfa.values()),
@@ -197,9 +209,9 @@ def torch_rows(args, config, tts_parts, text) -> list[dict]:
                                max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
             tts = TTS(inf, tts_parts[0], tts_parts[1])
             label = f"torch {args.device} {dtype_name}{suffix}"
-            for n, cache in [(n, cache) for n in args.concurrency for cache in (False, True)]:
+            for n, cache, batched in variants_of(inf, args.concurrency):
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
-                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache)}
+                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache, batched=batched)}
                 if cuda:
                     row["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
                 row["variant_s"] = time.perf_counter() - started_variant  # set-up, captures, compiles included
@@ -231,9 +243,9 @@ def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
             except (VoxtralError, ImportError) as exc:
                 skipped.append(f"{label}: not run — {exc}")
                 continue
-            for n, cache in [(n, cache) for n in args.concurrency for cache in (False, True)]:
+            for n, cache, batched in variants_of(tts.backend, args.concurrency):
                 row = {"backend": label, "load_s": load_s, "prompt_tokens": prompt_tokens(tts, tts_parts, text),
-                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache)}
+                       **measure(tts, text, tts_parts[2].name, n, args.frames, cache, batched=batched)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
             del tts
@@ -241,6 +253,17 @@ def engine_rows(args, config, tts_parts, text) -> tuple[list[dict], list[str]]:
     if not args.engine:
         skipped.append("onnxruntime cuda / tensorrt: not run — no --engine given")
     return rows, skipped
+
+
+def variants_of(backend: Backend, concurrency: list[int]) -> list[tuple[int, bool, bool | None]]:
+    """Per concurrency: the prefix cache off and on (the backend's default prefill), and where
+    several requests arrive and the backend can batch prefill, cache on with the other choice."""
+    rows = []
+    for n in concurrency:
+        rows += [(n, False, None), (n, True, None)]
+        if n > 1 and type(backend).batched_prefill:
+            rows.append((n, True, not backend.batched_prefill))
+    return rows
 
 
 def prompt_tokens(tts: TTS, tts_parts, text: str) -> int:
@@ -305,21 +328,26 @@ def main() -> None:
     skipped += why
 
     print()
-    print(f"{'backend':28s} {'N':>3s} {'cache':>5s} {'prefill ms':>10s} {'TTFA ms (med / max)':>20s} "
+    print(f"{'backend':28s} {'N':>3s} {'cache':>5s} {'prefill':>10s} {'prefill ms':>10s} {'TTFA ms (med / max)':>20s} "
           f"{'ms/frame':>9s} {'flow':>6s} {'backbone':>8s} {'frames/s':>9s} {'RTF':>6s}")
     for r in rows:
-        print(f"{r['backend']:28s} {r['concurrency']:3d} {r['prefix_cache']:>5s} {r['prefill_ms']:10.1f} "
+        print(f"{r['backend']:28s} {r['concurrency']:3d} {r['prefix_cache']:>5s} "
+              f"{'batched' if r['batched'] else 'one by one':>10s} {r['prefill_ms']:10.1f} "
               f"{r['ttfa_ms_median']:9.0f} / {r['ttfa_ms_max']:<8.0f} {r['ms_per_frame']:9.2f} "
               f"{r['flow_ms']:6.2f} {r['backbone_ms']:8.2f} {r['frames_per_s']:9.1f} {r['rtf']:6.3f}")
-    by_key = {(r["backend"], r["concurrency"], r["prefix_cache"]): r for r in rows}
+    by_key = {(r["backend"], r["concurrency"], r["prefix_cache"], r["batched"]): r for r in rows}
     for r in rows:
-        cached = by_key.get((r["backend"], r["concurrency"], "on"))
+        cached = by_key.get((r["backend"], r["concurrency"], "on", r["batched"]))
+        other = by_key.get((r["backend"], r["concurrency"], "on", not r["batched"]))
+        if r["prefix_cache"] == "on" and r["batched"] and other:
+            print(f"{r['backend']} N={r['concurrency']} cache on: prefill batched ×{other['prefill_ms'] / r['prefill_ms']:.2f} "
+                  f"faster than one by one (TTFA median {other['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)")
         if r["prefix_cache"] == "off" and cached:
             print(f"{r['backend']} N={r['concurrency']}: time to first audio ×{r['ttfa_ms_median'] / cached['ttfa_ms_median']:.2f} "
                   f"lower with the prefix cache (median)")
         for suffix, what in ((" eager", "CUDA graphs ×{:.2f} faster per frame than eager"),
                              (" compiled", "compiled blocks ×{:.2f} faster per frame than plain graphs")):
-            other = by_key.get((r["backend"] + suffix, r["concurrency"], r["prefix_cache"]))
+            other = by_key.get((r["backend"] + suffix, r["concurrency"], r["prefix_cache"], r["batched"]))
             if other:
                 ratio = other["ms_per_frame"] / r["ms_per_frame"] if suffix == " eager" else \
                     r["ms_per_frame"] / other["ms_per_frame"]

@@ -11,17 +11,19 @@ same fixed number of frames (END_AUDIO is ignored: random weights decide nothing
 cost per frame does not depend on values). Printed per backend: load time, prefill ms, ms per
 frame split into backbone step / flow frame / feedback embedding, codec ms per second of audio,
 steady-state real-time factor (frames + codec, per second of audio), time to first audio
-(streaming: prefill + 5 frames + their codec call), peak RSS. Then the roofline
+(streaming: prefill + the first chunk's frames + its codec call), peak RSS. Then the roofline
 (``roofline.py``: bandwidth and matmul throughput measured here, bytes and FLOPs per frame per
 precision) and each row's ms/frame as a multiple of its precision's floor (torch bf16: bf16
 weights at the measured bandwidth, bf16 matmuls at torch's measured throughput).
 
 ``--first-audio``: time to first audio instead, voice-prefix cache off and on side by side, for
-one 20-word sentence (:data:`SENTENCE`) with ``--voice`` (default neutral_female) and for
-``--together`` requests of it arriving at once, through the runtime's scheduler (the server's
-path: ``bench_gpu.measure``). Per row: the prefill calls' ms, the time to first audio (median and
-worst), and — for the arrivals together, cache on — the prefill batched into one call against one
-call per request.
+each ``--text`` (default: the 20-word :data:`SENTENCE`, and :data:`SHORT`) with ``--voice``
+(default neutral_female), one request and ``--together`` requests arriving at once, through the
+runtime's scheduler (the server's path: ``bench_gpu.measure``). Per row: the prefill calls' ms,
+the time to first audio (median and worst), and — for the arrivals together, cache on — the
+prefill batched into one padded call against one call per request. A random model's tokenizer
+is byte-level (one token per byte: the 20-word sentence is 102 tokens); :data:`SHORT` is 24 bytes,
+about what the sentence is to a vocabulary of whole words like the released one.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ def timed(fn, *args, **kwargs):
 
 #: the first-audio benchmark's sentence: 20 words
 SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays on, and everyone in the square claps."
+#: 24 bytes: 24 tokens in a random model's byte-level vocabulary
+SHORT = "The band plays on today."
 
 
 def first_audio(args) -> list[dict]:
     """Time to first audio with the prefix cache off and on, for 1 and ``--together`` requests."""
     import voxtral_tts
-    from bench_gpu import measure
+    from bench_gpu import measure, variants_of
 
     path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
     options = {"progress": False}
@@ -82,36 +86,36 @@ def first_audio(args) -> list[dict]:
         tts, load_ms = timed(voxtral_tts.load, path, args.backend, max_batch=n, capacity=args.capacity, **options)
         precision = tts.backend.engine.precision if args.backend == "onnxruntime" else args.dtype
         label = f"{args.backend} {precision}"
-        variants = [(False, True), (True, True)] + ([(True, False)] if n > 1 else [])
-        for cache, batched in variants:
-            tts.backend.batched_prefill = batched and type(tts.backend).batched_prefill
-            row = measure(tts, SENTENCE, args.voice or "neutral_female", n, args.frames, cache, rounds=1, halves=False)
-            row.update(backend=label, batched=tts.backend.batched_prefill, load_s=load_ms / 1000,
-                       prompt_tokens=len(tts.prompt(SENTENCE, tts.voice_bank.get(args.voice or "neutral_female"))[0]))
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            rows.append(row)
+        voice = args.voice or "neutral_female"
+        for text in args.text or [SENTENCE, SHORT]:
+            for _, cache, batched in variants_of(tts.backend, [n]):
+                row = measure(tts, text, voice, n, args.frames, cache, rounds=1, halves=False, batched=batched)
+                row.update(backend=label, load_s=load_ms / 1000, text_tokens=len(tts.tokenizer.encode(text)),
+                           prompt_tokens=len(tts.prompt(text, tts.voice_bank.get(voice))[0]))
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
         del tts
     return rows
 
 
 def print_first_audio(rows: list[dict]) -> None:
-    print(f"{'backend':22s} {'N':>2s} {'cache':>5s} {'prefill':>10s} {'prefill ms':>10s} "
+    print(f"{'backend':22s} {'text':>4s} {'prompt':>6s} {'N':>2s} {'cache':>5s} {'prefill':>10s} {'prefill ms':>10s} "
           f"{'TTFA ms med':>11s} {'TTFA ms max':>11s}")
     for r in rows:
-        print(f"{r['backend']:22s} {r['concurrency']:2d} {r['prefix_cache']:>5s} "
+        print(f"{r['backend']:22s} {r['text_tokens']:4d} {r['prompt_tokens']:6d} {r['concurrency']:2d} {r['prefix_cache']:>5s} "
               f"{'batched' if r['batched'] else 'one by one':>10s} {r['prefill_ms']:10.0f} "
               f"{r['ttfa_ms_median']:11.0f} {r['ttfa_ms_max']:11.0f}")
-    key = {(r["backend"], r["concurrency"], r["prefix_cache"], r["batched"]): r for r in rows}
-    for (backend, n, cache, batched), r in key.items():
+    key = {(r["backend"], r["text_tokens"], r["concurrency"], r["prefix_cache"], r["batched"]): r for r in rows}
+    for (backend, tokens, n, cache, batched), r in key.items():
         if cache == "off":
-            on = key.get((backend, n, "on", batched))
+            on = key.get((backend, tokens, n, "on", batched))
             if on:
-                print(f"{backend} N={n}: with the prefix cache, time to first audio ×{r['ttfa_ms_median'] / on['ttfa_ms_median']:.2f} "
+                print(f"{backend}, {tokens}-token text, N={n}: with the prefix cache, time to first audio ×{r['ttfa_ms_median'] / on['ttfa_ms_median']:.2f} "
                       f"lower (median; worst ×{r['ttfa_ms_max'] / on['ttfa_ms_max']:.2f}), prefill ×{r['prefill_ms'] / on['prefill_ms']:.2f}")
         elif batched:
-            alone = key.get((backend, n, cache, False))
+            alone = key.get((backend, tokens, n, cache, False))
             if alone:
-                print(f"{backend} N={n} cache {cache}: prefill batched in one call ×{alone['prefill_ms'] / r['prefill_ms']:.2f} "
+                print(f"{backend}, {tokens}-token text, N={n} cache {cache}: prefill batched in one call ×{alone['prefill_ms'] / r['prefill_ms']:.2f} "
                       f"faster than one call per request (TTFA median {alone['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)")
 
 
@@ -237,6 +241,7 @@ def main() -> None:
     p.add_argument("--first-audio", action="store_true",
                    help="time to first audio, prefix cache off and on (see the module's docstring)")
     p.add_argument("--together", type=int, default=4, help="--first-audio: requests arriving together")
+    p.add_argument("--text", action="append", help="--first-audio: a text to measure (repeatable)")
     p.add_argument("--capacity", type=int, default=1024, help="--first-audio: KV positions per slot")
     p.add_argument("--backend", help=argparse.SUPPRESS)  # internal: run one backend, print JSON
     args = p.parse_args()
@@ -252,6 +257,8 @@ def main() -> None:
                "--prompt-tokens", str(args.prompt_tokens), "--repeats", str(args.repeats),
                "--batches", ",".join(map(str, args.batches)), "--together", str(args.together),
                "--capacity", str(args.capacity)] + (["--first-audio"] if args.first_audio else [])
+        for text in args.text or []:
+            cmd += ["--text", text]
         for flag, value in (("--engine", engine), ("--voice", args.voice), ("--threads", args.threads),
                             ("--dtype", dtype)):
             if value:
@@ -263,7 +270,8 @@ def main() -> None:
         rows += result if args.first_audio else [result]
     print(f"machine: {machine()}")
     if args.first_audio:
-        print(f"model: {args.model}  sentence: {SENTENCE!r}, {args.frames} frames per request")
+        texts = args.text or [SENTENCE, SHORT]
+        print(f"model: {args.model}  texts: {', '.join(map(repr, texts))}; {args.frames} frames per request")
         print_first_audio(rows)
         return
     from voxtral_tts.api import default_choice

@@ -211,14 +211,15 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
                            "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["concurrency"], r["prefix_cache"]) for r in rows] == [(1, "off"), (1, "on"), (2, "off"), (2, "on")]
+    assert [(r["concurrency"], r["prefix_cache"], r["batched"]) for r in rows] == [
+        (1, "off", True), (1, "on", True), (2, "off", True), (2, "on", True), (2, "on", False)]
     assert all(r["backend"] == "torch cpu fp32" for r in rows)
-    assert [r["prefill_calls"] for r in rows] == [1, 1, 1, 1]  # N requests arriving together: one prefill call
+    assert [r["prefill_calls"] for r in rows] == [1] * 5  # N requests arriving together: one prefill call
     for r in rows:
         assert 0 < r["ms_per_frame"] and 0 < r["ttfa_ms_median"] <= r["ttfa_ms_max"] and 0 < r["rtf"]
         assert r["prompt_tokens"] > 40 - 5
     assert "onnxruntime cuda / tensorrt: not run" in proc.stdout
-    assert "lower with the prefix cache" in proc.stdout
+    assert "lower with the prefix cache" in proc.stdout and "faster than one by one" in proc.stdout
 
 
 @pytest.mark.parametrize("device", DEVICES)

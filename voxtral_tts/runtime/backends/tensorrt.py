@@ -13,7 +13,10 @@ Every device buffer is allocated once (:func:`buffer_plan`) and every tensor add
 - the flow frame: one context, fixed batch (the cache slots), replayed as a CUDA graph;
 - the codec: one fixed chunk of 75 frames, shorter inputs padded at the end (the codec is causal:
   padding after the last frame does not change the audio before it);
-- the prefill: its own context, length set per call, no graph.
+- the prefill: its own context, length set per call, no graph. Its past is a cached voice
+  prefix's own device buffers (:class:`DevicePrefix`: the keys/values of the prefix computed
+  alone, kept by the runtime's prefix cache), copied into the sequence's slot with the new rows
+  after them; without a prefix, one masked zero row.
 
 Host transfers: per frame, the fed-back code embedding and positions in and the hidden state out
 (:class:`.Backend` passes hidden states between the flow and the step on the host: 4·D bytes per
@@ -213,6 +216,24 @@ def codec_bindings(config: ModelConfig, frames: int = CODEC_FRAMES) -> list[Tens
 
 # --- the backend -------------------------------------------------------------------------------------
 
+class DevicePrefix:
+    """A voice prefix's keys and values in device buffers of their own, freed with the object."""
+
+    def __init__(self, cuda: Cuda, length: int, nbytes: int):
+        self._cuda, self.length = cuda, length
+        self.ptr: dict[str, int] = {}
+        for kind in ("k", "v"):
+            self.ptr[kind] = cuda("cudaMalloc", nbytes)
+
+    def __del__(self):
+        for ptr in self.ptr.values():
+            try:
+                self._cuda.rt.cudaFree(ptr)
+            except Exception:  # interpreter shutdown: CUDA may already be gone
+                pass
+        self.ptr = {}
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
@@ -237,7 +258,8 @@ class TensorRTBackend(Backend):
         self._closed = True
         super().__init__(engine.config, capacity or engine.capacity, max_batch)
         trt, cudart = require_libraries()
-        gpu, capability = open_cuda(cudart, device_index(device))
+        self._device_index = device_index(device)
+        gpu, capability = open_cuda(cudart, self._device_index)
         self.engine = engine
         self._slots = self.max_batch
         self.layout = KVLayout.for_config(self.config, self.capacity, self._slots)
@@ -329,10 +351,12 @@ class TensorRTBackend(Backend):
     def _store(self, copies: list[Copy2D], source: str) -> None:
         """Rows of ``source``.present_{k,v} into the cache, device to device, on the stream."""
         for kind in ("k", "v"):
-            dst, src = self._ptr[f"kv.{kind}"], self._ptr[f"{source}.present_{kind}"]
-            for c in copies:
-                self._cuda("cudaMemcpy2DAsync", dst + c.dst, c.dst_pitch, src + c.src, c.src_pitch, c.width, c.height,
-                           self._cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self._stream)
+            self._copy(copies, self._ptr[f"kv.{kind}"], self._ptr[f"{source}.present_{kind}"])
+
+    def _copy(self, copies: list[Copy2D], dst: int, src: int) -> None:
+        for c in copies:
+            self._cuda("cudaMemcpy2DAsync", dst + c.dst, c.dst_pitch, src + c.src, c.src_pitch, c.width, c.height,
+                       self._cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self._stream)
 
     def _enqueue(self, context) -> None:
         if not context.execute_async_v3(int(self._stream)):
@@ -365,18 +389,59 @@ class TensorRTBackend(Backend):
         return executable
 
     # --- the backend's calls (arguments checked by Backend) --------------------------------------
-    def _prefill(self, embeds: np.ndarray, slot: int) -> np.ndarray:
-        length, dim = embeds.shape[0], self.config.backbone.dim
-        context = self._contexts["backbone", None]
-        context.set_input_shape("embeds", (1, length, dim))
-        context.set_input_shape("positions", (1, length))
-        self._h2d("prefill.embeds", embeds)
-        self._h2d("prefill.positions", np.arange(length, dtype=np.int64))
-        self._enqueue(context)
-        self._store(self.layout.prefill_copies(slot, length), "prefill")
+    @property
+    def prefix_identity(self) -> tuple:
+        return self._identity(self.engine.precision, f"cuda:{self._device_index}")
+
+    def _prefix(self, embeds: np.ndarray) -> tuple[int, int, "DevicePrefix"]:
+        """The prefix's keys/values: a prefill of the prefix alone (no slot written), its
+        ``present_k`` / ``present_v`` ([n_layers, L, 1, Hkv, hd], dense) copied into buffers of
+        their own, freed when the last reference goes (:class:`DevicePrefix`)."""
+        length = embeds.shape[0]
+        self._run_prefill(embeds, None)
+        nbytes = self.layout.n_layers * length * self.layout.row_bytes
+        prefix = DevicePrefix(self._cuda, length, nbytes)
+        for kind in ("k", "v"):
+            self._cuda("cudaMemcpyAsync", prefix.ptr[kind], self._ptr[f"prefill.present_{kind}"], nbytes,
+                       self._cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, self._stream)
+        self._cuda("cudaStreamSynchronize", self._stream)
+        return length, 2 * nbytes, prefix
+
+    def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
+        dim = self.config.backbone.dim
+        length, start = embeds.shape[0], 0 if prefix is None else prefix.length
+        self._run_prefill(embeds, prefix)
+        if prefix is not None:  # the prefix's rows, then the new ones after them
+            for kind in ("k", "v"):
+                self._copy(self.layout.rows_copies(slot, 0, start, start), self._ptr[f"kv.{kind}"],
+                           prefix.data.ptr[kind])
+        for kind in ("k", "v"):
+            self._copy(self.layout.rows_copies(slot, start, length, length), self._ptr[f"kv.{kind}"],
+                       self._ptr[f"prefill.present_{kind}"])
         hidden = np.empty(dim, np.float32)
         self._d2h(hidden, "prefill.hidden", (length - 1) * dim * 4)
         return hidden
+
+    def _run_prefill(self, embeds: np.ndarray, prefix) -> None:
+        """The prefill context on ``embeds`` after ``prefix`` (its buffers bound as each layer's past),
+        or after the one masked row."""
+        length, dim = embeds.shape[0], self.config.backbone.dim
+        start = 0 if prefix is None else prefix.length
+        context = self._contexts["backbone", None]
+        context.set_input_shape("embeds", (1, length, dim))
+        context.set_input_shape("positions", (1, length))
+        rows = max(start, 1)
+        for layer in range(self.layout.n_layers):
+            for kind in ("k", "v"):
+                name = f"past_{kind}.{layer}"
+                context.set_input_shape(name, (rows, 1, *self.layout.row_shape))
+                address = (self._ptr["prefill.past"] if prefix is None
+                           else prefix.data.ptr[kind] + layer * start * self.layout.row_bytes)
+                context.set_tensor_address(name, address)
+        self._h2d("prefill.embeds", embeds)
+        self._h2d("prefill.positions", np.arange(start, start + length, dtype=np.int64))
+        self._h2d("prefill.past_lengths", np.array([start], np.int64))
+        self._enqueue(context)
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """One replay of the step graph of the smallest past bucket that holds every sequence; the

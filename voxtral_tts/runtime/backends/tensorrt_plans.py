@@ -5,8 +5,8 @@ at export time, when this machine can build.
 
 Optimisation profiles (:func:`graph_profiles`), every shape fixed where a CUDA graph replays it:
 
-- backbone profile 0, prefill: batch 1, length 1..capacity; the past is one masked row
-  (``past_lengths`` 0), so no tensor is empty;
+- backbone profile 0, prefill: batch 1, length 1..capacity; the past 1..capacity positions: a
+  cached voice prefix, or one masked row (``past_lengths`` 0) so that no tensor is empty;
 - backbone profiles 1..K, decode: batch = cache slots, length 1, past = one bucket of
   :func:`decode_buckets` (multiples of 512 up to the capacity). The runtime binds each layer's
   cache prefix ``[:bucket]`` (position-major: same address for every bucket) and masks the rows
@@ -44,7 +44,7 @@ PREFILL_OPT = 256
 GRAPHS = ("backbone", "flow_frame", "codec")
 PLANS_DIR = "tensorrt"
 KEY_FILE = "key.json"
-KEY_FORMAT = 1
+KEY_FORMAT = 2  # 2: the prefill profile takes a past (voice-prefix cache)
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
@@ -65,8 +65,9 @@ def _fixed(shape: Shape) -> tuple[Shape, Shape, Shape]:
 
 def backbone_profiles(config: ModelConfig, capacity: int, max_batch: int,
                       width: int = DECODE_BUCKET) -> list[Profile]:
-    """Profile 0: prefill (batch 1, length 1..capacity, one masked past row); then one fixed
-    decode profile per past bucket (batch ``max_batch``, length 1)."""
+    """Profile 0: prefill (batch 1, length 1..capacity, a past of 1..capacity positions: a voice
+    prefix or one masked row); then one fixed decode profile per past bucket (batch
+    ``max_batch``, length 1)."""
     b = config.backbone
     kv = (b.n_kv_heads, b.head_dim)
     opt = min(PREFILL_OPT, capacity)
@@ -75,7 +76,7 @@ def backbone_profiles(config: ModelConfig, capacity: int, max_batch: int,
         "embeds": ((1, 1, b.dim), (1, opt, b.dim), (1, capacity, b.dim)),
         "positions": ((1, 1), (1, opt), (1, capacity)),
         "past_lengths": _fixed((1,)),
-        **{name: _fixed((1, 1, *kv)) for name in past_names},
+        **{name: ((1, 1, *kv), (opt, 1, *kv), (capacity, 1, *kv)) for name in past_names},
     }
     profiles = [prefill]
     for bucket in decode_buckets(capacity, width):
