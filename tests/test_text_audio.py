@@ -50,3 +50,16 @@ def test_wav_round_trip(tmp_path):
     assert rate == 24000 and back.shape == audio.shape
     assert np.abs(back - audio).max() < 1e-4
     assert wav_bytes(audio)[:4] == b"RIFF"
+
+
+def test_text_of_only_whitespace_and_control_characters_is_empty():
+    """What the server's schema calls sayable (``SAYABLE_PATTERN``) is what check_text accepts."""
+    import re
+
+    from voxtral_tts.text import SAYABLE_PATTERN
+
+    for text in ["\x1d", " \t\n", "\ufeff", "\x00\x85 "]:
+        assert not re.search(SAYABLE_PATTERN, text)
+        with pytest.raises(TextError, match="text is empty"):
+            check_text(text)
+    assert check_text(" a\x1db ") == "a\x1db" and re.search(SAYABLE_PATTERN, "\x1da")

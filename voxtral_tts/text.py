@@ -19,12 +19,19 @@ _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*\s+")
 _CLAUSE_END = ".!?,;:…。！？"
 
 
+#: what does not count as something to say: whitespace, control characters, a byte-order mark
+#: (the server's schema says the same: ``SAYABLE_PATTERN``)
+_UNSAYABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ufeff]+")
+SAYABLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]"
+
+
 def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> str:
-    """The text stripped of surrounding whitespace; empty or over-long text is an error."""
+    """The text stripped of surrounding whitespace; empty text (nothing but whitespace and control
+    characters) or over-long text is an error."""
     if not isinstance(text, str):
         raise TextError(f"text must be a string, got {type(text).__name__}")
     stripped = text.strip()
-    if not stripped:
+    if not _UNSAYABLE.sub("", stripped):
         raise TextError("text is empty")
     if max_chars is not None and len(stripped) > max_chars:
         raise TextError(f"text is {len(stripped)} characters long; the limit is {max_chars}")

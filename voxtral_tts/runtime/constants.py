@@ -23,6 +23,6 @@ CODEC_FRAMES = CODEC_CHUNK_FRAMES + CODEC_CONTEXT_FRAMES
 #: Streaming: new frames in each streamed chunk, the last repeating — audio after the first 2
 #: frames (160 ms), 3 more, then every 5 frames up to 25, then every 25.
 STREAM_CHUNKS = (2, 3, 5, 5, 5, 5, 25)
-#: The voice-prefix KV cache's default budget (all 20 preset voices' prefixes of the full-size
-#: model take 0.94 GB in float32, half that in bf16/fp16).
+#: The voice-prefix KV cache's default budget in MiB: room for every preset — the 20 voices'
+#: prefixes (70 to 221 positions) of the full-size model take 605 MiB in float32, half in bf16.
 DEFAULT_PREFIX_CACHE_MB = 1024

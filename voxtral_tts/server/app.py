@@ -36,7 +36,7 @@ from ..runtime.decoding import FINISHED_END
 from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Request, RequestDone, RequestFailed,
                                  Usage)
 from ..runtime.tts import TTS
-from ..text import MAX_INPUT_CHARS, check_text
+from ..text import MAX_INPUT_CHARS, SAYABLE_PATTERN, check_text
 from ..voices import voice_gender, voice_language
 from .encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_speed
 
@@ -79,7 +79,7 @@ class SpeechRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = MODEL_ID
-    input: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_INPUT_CHARS, "pattern": r"\S",
+    input: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_INPUT_CHARS, "pattern": SAYABLE_PATTERN,
                                           "description": "the text; longer than 400 characters is spoken part by "
                                                          "part (the server's limit: --max-input-chars)"})
     voice: Union[str, VoiceRef] = Field(default="alloy", description="a preset name or an OpenAI alias "
