@@ -41,7 +41,8 @@ def test_stdin_and_text_file(tiny_model_dir, tmp_path):
 
 def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
     text = " ".join(f"Sentence {i} is part of a long text." for i in range(20))  # > 400 characters
-    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2", "--capacity", "1024")
+    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2", "--capacity", "1024",
+                       "--no-normalize")  # the text as given: 2 parts
     assert proc.returncode == 0, proc.stderr
     assert "split into 2 parts" in proc.stderr
     assert read_wav(tmp_path / "long.wav")[0].shape == (2 * 2 * 1920,)
@@ -59,7 +60,7 @@ def test_list_voices(tiny_model_dir):
         (["-t", "   "], "text is empty"),
         (["-t", "Hi.", "-v", "darth"], "unknown voice 'darth'"),
         (["-t", "Hi.", "--reference-audio", "me.wav"], "no codec encoder|does not include"),
-        (["-t", "Hi.", "-o", "out.mp3"], "writes WAV files"),
+        (["-t", "Hi.", "-o", "out.txt"], r"unknown audio file type; name the output \*\.wav"),
         (["-t", "Hi.", "--backend", "torch", "--threads", "2"], "applies to the onnxruntime backend"),
         (["-t", "Hi.", "--dtype", "bf16", "--backend", "onnxruntime"], "applies to the torch backend"),
         (["-t", "Hi.", "--backend", "torch", "--device", "tpu"], "unknown device 'tpu'|runs on cpu or cuda"),

@@ -12,7 +12,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from voxtral_tts.audio import to_pcm16  # noqa: E402
-from voxtral_tts.server.encoding import (  # noqa: E402
+from voxtral_tts.encoding import (  # noqa: E402
     FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, _atempo_factors, check_speed, encode_audio)
 
 SR = 24000
@@ -100,7 +100,8 @@ def test_content_types():
     assert FORMATS == {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
                        "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
     with pytest.raises(ValueError, match="mp3, opus, aac, flac, wav, pcm"):
-        StreamEncoder("ogg")
+        StreamEncoder("wma")
+    assert StreamEncoder("ogg").fmt == "opus"  # the Rust server's name for Ogg/Opus
     with pytest.raises(ValueError, match="expected one of"):
         encode_audio(sine(), "m4a")
 

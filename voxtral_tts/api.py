@@ -18,6 +18,7 @@ from .engine import cache_root, is_engine_dir
 from .errors import VoxtralError
 from .runtime.backends import BACKENDS, default_backend, open_backend
 from .runtime.hardware import cpu_bf16
+from .hub import model_path
 from .runtime.tts import TTS, read_model_dir
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,14 @@ TTS_OPTIONS = ("prefix_cache", "prefix_cache_mb", "stream_chunks")
 
 
 def load(path: str | Path, backend: str | None = None, **options) -> TTS:
-    """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/)
-    or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
+    """Load a model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/),
+    a Hugging Face hub id of one (``mistralai/Voxtral-4B-TTS-2603``: downloaded into the hub cache
+    once, :mod:`.hub`) or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
     coreml; by default the fastest faithful path for this machine (:func:`default_choice`).
     Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend; ``threads``
     (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch); and for the
     :class:`TTS` itself ``prefix_cache`` (default True), ``prefix_cache_mb``, ``stream_chunks``."""
-    path = Path(path)
+    path = model_path(path, progress=options.get("progress", True))
     tts_options = {key: options.pop(key) for key in TTS_OPTIONS if key in options}
     if backend is None:
         backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),

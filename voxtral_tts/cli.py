@@ -1,7 +1,8 @@
-"""``voxtral-run``: synthesise text to a 16-bit 24 kHz WAV file.
+"""``voxtral-run``: synthesise text to an audio file (WAV, or the format of the output's extension).
 
-    voxtral-run MODEL_DIR -t "Hello world." -v casual_male -o hello.wav --seed 0
-    echo "Hello." | voxtral-run MODEL_DIR -o hello.wav
+    voxtral-run mistralai/Voxtral-4B-TTS-2603 -t "Hello world." -v casual_male -o hello.wav --seed 0
+    echo "Hello." | voxtral-run MODEL_DIR -o hello.mp3
+    voxtral-run MODEL_DIR --text-file chapter.txt -o chapter.opus     # any length, part by part
     voxtral-run MODEL_DIR --list-voices
 
 Errors caused by input are printed as one line (no traceback) with exit status 2.
@@ -15,9 +16,15 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .api import backend_options, load
-from .audio import write_wav
+from .encoding import EXTENSIONS, AudioFile
 from .errors import VoxtralError, run_cli
+from .hub import MODEL_ID, model_path
+from .normalize import LANGUAGES
+from .runtime.decoding import FINISHED_END
+from .runtime.scheduler import AudioChunk, PartFinished, RequestFailed
 from .runtime.backends import BACKENDS
 from .runtime.constants import DEFAULT_PREFIX_CACHE_MB
 from .runtime.tts import read_model_dir
@@ -35,15 +42,23 @@ NO_ENCODER = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
-    p.add_argument("model", type=Path, help="engine directory (voxtral-export) or model directory (params.json, "
-                   "consolidated.safetensors, tekken.json, voice_embedding/)")
+    p.add_argument("model", help="engine directory (voxtral-export), model directory (params.json, "
+                   "consolidated.safetensors, tekken.json, voice_embedding/) or a Hugging Face hub id "
+                   f"({MODEL_ID}: downloaded into the hub cache once)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("-t", "--text", help="text to speak (default: read standard input)")
     src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
     p.add_argument("-v", "--voice", help="preset name, OpenAI alias (alloy, echo, …) or a .pt/.safetensors voice file")
-    p.add_argument("-o", "--output", type=Path, default=Path("out.wav"), help="output WAV file (default out.wav)")
-    p.add_argument("--max-frames", type=int, help="cap on generated 80 ms frames per text part (default: 50 + 4 per "
-                   "character of the part, at most 2048)")
+    p.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
+                   help="output file, its format from the extension: .wav (default output.wav), .mp3, .opus/.ogg, "
+                        ".flac, .aac or .pcm (raw 24 kHz s16le)")
+    p.add_argument("--max-frames", "--max-tokens", dest="max_frames", type=int,
+                   help="cap on generated 80 ms frames per text part (default: 50 + 4 per character of the part, "
+                        "at most 2048)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="speak the text as given (no number, currency, date or markdown rewriting)")
+    p.add_argument("--language", choices=LANGUAGES,
+                   help="the text's language for normalisation (default: the voice's; English for a voice file)")
     p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
     add_backend_arguments(p)
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
@@ -99,13 +114,23 @@ def _read_text(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.reference_audio is not None:
         raise VoxtralError(NO_ENCODER)
-    if args.output.suffix.lower() != ".wav":
-        raise VoxtralError(f"{args.output}: voxtral-run writes WAV files (name the output *.wav)")
+    try:
+        EXTENSIONS[args.output.suffix.lower()]
+    except KeyError:
+        raise VoxtralError(f"{args.output}: unknown audio file type; name the output "
+                           f"{', '.join('*' + e for e in EXTENSIONS)}") from None
+    if args.output.suffix.lower() not in (".wav", ".pcm"):
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise VoxtralError(f"{args.output}: writing {args.output.suffix} needs PyAV (pip install "
+                               "'voxtral-tts[server]'); .wav and .pcm need nothing more") from None
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise VoxtralError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
     folder = args.output.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):  # before minutes of generation, not after
         raise VoxtralError(f"{args.output}: cannot write there ({folder} is not a writable directory)")
+    args.model = model_path(args.model, progress=not args.quiet)
     _, tokenizer, voices = read_model_dir(args.model)
     if args.list_voices:
         aliases = {v: k for k, v in OPENAI_ALIASES.items()}
@@ -114,16 +139,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:18s} {voice_language(name)}  {voice_gender(name) or '-':6s}{extra}")
         return 0
     # check what is cheap to check before loading gigabytes of weights
-    text = check_text(_read_text(args))
+    text = check_text(_read_text(args), max_chars=None)
     voices.get(args.voice)
     backend, options = options_from_args(args, progress=not args.quiet)
     tts = load(args.model, backend, **options)
-    result = tts.synthesize(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed)
-    write_wav(args.output, result.audio, result.sample_rate)
-    seed = f", seed {result.seed}" if result.seed is not None else ""
-    stop = "" if result.finished else " (cut at a frame budget: see the warning above)"
-    log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, result.n_frames,
-             result.duration, result.voice, seed, stop)
+    request = tts.request(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed, streaming=False,
+                          normalize=args.normalize, language=args.language)
+    finished, frames = True, 0
+    with AudioFile(args.output, tts.sample_rate) as out, \
+            tqdm(total=len(request.parts), unit="part", disable=args.quiet or len(request.parts) == 1,
+                 desc="speaking") as bar:
+        for event in tts.events(request):  # each part's audio written as it is done: memory of one part
+            if isinstance(event, AudioChunk):
+                out.write(event.audio)
+            elif isinstance(event, PartFinished):
+                frames += len(event.codes)
+                finished = finished and event.finish_reason == FINISHED_END
+                tts.warn_if_cut(event, len(request.parts))
+                bar.update(1)
+                bar.set_postfix_str(f"{out.samples / tts.sample_rate:.1f} s of audio")
+            elif isinstance(event, RequestFailed):
+                raise event.error
+    seed = f", seed {request.noise.seed}" if request.noise.seed is not None else ""
+    stop = "" if finished else " (cut at a frame budget: see the warning above)"
+    log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, frames,
+             out.samples / tts.sample_rate, request.voice.name, seed, stop)
     return 0
 
 

@@ -69,6 +69,7 @@ def read_voice_file(path: str | Path) -> np.ndarray:
 class Voice:
     name: str
     embedding: np.ndarray  # float32 [N, D]
+    language: str | None = None  # a preset's language (ISO 639-1); None for a voice file
 
     @property
     def n_audio_tokens(self) -> int:
@@ -114,6 +115,9 @@ class VoiceBank:
         key = voice.strip()
         if key in self._files:
             return key
+        by_lower = {name.lower(): name for name in self._files}  # names are case-insensitive, like aliases
+        if key.lower() in by_lower:
+            return by_lower[key.lower()]
         alias = OPENAI_ALIASES.get(key.lower())
         if alias in self._files:
             return alias
@@ -137,7 +141,7 @@ class VoiceBank:
                     f"tekken.json lists {expected} [AUDIO] tokens for it"
                 )
             self._check_dim(name, embedding)
-            self._cache[name] = Voice(name, embedding)
+            self._cache[name] = Voice(name, embedding, voice_language(name))
         return self._cache[name]
 
     def _custom(self, path: Path) -> Voice:

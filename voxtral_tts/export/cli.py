@@ -12,25 +12,9 @@ import sys
 from pathlib import Path
 
 from ..errors import VoxtralError, run_cli
+from ..hub import model_path
 from ..runtime.constants import DEFAULT_CAPACITY
 from .build import ALL_PRECISIONS, TARGETS
-
-
-def resolve_model(source: str) -> Path:
-    """A local directory, or a Hugging Face hub id (``org/name``) downloaded with huggingface_hub."""
-    path = Path(source)
-    if path.exists():
-        return path
-    if source.count("/") == 1 and not source.startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise VoxtralError(f"{source}: not a directory; to download it from the hub, pip install huggingface_hub") from None
-        try:
-            return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "voice_embedding/*"]))
-        except Exception as exc:  # network or hub errors: one line
-            raise VoxtralError(f"{source}: download failed ({type(exc).__name__}: {exc})") from None
-    raise VoxtralError(f"{source}: no such model directory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    model_dir = resolve_model(args.model)
+    model_dir = model_path(args.model, progress=not args.quiet)
     if args.check:
         from ..engine import open_engine
         from .validate import validate_engine

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..engine import check_not_partial_engine
-from ..errors import VoxtralError
+from ..errors import TextError, VoxtralError
+from ..normalize import normalize_text
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
@@ -95,17 +96,31 @@ class TTS:
     # --- requests ----------------------------------------------------------------------------------
     def request(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                 seed: int | None = None, noise: np.ndarray | None = None, max_chars: int | None = MAX_CHUNK_CHARS,
-                streaming: bool = True) -> Request:
-        """A checked :class:`Request` for the scheduler: the text split into parts of ≤ ``max_chars``
-        characters at sentence ends (None: one part), the voice resolved, the noise fixed."""
+                streaming: bool = True, normalize: bool = True, language: str | None = None) -> Request:
+        """A checked :class:`Request` for the scheduler: the text (any length) normalised for speech
+        in ``language`` — by default the voice's, English for a voice file (:mod:`..normalize`;
+        ``normalize=False``: as given, only stripped of surrounding whitespace) — split into parts
+        of ≤ ``max_chars`` characters at sentence ends (None: one part), the voice resolved, the
+        noise fixed."""
         if seed is not None and noise is not None:
             raise VoxtralError("give either seed or noise, not both")
-        text = check_text(text)
+        text = check_text(text, max_chars=None)
+        chosen = self.voice_bank.get(voice)
+        if normalize:
+            said = normalize_text(text, language or chosen.language or "en")
+            if said != text:
+                log.debug("normalised for speech: %r", said[:200])
+            try:
+                text = check_text(said, max_chars=None)
+            except VoxtralError:
+                raise TextError("text is empty once normalised for speech (only symbols or emoji?); "
+                                "normalize=False / --no-normalize speaks it as given") from None
+        elif language is not None:
+            normalize_text("", language)  # an unknown language is still an error
         parts = [text] if max_chars is None else split_text(text, max_chars)
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))
         source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise)
-        chosen = self.voice_bank.get(voice)
         for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
             prompt_len = self.tokenizer.speech_prompt_length(part, chosen.n_audio_tokens)
             try:
@@ -122,29 +137,37 @@ class TTS:
 
     # --- generation --------------------------------------------------------------------------------
     def generate(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
-                 seed: int | None = None, noise: np.ndarray | None = None) -> SynthesisResult:
+                 seed: int | None = None, noise: np.ndarray | None = None, normalize: bool = True,
+                 language: str | None = None) -> SynthesisResult:
         """Synthesise one prompt. ``noise`` [max_frames, 36] fixes x0 per frame; ``seed`` alone also
-        makes the output reproducible (row n of ``default_rng(seed).standard_normal``)."""
-        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars=None, streaming=False))
+        makes the output reproducible (row n of ``default_rng(seed).standard_normal``). ``normalize``
+        / ``language``: see :meth:`request`."""
+        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars=None, streaming=False,
+                                             normalize=normalize, language=language))
 
     def synthesize(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                    seed: int | None = None, noise: np.ndarray | None = None,
-                   max_chars: int = MAX_CHUNK_CHARS) -> SynthesisResult:
+                   max_chars: int = MAX_CHUNK_CHARS, normalize: bool = True,
+                   language: str | None = None) -> SynthesisResult:
         """Like :meth:`generate`, for text of any length: parts of ≤ ``max_chars`` characters cut at
         sentence ends, each generated with a fresh prompt (``max_frames`` applies per part), the
-        audio concatenated. Noise continues across parts."""
-        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars, streaming=False))
+        audio concatenated; progress is logged part by part. Noise continues across parts. (To
+        write a long text to a file without holding its audio, iterate :meth:`events`.)"""
+        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars, streaming=False,
+                                             normalize=normalize, language=language))
 
     def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
-               max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None) -> Iterator[np.ndarray]:
+               max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None,
+               normalize: bool = True, language: str | None = None) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as frames are produced, on the scheduler's stream schedule
         (by default the first after 2 frames — 160 ms of audio — then 3 more, then every 5 frames
         up to 25, then every 25). Each chunk is decoded with up to 25
         frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
         arguments) up to float rounding. Long text is streamed part by part. ``cancelled`` is
         polled every frame; when it returns True, :class:`.scheduler.Cancelled` is raised."""
-        request = self.request(text, voice, max_frames, seed, noise, max_chars, streaming=True)
+        request = self.request(text, voice, max_frames, seed, noise, max_chars, streaming=True, normalize=normalize,
+                               language=language)
         for event in self.events(request, cancelled):
             if isinstance(event, AudioChunk):
                 yield event.audio
@@ -160,18 +183,14 @@ class TTS:
             if isinstance(event, AudioChunk):
                 audio[event.part] = event.audio
             elif isinstance(event, PartFinished):
-                if event.codes.shape[0] == 0:
-                    log.warning("END_AUDIO at the first frame: no audio for %r", event.text[:60])
-                if event.finish_reason != FINISHED_END:
-                    log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit) before "
-                                "END_AUDIO: its audio is cut%s", event.part + 1, len(request.parts),
-                                len(event.codes), event.limit,
-                                "; raise --max-frames / max_frames to allow more" if event.limit != LIMIT_CAPACITY
-                                else "; raise --capacity to allow more")
+                self.warn_if_cut(event, len(request.parts))
                 parts.append(SynthesisResult(
                     text=event.text, voice=request.voice.name, prompt_ids=event.prompt_ids, codes=event.codes,
                     audio=audio.pop(event.part, np.zeros(0, np.float32)), sample_rate=self.sample_rate,
                     finished=event.finish_reason == FINISHED_END, seed=seed))
+                if len(request.parts) > 1:
+                    log.info("part %d of %d done: %.1f s of audio so far", len(parts), len(request.parts),
+                             sum(r.duration for r in parts))
             elif isinstance(event, RequestFailed):
                 raise event.error
         elapsed = time.perf_counter() - started
@@ -186,6 +205,17 @@ class TTS:
         log.info("%d frames (%.2f s of audio) in %.2f s, voice %s", result.n_frames, result.duration, elapsed,
                  request.voice.name)
         return result
+
+    @staticmethod
+    def warn_if_cut(event: PartFinished, n_parts: int) -> None:
+        """A part with no audio, or stopped at its frame budget before END_AUDIO: a warning naming the limit."""
+        if event.codes.shape[0] == 0:
+            log.warning("END_AUDIO at the first frame: no audio for %r", event.text[:60])
+        if event.finish_reason != FINISHED_END:
+            log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit) before END_AUDIO: its "
+                        "audio is cut%s", event.part + 1, n_parts, len(event.codes), event.limit,
+                        "; raise --max-frames / max_frames to allow more" if event.limit != LIMIT_CAPACITY
+                        else "; raise --capacity to allow more")
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes [T, 37] (+2 offset) → float32 waveform [T · 1920]: the codec, chunked with left context."""

@@ -38,7 +38,7 @@ from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Req
 from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, SAYABLE_PATTERN, check_text
 from ..voices import voice_gender, voice_language
-from .encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_speed
+from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,17 @@ class SpeechRequest(BaseModel):
                                                          "part (the server's limit: --max-input-chars)"})
     voice: Union[str, VoiceRef] = Field(default="alloy", description="a preset name or an OpenAI alias "
                                                                      "(GET /v1/audio/voices); never a path")
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"] = Field(
+        default="mp3", description="the audio format; ogg is Ogg/Opus, like opus")
     speed: float = Field(default=1.0, strict=True,  # strict: no true / "1" coerced (OpenAI types it a number)
                          json_schema_extra={"minimum": MIN_SPEED, "maximum": MAX_SPEED})
     instructions: str | None = None  # accepted; this checkpoint has no instruction conditioning
     stream_format: Literal["audio", "sse"] | None = None
     stream: StrictBool | None = None
     seed: Seed | None = None
+    normalize: bool = Field(default=True, strict=True,
+                            description="rewrite numbers, currencies, dates, times and markdown into words of the "
+                                        "voice's language before speaking (false: the text as given)")
     ref_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
                            description="refused (400) unless null: voice cloning needs the codec encoder the "
                                        "release lacks")
@@ -441,7 +445,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
 
         try:  # every part checked against the KV cache before anything is generated
-            speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed)
+            speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed,
+                                         normalize=body.normalize)
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
             log.error("voice %s cannot be read: %s", voice, exc)
             raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",
@@ -456,7 +461,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             first = await _next(job)  # errors before any audio still get a proper status
             if isinstance(first, RequestFailed):
                 raise _as_api_error(first.error)
-            fmt = body.response_format
+            fmt = check_format(body.response_format)  # ogg → opus
             sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
             if sse or body.stream_format == "audio":
                 streamed = True  # the stream closes the job when it ends

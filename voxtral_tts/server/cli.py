@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from ..api import load
 from ..cli import add_backend_arguments, options_from_args
-from ..errors import VoxtralError, run_cli
+from ..errors import run_cli
+from ..hub import model_path
 from ..runtime.codec import parse_stream_chunks
 from ..runtime.constants import STREAM_CHUNKS
 from .app import ServerOptions, create_app
@@ -26,7 +26,8 @@ from .app import ServerOptions, create_app
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="voxtral-serve", description="OpenAI-compatible speech server for Voxtral-4B-TTS-2603.")
-    p.add_argument("model", type=Path, help="engine directory (voxtral-export) or model directory")
+    p.add_argument("model", help="engine directory (voxtral-export), model directory, or a Hugging Face hub id "
+                                 "(mistralai/Voxtral-4B-TTS-2603: downloaded into the hub cache once)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     add_backend_arguments(p)
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def serve() -> int:
         import uvicorn
 
-        if not args.model.is_dir():
-            raise VoxtralError(f"{args.model}: not a directory (expected an engine or model directory)")
+        args.model = model_path(args.model)
         backend, options = options_from_args(args, progress=False, max_batch=args.max_batch)
         options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
         app = create_app(lambda: load(args.model, backend, **options),

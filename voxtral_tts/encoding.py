@@ -28,7 +28,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..audio import to_pcm16
+from .audio import to_pcm16
 
 FORMATS: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -38,6 +38,11 @@ FORMATS: dict[str, str] = {
     "wav": "audio/wav",
     "pcm": "audio/pcm",
 }
+#: other names a client may use for a format: "ogg" is the Rust server's name for Ogg/Opus
+FORMAT_ALIASES = {"ogg": "opus"}
+#: an output file's extension → its format (``voxtral-run -o speech.mp3``)
+EXTENSIONS = {".wav": "wav", ".mp3": "mp3", ".opus": "opus", ".ogg": "opus", ".flac": "flac", ".aac": "aac",
+              ".pcm": "pcm"}
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 # response_format -> (muxer, ffmpeg encoder, encoder sample rate (None: the input's), bit rate)
@@ -51,6 +56,8 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 
 
 def check_format(fmt: str) -> str:
+    """``fmt`` by its name or an alias (``ogg`` → ``opus``), or ValueError."""
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown response_format {fmt!r}: expected one of {', '.join(FORMATS)}")
     return fmt
@@ -158,8 +165,11 @@ class StreamEncoder:
     """Encode a waveform given chunk by chunk: `encode()` each chunk and send what it returns, then
     send `finish()`. With `whole_file=True` every byte comes from `finish()`, with exact headers."""
 
-    def __init__(self, fmt: str, sample_rate: int = 24000, speed: float = 1.0, *, whole_file: bool = False):
-        self.fmt, self.rate, self.whole_file = check_format(fmt), int(sample_rate), whole_file
+    def __init__(self, fmt: str, sample_rate: int = 24000, speed: float = 1.0, *, whole_file: bool = False,
+                 sink=None):
+        """``sink``: with ``whole_file``, a seekable binary file the compressed formats are muxed
+        into as they come (their headers patched at the end) instead of memory."""
+        self.fmt, self.rate, self.whole_file, self._file = check_format(fmt), int(sample_rate), whole_file, sink
         speed = check_speed(speed)
         self.tempo = _Tempo(speed, self.rate) if speed != 1.0 else None
         self.samples, self.started, self.finished, self.pcm = 0, False, False, bytearray()
@@ -172,7 +182,7 @@ class StreamEncoder:
         from av.audio.resampler import AudioResampler
 
         muxer, codec, rate, bit_rate = _CODECS[self.fmt]
-        self.sink = io.BytesIO() if self.whole_file else _Pipe()
+        self.sink = (self._file or io.BytesIO()) if self.whole_file else _Pipe()
         options = {"flush_packets": "1"}
         if muxer == "ogg":
             options["page_duration"] = "100000"  # µs: at most 100 ms of audio waits for its page
@@ -209,6 +219,8 @@ class StreamEncoder:
             self._mux([None])  # flush the encoder
             self.container.start_encoding()  # no-op unless no audio came: still write the header
             self.container.close()
+            if self._file is not None:
+                return out
             return out + (self.sink.getvalue() if self.whole_file else self.sink.take())
         if self.whole_file:  # pcm / wav, kept until now for the exact WAV sizes
             return (wav_header(len(self.pcm), self.rate) if self.fmt == "wav" else b"") + bytes(self.pcm)
@@ -241,3 +253,58 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = 24000, speed: f
     """A whole file of `audio` (float32 mono) in `fmt`, at `speed`."""
     encoder = StreamEncoder(fmt, sample_rate, speed, whole_file=True)
     return encoder.encode(audio) + encoder.finish()
+
+
+class AudioFile:
+    """An audio file written as the audio is generated, in the format its extension names
+    (:data:`EXTENSIONS`): wav and pcm sample by sample (the WAV header's sizes written at the end),
+    the others through PyAV into the file (its headers patched at the end). Memory does not grow
+    with the audio's length. A context manager: ``close()`` completes the file."""
+
+    def __init__(self, path, sample_rate: int = 24000):
+        from pathlib import Path
+
+        self.path = Path(path)
+        self.fmt = EXTENSIONS.get(self.path.suffix.lower())
+        if self.fmt is None:
+            raise ValueError(f"{self.path}: unknown audio file type {self.path.suffix!r}; name the output "
+                             f"{', '.join('*' + e for e in EXTENSIONS)}")
+        self.rate, self.samples, self._data_bytes = int(sample_rate), 0, 0
+        self._file = open(self.path, "wb")
+        self._encoder = None
+        try:
+            if self.fmt == "wav":
+                self._file.write(wav_header(0, self.rate))  # sizes written at close
+            elif self.fmt != "pcm":
+                self._encoder = StreamEncoder(self.fmt, self.rate, whole_file=True, sink=self._file)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def write(self, audio: np.ndarray) -> None:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self.samples += len(audio)
+        if self._encoder is not None:
+            self._encoder.encode(audio)
+            return
+        data = to_pcm16(audio).tobytes()
+        self._file.write(data)
+        self._data_bytes += len(data)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            if self._encoder is not None:
+                self._encoder.finish()
+            elif self.fmt == "wav":
+                self._file.seek(0)
+                self._file.write(wav_header(self._data_bytes, self.rate))
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> "AudioFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
