@@ -487,3 +487,127 @@ def test_odd_input_never_raises_and_leaves_no_digit(lang: str) -> None:
         out = normalize_text(text, lang)
         assert isinstance(out, str) and not any(c.isdigit() for c in out), (text, out)
         assert out == unicodedata.normalize("NFC", out) and out == out.strip()
+
+
+# --- ISO dates, phone numbers, degrees, "&" and fractions ------------------------------------
+
+ISO_DATES = {
+    "en": [("2024-05-01", "May first, twenty twenty-four"),
+           ("on 2024-12-25.", "on December twenty-fifth, twenty twenty-four."),
+           ("2024-13-45", "twenty twenty-four-thirteen-forty-five"),  # no such month: as before
+           ("2024-02-30", "twenty twenty-four-zero two-thirty")],  # no such day
+    "fr": [("2024-05-01", "premier mai deux mille vingt-quatre"),
+           ("le 2024-11-21", "le vingt et un novembre deux mille vingt-quatre")],
+    "es": [("2024-05-01", "uno de mayo de dos mil veinticuatro")],
+    "de": [("2024-05-01", "erster Mai zweitausendvierundzwanzig"),
+           ("am 2024-10-03", "am dritten Oktober zweitausendvierundzwanzig"),
+           ("2024-13-45", "zweitausendvierundzwanzig-dreizehn-fünfundvierzig")],
+    "it": [("2024-05-01", "primo maggio duemilaventiquattro"),
+           ("2024-05-02", "due maggio duemilaventiquattro")],
+    "pt": [("2024-05-01", "primeiro de maio de dois mil e vinte e quatro")],
+    "nl": [("2024-05-01", "één mei tweeduizendvierentwintig")],
+    "ar": [("2024-05-01", "واحد مايو ألفان وأربعة وعشرون")],
+    "hi": [("2024-05-01", "एक मई दो हज़ार चौबीस")],
+}
+
+
+@pytest.mark.parametrize(("lang", "text", "want"), _cases(ISO_DATES))
+def test_iso_dates(lang: str, text: str, want: str) -> None:
+    assert normalize_text(text, lang) == want
+
+
+PHONES = {
+    "en": [("Call me at 555-1234.", "Call me at five five five, one two three four."),
+           ("(555) 123-4567", "five five five, one two three, four five six seven"),
+           ("555-123-4567", "five five five, one two three, four five six seven"),
+           ("555.123.4567", "five five five, one two three, four five six seven"),
+           ("1-800-555-1234", "one, eight zero zero, five five five, one two three four"),
+           ("+33 6 12 34 56 78",
+            "plus three three, six, one two, three four, five six, seven eight"),
+           # not phone numbers: scores, ranges, dates, words with digits
+           ("won 3-2", "won three-two"),
+           ("pages 10-20", "pages ten-twenty"),
+           ("1-2-3", "one-two-three"),
+           ("100-1000", "one hundred-one thousand"),
+           ("COVID-19", "COVID-nineteen")],
+    "fr": [("06 12 34 56 78", "zéro six, un deux, trois quatre, cinq six, sept huit"),
+           ("+33 6 12 34 56 78",
+            "plus trois trois, six, un deux, trois quatre, cinq six, sept huit"),
+           ("1 234 567", "un million deux cent trente-quatre mille cinq cent soixante-sept")],
+    "es": [("555-1234", "cinco cinco cinco, uno dos tres cuatro"),
+           ("+34 612 345 678",
+            "más tres cuatro, seis uno dos, tres cuatro cinco, seis siete ocho")],
+    "de": [("555-1234", "fünf fünf fünf, eins zwei drei vier"),
+           ("+49 30 1234567", "plus vier neun, drei null, eins zwei drei vier fünf sechs sieben"),
+           ("1.234.567",
+            "eine Million zweihundertvierunddreißigtausendfünfhundertsiebenundsechzig")],
+    "it": [("555-1234", "cinque cinque cinque, uno due tre quattro")],
+    "pt": [("555-1234", "cinco cinco cinco, um dois três quatro")],
+    "nl": [("555-1234", "vijf vijf vijf, één twee drie vier")],
+    "ar": [("555-1234", "خمسة خمسة خمسة، واحد اثنان ثلاثة أربعة")],
+    "hi": [("555-1234", "पाँच पाँच पाँच, एक दो तीन चार")],
+}
+
+
+@pytest.mark.parametrize(("lang", "text", "want"), _cases(PHONES))
+def test_phone_numbers(lang: str, text: str, want: str) -> None:
+    assert normalize_text(text, lang) == want
+
+
+DEGREES = {
+    "en": [("-5°C", "minus five degrees Celsius"),
+           ("98.6 °F", "ninety-eight point six degrees Fahrenheit"),
+           ("a 90° angle", "a ninety degrees angle"),
+           ("1°", "one degree"),
+           ("10℃", "ten degrees Celsius")],
+    "fr": [("-5°C", "moins cinq degrés Celsius"), ("1 °C", "un degré Celsius")],
+    "es": [("-5°C", "menos cinco grados Celsius"),
+           ("1° de mayo, 20° hoy", "primero de mayo, veinte grados hoy")],
+    "de": [("-5 °C", "minus fünf Grad Celsius"), ("1°", "ein Grad"),
+           ("2,5 °F", "zwei Komma fünf Grad Fahrenheit")],
+    "it": [("-5°C", "meno cinque gradi Celsius"), ("1° maggio", "primo maggio")],
+    "pt": [("-5°C", "menos cinco graus Celsius"), ("1° de maio", "primeiro de maio")],
+    "nl": [("-5°C", "min vijf graden Celsius"), ("1°", "één graad")],
+    "ar": [("-5°C", "سالب خمس درجات مئوية"), ("2°F", "درجتان فهرنهايت")],
+    "hi": [("-5°C", "माइनस पाँच डिग्री सेल्सियस")],
+}
+
+
+@pytest.mark.parametrize(("lang", "text", "want"), _cases(DEGREES))
+def test_degrees(lang: str, text: str, want: str) -> None:
+    assert normalize_text(text, lang) == want
+
+
+AMPERSANDS_AND_FRACTIONS = {
+    "en": [("Tom & Jerry, R&D", "Tom and Jerry, R and D"),
+           ("5&6", "five and six"),
+           ("1/2 cup, 3/4, 2/3, 5/8", "one half cup, three quarters, two thirds, five eighths"),
+           ("24/7 and 9/11", "twenty-four slash seven and nine slash eleven"),
+           ("01/05/2024", "zero one slash zero five slash twenty twenty-four"),
+           ("and/or km/h", "and/or km/h")],
+    "fr": [("Pierre & Marie", "Pierre et Marie"),
+           ("1/2, 3/4, 5/8", "un demi, trois quarts, cinq barre huit"),
+           ("01/05/2024", "zéro un barre zéro cinq barre deux mille vingt-quatre")],
+    "es": [("agua & hielo, padre & hijo", "agua y hielo, padre e hijo"),
+           ("Pedro & Ana", "Pedro y Ana"),
+           ("1/2, 2/3", "un medio, dos tercios")],
+    "de": [("Müller & Söhne", "Müller und Söhne"), ("1/2, 3/4", "ein halb, drei Viertel")],
+    "it": [("Dolce & Gabbana", "Dolce e Gabbana"), ("1/4", "un quarto")],
+    "pt": [("pão & manteiga", "pão e manteiga"), ("2/3", "dois terços")],
+    "nl": [("Jan & Piet", "Jan en Piet"), ("3/4", "drie kwart")],
+    "ar": [("خبز & ملح", "خبز وملح"), ("1/2", "نصف")],
+    "hi": [("राम & श्याम", "राम और श्याम"), ("3/4", "तीन चौथाई")],
+}
+
+
+@pytest.mark.parametrize(("lang", "text", "want"), _cases(AMPERSANDS_AND_FRACTIONS))
+def test_ampersands_and_fractions(lang: str, text: str, want: str) -> None:
+    assert normalize_text(text, lang) == want
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_new_rules_are_idempotent_and_leave_no_digit(lang: str) -> None:
+    text = "2024-05-01 555-1234 +33 6 12 34 56 78 -5°C 1/2 01/05/2024 A & B 3-2"
+    once = normalize_text(text, lang)
+    assert not any(c.isdigit() for c in once)
+    assert normalize_text(once, lang) == once

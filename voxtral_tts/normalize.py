@@ -28,13 +28,20 @@ rule                input                                output
                     ``**b**`` ``*i*`` ``_i_`` ```c```    ``b`` ``i`` ``i`` ``c``
                     ``[text](url)`` ``![alt](url)``      ``text`` ``alt``; ``> ``, fences and
                                                          rules (``---``) dropped
-6. times            ``10:30`` ``7:05`` ``12:00``         ten thirty, seven oh five, twelve o'clock
+6. ISO dates        ``2024-05-01``                       May first, twenty twenty-four
+   phone numbers    ``555-1234``, ``(555) 123-4567``     five five five, one two three four
+                    ``+33 6 12 34 56 78``                plus three three, six, one two, ...
+   times            ``10:30`` ``7:05`` ``12:00``         ten thirty, seven oh five, twelve o'clock
                     de ``10:30 Uhr``, fr ``10h30``       zehn Uhr dreißig, dix heures trente
    currency         ``$5.50`` ``10 €`` ``$5 million``    five dollars and fifty cents, ten euros,
                                                          five million dollars ($ € £ ¥ ₹ Rs)
    percentages      ``50%``, de ``12,5 %``               fifty percent, zwölf Komma fünf Prozent
    ordinals         ``21st``, fr ``1re``, es ``1ª``      twenty-first, première, primera
                     de ``am 3. Oktober``, nl ``2de``     am dritten Oktober, tweede
+   degrees          ``-5°C``, ``98.6 °F``, ``20°``       minus five degrees Celsius, ... degrees
+                                                         Fahrenheit, twenty degrees
+   fractions        ``1/2`` ``3/4`` ``5/8`` ``24/7``     one half, three quarters, five eighths,
+                                                         twenty-four slash seven
    dates (de)       ``am 03.10.2024``                    am dritten Oktober zweitausend…
    years            ``in 1999``, ``the 1990s``           in nineteen ninety-nine, the nineteen
                                                          nineties (any 4 digits 1000-2099)
@@ -42,6 +49,7 @@ rule                input                                output
                                                          thirty-four point five, eintausend...
                     ``1.2.3``, de ``2.1``                one dot two dot three, zwei Punkt eins
                     ``mp3`` ``COVID-19`` ``007``         mp three, COVID-nineteen, zero zero seven
+   ampersands       ``R&D``, ``A & B``, ``5&6``          R and D, A and B, five and six
 7. punctuation      ``!!!`` ``?!?!`` ``....`` ``,,``     ``!`` ``?!`` ``…`` ``,``
    whitespace       runs, line breaks; `` !``            one space, stripped; ``!``
 ==================  ===================================  ===========================================
@@ -56,8 +64,8 @@ and hi ("point one four") and, up to three of them, as a number in fr, es, it, p
 ("virgule quatorze"). A ``-`` or ``−`` is a minus sign only where no letter, digit or ``.,``
 precedes it. Digit runs with a leading zero (``007``) or more than nine digits with no separator
 (phone numbers, ids) are read digit by digit. Digits inside a word (``mp3``, ``A4``, ``4K``,
-``COVID-19``) are read as a number set off from the letters by a space; units (``km``, ``°C``)
-stay as written. Any four-digit number from 1000 to 2099 is read as a year (en "twenty
+``COVID-19``) are read as a number set off from the letters by a space; units (``km``) stay as
+written. Any four-digit number from 1000 to 2099 is read as a year (en "twenty
 twenty-four", de "neunzehnhundertneunundneunzig", nl and hi likewise; the other languages read
 years as cardinals anyway). English cardinals are American ("two hundred thirty-four", no "and").
 
@@ -83,6 +91,40 @@ o'clock", fr "dix heures trente", de "zehn Uhr dreißig", es "diez y treinta" / 
 it "dieci e trenta" / "dieci in punto", pt "dez e trinta" / "dez horas", nl "tien uur dertig",
 ar "عشرة وثلاثون", hi "दस बजकर तीस मिनट" / "दस बजे" (a de "Uhr" or hi "बजे" after the time is
 part of it); seconds (``10:30:15``) are not read as a time.
+
+ISO dates ``YYYY-MM-DD`` are read as dates: en "May first, twenty twenty-four", fr "premier mai
+deux mille vingt-quatre", de "erster Mai zweitausendvierundzwanzig" (with the German ordinal
+ending rule above: "am 2024-10-03" → "am dritten Oktober ..."), es "uno de mayo de dos mil
+veinticuatro", it "primo maggio duemilaventiquattro", pt "primeiro de maio de dois mil e vinte e
+quatro", nl "één mei tweeduizendvierentwintig", ar "واحد مايو ألفان ..." (the months يناير ...
+ديسمبر), hi "एक मई दो हज़ार चौबीस"; a month past 12 or a day past the month's longest
+(``2024-13-45``, ``2024-02-30``) is no date and is read by the other rules.
+
+Phone numbers are read digit by digit, one group at a time, with a comma (a pause) between
+groups and the language's "plus" for a leading ``+``. Phone-like are: ``+`` and digit groups
+separated by spaces, dots or hyphens, seven digits or more (``+33 6 12 34 56 78``), ``(555)
+123-4567``, ``555.123.4567``, ``06 12 34 56 78`` (five pairs after a leading zero), and digit
+groups joined by hyphens when there are three or more with at least seven digits (``555-123-4567``,
+``1-800-555-1234``; not the date shape ``2024-13-45``) or when they are three digits then four
+(``555-1234``; not two round numbers, ``100-1000``). Other hyphenated numbers, scores (``3-2``)
+and ranges (``10-20``), are read as numbers joined by the hyphen: "three-two", "ten-twenty".
+
+Degrees: a number before ``°`` is read with the language's word for degrees and, for ``°C`` /
+``°F`` (or ``℃`` / ``℉``), the scale: en "minus five degrees Celsius", "one degree", fr "degrés
+Celsius", es "grados", de "Grad", it "gradi", pt "graus", nl "graden", ar "درجات مئوية" (the noun
+agrees with the number), hi "डिग्री सेल्सियस".
+
+``&`` between two words (numbers included, once they are words) is the language's "and" (en
+and, fr et, es y or e before an "i" sound, de und, it and pt e, nl en, ar و joined to an Arabic
+word, hi और). Two digit groups ``a/b`` (no leading zero, no third group) are a fraction when it
+is a simple one: en proper fractions up to tenths ("one half", "three quarters", "two thirds",
+"five eighths"); the other languages name only halves, thirds and quarters (fr "un demi", "trois
+quarts"; de "ein halb", "drei Viertel"; es "un medio"; it "un mezzo"; pt "um meio"; nl "een
+half"; ar "نصف"; hi "आधा", "तीन चौथाई").
+Any other run of digit groups joined by ``/`` (dates such as ``01/05/2024``, whose day and month
+order is ambiguous, ``24/7``, ``9/11``) is read group by group with the language's word for
+"slash" between them (en slash, fr barre, es/it/pt barra, de Schrägstrich, nl schuine streep, ar
+شرطة مائلة, hi स्लैश): "zero one slash zero five slash twenty twenty-four".
 """
 
 from __future__ import annotations
@@ -114,6 +156,7 @@ def normalize_text(text: str, language: str = "en") -> str:
     text = _speak_links(text, lang)
     text = _unwrap_markdown(text, lang)
     text = _expand_numbers(text, lang)
+    text = _speak_ampersands(text, lang)  # after the numbers: "5&6" → "five and six"
     text = _tidy_punctuation(text)
     text = _speak_new_links(text, lang)  # "5.com" became "five.com"
     text = _STRAY_JOINER.sub(_keep_joiner, text)  # neighbours may have gone
@@ -976,6 +1019,192 @@ def _say_dotted(m: re.Match, lang: str) -> str:
     return _padded(m, f" {_WORDS[lang].dot} ".join(parts))
 
 
+# --- 6h. ISO dates, phone numbers, degrees, fractions ---------------------------------------------
+
+_MONTH_NAMES = {
+    "en": "January February March April May June July August September October November "
+          "December",
+    "fr": "janvier février mars avril mai juin juillet août septembre octobre novembre décembre",
+    "es": "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre "
+          "diciembre",
+    "de": " ".join(_DE_MONTH_BY_NUMBER),
+    "it": "gennaio febbraio marzo aprile maggio giugno luglio agosto settembre ottobre novembre "
+          "dicembre",
+    "pt": "janeiro fevereiro março abril maio junho julho agosto setembro outubro novembro "
+          "dezembro",
+    "nl": "januari februari maart april mei juni juli augustus september oktober november "
+          "december",
+    "ar": "يناير فبراير مارس أبريل مايو يونيو يوليو أغسطس سبتمبر أكتوبر نوفمبر ديسمبر",
+    "hi": "जनवरी फ़रवरी मार्च अप्रैल मई जून जुलाई अगस्त सितंबर अक्टूबर नवंबर दिसंबर",
+}
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_ISO_DATE = re.compile(r"(?<![\w.,/+-])(\d{4})-(\d{2})-(\d{2})(?![\w-]|[.,/]\d)")
+
+
+def _say_iso_date(m: re.Match, lang: str) -> str:
+    """``YYYY-MM-DD`` as a date: en "May first, twenty twenty-four", fr "premier mai deux mille
+    vingt-quatre", de "erster Mai zweitausendvierundzwanzig", es "uno de mayo de dos mil
+    veinticuatro"; an impossible month or day leaves the text to the other rules."""
+    year, month, day = (int(g) for g in m.groups())
+    if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
+        return m.group()
+    name, y = _MONTH_NAMES[lang].split()[month - 1], _year(year, lang)
+    if lang == "en":
+        words = f"{name} {_ordinal(day, lang)}, {y}"
+    elif lang == "de":
+        ending = _german_ending(m.string[:m.start()], month_follows=True)
+        words = f"{_ordinal(day, lang)}{ending} {name} {y}"
+    elif lang in ("fr", "it"):
+        d = ("premier" if lang == "fr" else "primo") if day == 1 else _cardinal(day, lang)
+        words = f"{d} {name} {y}"
+    elif lang in ("es", "pt"):
+        d = "primeiro" if lang == "pt" and day == 1 else _cardinal(day, lang)
+        words = f"{d} de {name} de {y}"
+    else:  # nl, ar, hi: cardinal day, month, year
+        words = f"{_cardinal(day, lang)} {name} {y}"
+    return _padded(m, words)
+
+
+_PLUS = {"en": "plus", "fr": "plus", "es": "más", "de": "plus", "it": "più", "pt": "mais",
+         "nl": "plus", "ar": "زائد", "hi": "प्लस"}
+#: phone-like numbers: "+33 6 12 34 56 78", "(555) 123-4567", "555.123.4567", "06 12 34 56 78",
+#: and digit groups joined by hyphens (which of those are phone numbers: ``_is_phone``)
+_PHONE = re.compile(
+    r"(?<![\w.,+/-])(?:"
+    r"\+\d{1,3}(?:[ .-]\d{1,8}){2,}"
+    r"|\(\d{3}\) ?\d{3}[-. ]\d{4}"
+    r"|\d{3}\.\d{3}\.\d{4}"
+    r"|0\d([ .-])\d{2}(?:\1\d{2}){3}"
+    r"|\d+(?:-\d+)+"
+    r")(?![\w-]|[.,/]\d)"
+)
+
+
+def _is_phone(groups: list[str], text: str) -> bool:
+    """A ``+`` and digit groups are a phone number with seven or more digits in all; hyphenated
+    digit groups are one when there are three or more with seven or more digits in all
+    ("1-800-555-1234", but not "1-2-3" nor the shape of a date, "2024-13-45"), or when they are
+    three digits then four ("555-1234") that are not both round (a range, "100-1000")."""
+    lengths = [len(g) for g in groups]
+    if text.startswith("+"):
+        return sum(lengths) >= 7
+    if not all(c.isdigit() or c == "-" for c in text):
+        return True  # one of the unambiguous shapes
+    if len(groups) >= 3:
+        return sum(lengths) >= 7 and lengths != [4, 2, 2]
+    return lengths == [3, 4] and not (groups[0].endswith("0") and groups[1].endswith("0"))
+
+
+def _say_phone(m: re.Match, lang: str) -> str:
+    groups = re.findall(r"\d+", m.group())
+    if not _is_phone(groups, m.group()):
+        return m.group()
+    words = ("، " if lang == "ar" else ", ").join(_digitwise(g, lang) for g in groups)
+    return _padded(m, f"{_PLUS[lang]} {words}" if m.group().startswith("+") else words)
+
+
+#: degree nouns (one, several), and the scales
+_DEGREES = {
+    "en": ("degree", "degrees", "Celsius", "Fahrenheit"),
+    "fr": ("degré", "degrés", "Celsius", "Fahrenheit"),
+    "es": ("grado", "grados", "Celsius", "Fahrenheit"),
+    "de": ("Grad", "Grad", "Celsius", "Fahrenheit"),
+    "it": ("grado", "gradi", "Celsius", "Fahrenheit"),
+    "pt": ("grau", "graus", "Celsius", "Fahrenheit"),
+    "nl": ("graad", "graden", "Celsius", "Fahrenheit"),
+    "ar": ("درجة", "درجة", "مئوية", "فهرنهايت"),
+    "hi": ("डिग्री", "डिग्री", "सेल्सियस", "फ़ारेनहाइट"),
+}
+_AR_DEGREE = ("درجة", "درجتان", "درجات", "درجة")
+
+
+def _say_degrees(m: re.Match, lang: str) -> str:
+    one, many, celsius, fahrenheit = _DEGREES[lang]
+    token, negative = m.group("num"), bool(m.group("sign"))
+    whole, fraction, _ = _split_number(token, lang)
+    symbol = (m.group("scale") or "").upper() or {"℃": "C", "℉": "F"}.get(m.group("symbol"), "")
+    scale = {"C": celsius, "F": fahrenheit}.get(symbol, "")
+    minus = f"{_WORDS[lang].minus} " if negative else ""
+    if lang == "ar" and not fraction:
+        words = minus + _arabic_count(int(whole), _AR_DEGREE, True)
+    else:
+        amount = _say_number(token, lang)
+        if not fraction:
+            amount = _before_noun(amount, lang, "n" if lang == "de" else "m")
+        words = f"{minus}{amount} {one if token == '1' else many}"
+    return _padded(m, f"{words} {scale}" if scale else words)
+
+
+#: "and" for "&" between words
+_AND = {"en": "and", "fr": "et", "es": "y", "de": "und", "it": "e", "pt": "e", "nl": "en",
+        "ar": "و", "hi": "और"}
+_AMPERSAND = re.compile(r"(?<=[^\W\d_])[ \t]*&[ \t]*(?=[^\W\d_])")
+_ARABIC_LETTER = re.compile(r"[\u0600-\u06ff]")
+
+
+def _speak_ampersands(text: str, lang: str) -> str:
+    """``&`` between words read as the language's "and" (es "e" before an "i" sound; ar "و"
+    written joined to an Arabic word)."""
+
+    def say(m: re.Match) -> str:
+        after = m.string[m.end():m.end() + 3].lower()
+        if lang == "es" and (after[:1] in "ií" or after[:2] in ("hi", "hí")) \
+                and not after.startswith(("hie", "hia", "hio")):
+            return " e "
+        if lang == "ar" and _ARABIC_LETTER.match(after):
+            return " و"
+        return f" {_AND[lang]} "
+
+    return _AMPERSAND.sub(say, text)
+
+
+#: the word for "/" between numbers
+_SLASH = {"en": "slash", "fr": "barre", "es": "barra", "de": "Schrägstrich", "it": "barra",
+          "pt": "barra", "nl": "schuine streep", "ar": "شرطة مائلة", "hi": "स्लैश"}
+#: named simple fractions: (numerator, denominator) → words (en builds the others up to tenths)
+_FRACTION_NAMES = {
+    "fr": {(1, 2): "un demi", (1, 3): "un tiers", (2, 3): "deux tiers", (1, 4): "un quart",
+           (3, 4): "trois quarts"},
+    "es": {(1, 2): "un medio", (1, 3): "un tercio", (2, 3): "dos tercios", (1, 4): "un cuarto",
+           (3, 4): "tres cuartos"},
+    "de": {(1, 2): "ein halb", (1, 3): "ein Drittel", (2, 3): "zwei Drittel",
+           (1, 4): "ein Viertel", (3, 4): "drei Viertel"},
+    "it": {(1, 2): "un mezzo", (1, 3): "un terzo", (2, 3): "due terzi", (1, 4): "un quarto",
+           (3, 4): "tre quarti"},
+    "pt": {(1, 2): "um meio", (1, 3): "um terço", (2, 3): "dois terços", (1, 4): "um quarto",
+           (3, 4): "três quartos"},
+    "nl": {(1, 2): "een half", (1, 3): "een derde", (2, 3): "twee derde", (1, 4): "een kwart",
+           (3, 4): "drie kwart"},
+    "ar": {(1, 2): "نصف", (1, 3): "ثلث", (2, 3): "ثلثان", (1, 4): "ربع", (3, 4): "ثلاثة أرباع"},
+    "hi": {(1, 2): "आधा", (1, 3): "एक तिहाई", (2, 3): "दो तिहाई", (1, 4): "एक चौथाई",
+           (3, 4): "तीन चौथाई"},
+}
+_SLASHED = re.compile(r"(?<![\w.,/-])\d+(?:/\d+)+(?![\w/]|[.,]\d)")
+
+
+def _english_fraction(num: int, den: int) -> str | None:
+    if not (0 < num < den <= 10):
+        return None
+    name = {2: "half", 4: "quarter"}.get(den) or _ordinal(den, "en")
+    if num > 1:
+        name = "halves" if den == 2 else name + "s"
+    return f"{_cardinal(num, 'en')} {name}"
+
+
+def _say_slashed(m: re.Match, lang: str) -> str:
+    """"a/b" a named simple fraction (en "three quarters", "five eighths"; fr "un demi", de "drei
+    Viertel": halves, thirds, quarters), otherwise the digit groups with the word for "slash"
+    between them, read by the later rules ("01/05/2024", "24/7")."""
+    parts = m.group().split("/")
+    if len(parts) == 2 and parts[0][0] != "0" and parts[1][0] != "0":
+        num, den = int(parts[0]), int(parts[1])
+        words = (_english_fraction(num, den) if lang == "en"
+                 else _FRACTION_NAMES[lang].get((num, den)))
+        if words:
+            return _padded(m, words)
+    return _padded(m, f" {_SLASH[lang]} ".join(parts))
+
+
 # --- 6. numbers, all together ---------------------------------------------------------------------
 
 
@@ -986,6 +1215,7 @@ class _NumberRules:
     currency_before: re.Pattern
     currency_after: re.Pattern
     percent: re.Pattern
+    degrees: re.Pattern
     number: re.Pattern
 
 
@@ -1007,6 +1237,8 @@ def _number_rules(lang: str) -> _NumberRules:
             rf"(?P<sym>{_SYMBOL})(?!\w)"
         ),
         percent=re.compile(rf"(?P<sign>{_SIGN})?(?<!\d)(?P<num>{num}) ?[%٪]"),
+        degrees=re.compile(rf"(?P<sign>{_SIGN})?(?<!\d)(?P<num>{num}) ?(?:°(?: ?(?P<scale>[CF])"
+                           rf"(?!\w))?|(?P<symbol>[℃℉]))"),
         number=re.compile(rf"(?P<sign>{_SIGN})?(?<!\d)(?P<num>{num})"),
     )
 
@@ -1049,6 +1281,8 @@ def _expand_numbers(text: str, lang: str) -> str:
         words = _say_number(m.group("num"), lang, negative=bool(m.group("sign")), spell_long=True)
         return _padded(m, words)
 
+    text = sub(_ISO_DATE, lambda m: _say_iso_date(m, lang), text)
+    text = sub(_PHONE, lambda m: _say_phone(m, lang), text)
     if lang == "de":
         text = sub(_TIME_DE, time, text)
         text = sub(_DE_DATE, _say_german_date, text)
@@ -1062,6 +1296,8 @@ def _expand_numbers(text: str, lang: str) -> str:
     text = sub(rules.percent, percent, text)
     if lang in _ORDINALS:
         text = sub(_ORDINALS[lang], lambda m: _padded_unless_same(m, _say_ordinal(m, lang)), text)
+    text = sub(rules.degrees, lambda m: _say_degrees(m, lang), text)
+    text = sub(_SLASHED, lambda m: _say_slashed(m, lang), text)
     if lang == "en":
         text = sub(_DECADE_EN, _say_decade, text)
     text = sub(_YEAR, lambda m: _say_year(m, lang), text)
