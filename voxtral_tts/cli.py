@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .api import backend_options, load
-from .encoding import EXTENSIONS, AudioFile
+from .encoding import AudioFile, audio_format
 from .errors import VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
@@ -115,11 +115,10 @@ def run(args: argparse.Namespace) -> int:
     if args.reference_audio is not None:
         raise VoxtralError(NO_ENCODER)
     try:
-        EXTENSIONS[args.output.suffix.lower()]
-    except KeyError:
-        raise VoxtralError(f"{args.output}: unknown audio file type; name the output "
-                           f"{', '.join('*' + e for e in EXTENSIONS)}") from None
-    if args.output.suffix.lower() not in (".wav", ".pcm"):
+        fmt = audio_format(args.output)
+    except ValueError as exc:
+        raise VoxtralError(str(exc)) from None
+    if fmt not in ("wav", "pcm"):
         try:
             import av  # noqa: F401
         except ImportError:

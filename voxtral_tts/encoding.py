@@ -255,6 +255,17 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = 24000, speed: f
     return encoder.encode(audio) + encoder.finish()
 
 
+def audio_format(path) -> str:
+    """The format an output file's extension names (:data:`EXTENSIONS`), or ValueError."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() not in EXTENSIONS:
+        raise ValueError(f"{path}: unknown audio file type; name the output "
+                         f"{', '.join('*' + e for e in EXTENSIONS)}")
+    return EXTENSIONS[path.suffix.lower()]
+
+
 class AudioFile:
     """An audio file written as the audio is generated, in the format its extension names
     (:data:`EXTENSIONS`): wav and pcm sample by sample (the WAV header's sizes written at the end),
@@ -264,11 +275,7 @@ class AudioFile:
     def __init__(self, path, sample_rate: int = 24000):
         from pathlib import Path
 
-        self.path = Path(path)
-        self.fmt = EXTENSIONS.get(self.path.suffix.lower())
-        if self.fmt is None:
-            raise ValueError(f"{self.path}: unknown audio file type {self.path.suffix!r}; name the output "
-                             f"{', '.join('*' + e for e in EXTENSIONS)}")
+        self.path, self.fmt = Path(path), audio_format(path)
         self.rate, self.samples, self._data_bytes = int(sample_rate), 0, 0
         self._file = open(self.path, "wb")
         self._encoder = None

@@ -35,7 +35,7 @@ def is_hub_id(source: str | Path) -> bool:
 
 def model_path(source: str | Path, progress: bool = True) -> Path:
     """A local directory as it is; a hub id downloaded (or found in the hub cache)."""
-    if Path(source).exists() or not is_hub_id(source):
+    if not is_hub_id(source):  # an existing path is never a hub id
         path = Path(source)
         if not path.is_dir():
             raise VoxtralError(f"{source}: not a directory (expected a model or engine directory, or a Hugging Face "

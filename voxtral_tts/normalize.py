@@ -141,13 +141,13 @@ from .errors import TextError
 
 LANGUAGES = ("en", "fr", "es", "de", "it", "pt", "nl", "ar", "hi")
 
-__all__ = ["LANGUAGES", "normalize_text"]
+__all__ = ["LANGUAGES", "normalize_text", "resolve_language"]
 
 
 def normalize_text(text: str, language: str = "en") -> str:
     """``text`` rewritten as speakable words in ``language`` (one of ``LANGUAGES``; a region
     suffix such as ``en-US`` or ``pt_BR`` is accepted and ignored)."""
-    lang = _resolve_language(language)
+    lang = resolve_language(language)
     if not text:
         return ""
     text = _clean_characters(text)
@@ -164,7 +164,8 @@ def normalize_text(text: str, language: str = "en") -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _resolve_language(language: str) -> str:
+def resolve_language(language: str) -> str:
+    """``language`` as one of :data:`LANGUAGES` (``en-US`` → ``en``), or TextError."""
     code = re.split(r"[-_]", str(language).strip().lower(), maxsplit=1)[0]
     if code not in LANGUAGES:
         raise TextError(f"unknown language {language!r}: use one of {', '.join(LANGUAGES)}")

@@ -70,6 +70,11 @@ class PrefillItem(NamedTuple):
     slot: int
     prefix: PrefixKV | None = None
 
+    @property
+    def start(self) -> int:
+        """The position of ``embeds[0]``: the prefix's length, or 0."""
+        return 0 if self.prefix is None else self.prefix.length
+
 
 class Backend(ABC):
     #: the registry name (``torch``, ``onnxruntime``, ``tensorrt``, ``coreml``)
@@ -124,18 +129,17 @@ class Backend(ABC):
     def prefill_many(self, items) -> list[np.ndarray]:
         """Prefill each :class:`PrefillItem` (distinct slots) → the hidden of each one's last position."""
         checked = []
-        for embeds, slot, prefix in items:
-            embeds = np.ascontiguousarray(embeds, dtype=np.float32)
-            start = 0 if prefix is None else prefix.length
-            if prefix is not None and prefix.identity != self.prefix_identity:
-                raise VoxtralError(f"a prompt prefix computed by another backend {prefix.identity[:1]} (or another "
-                                   f"precision, capacity or device) cannot be used by this one")
-            if embeds.ndim != 2 or embeds.shape[0] < 1:
-                raise VoxtralError(f"a prefill takes embeddings [P ≥ 1, D], got shape {list(embeds.shape)}")
-            if start + embeds.shape[0] > self.capacity:
-                raise CapacityError(f"prompt of {start + embeds.shape[0]} tokens exceeds the KV cache "
+        for item in items:
+            item = PrefillItem(np.ascontiguousarray(item.embeds, dtype=np.float32), int(item.slot), item.prefix)
+            if item.prefix is not None and item.prefix.identity != self.prefix_identity:
+                raise VoxtralError(f"a prompt prefix computed by another backend {item.prefix.identity[:1]} (or "
+                                   f"another precision, capacity or device) cannot be used by this one")
+            if item.embeds.ndim != 2 or item.embeds.shape[0] < 1:
+                raise VoxtralError(f"a prefill takes embeddings [P ≥ 1, D], got shape {list(item.embeds.shape)}")
+            if item.start + item.embeds.shape[0] > self.capacity:
+                raise CapacityError(f"prompt of {item.start + item.embeds.shape[0]} tokens exceeds the KV cache "
                                     f"({self.capacity} positions)")
-            checked.append(PrefillItem(embeds, int(slot), prefix))
+            checked.append(item)
         self._check_slots([item.slot for item in checked])
         return self._prefill_many(checked)
 

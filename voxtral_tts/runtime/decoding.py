@@ -149,7 +149,7 @@ class FrameLoop:
         if len(utterances) > len(self.free):
             raise VoxtralError(f"{len(utterances)} utterances to start, {len(self.free)} free decoding slot(s)")
         slots = self.free[: len(utterances)]
-        items = [PrefillItem(u.embeds if u.prefix is None else u.embeds[u.prefix.length:], slot, u.prefix)
+        items = [PrefillItem(u.embeds[0 if u.prefix is None else u.prefix.length:], slot, u.prefix)
                  for u, slot in zip(utterances, slots)]
         hidden = self.backend.prefill_many(items)
         for utterance, slot, h in zip(utterances, slots, hidden):

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine import check_not_partial_engine
 from ..errors import TextError, VoxtralError
-from ..normalize import normalize_text
+from ..normalize import normalize_text, resolve_language
 from ..text import MAX_CHUNK_CHARS, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
@@ -116,7 +116,7 @@ class TTS:
                 raise TextError("text is empty once normalised for speech (only symbols or emoji?); "
                                 "normalize=False / --no-normalize speaks it as given") from None
         elif language is not None:
-            normalize_text("", language)  # an unknown language is still an error
+            resolve_language(language)  # an unknown language is still an error
         parts = [text] if max_chars is None else split_text(text, max_chars)
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))

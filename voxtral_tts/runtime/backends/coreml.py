@@ -138,8 +138,8 @@ class CoreMLBackend(Backend):
         start = 0
         if prefix is not None:  # written whole: MLState.write_state takes the state's full shape
             start = prefix.length
-            for name, rows in prefix.data.items():
-                full = np.zeros_like(state.read_state(name))
+            for name, rows in prefix.data.items():  # [1, Hkv, the engine's capacity, hd]
+                full = np.zeros((*rows.shape[:-2], self.engine.capacity, rows.shape[-1]), rows.dtype)
                 full[..., :start, :] = rows
                 state.write_state(name, full)
         hidden = self._backbone(embeds, np.arange(start, start + embeds.shape[0]), state)[-1].copy()

@@ -366,7 +366,7 @@ class OnnxBackend(Backend):
         if len(items) > 1 and not self.batched_prefill:
             return super()._prefill_many(items)
         batch, dim = len(items), self.config.backbone.dim
-        starts = [0 if item.prefix is None else item.prefix.length for item in items]
+        starts = [item.start for item in items]
         lengths = [item.embeds.shape[0] for item in items]
         width, past = max(lengths), max(starts)
         embeds = np.zeros((batch, width, dim), np.float32)

@@ -32,7 +32,7 @@ import torch
 
 from ...engine import is_engine_dir
 from ...errors import VoxtralError
-from ..backend import Backend
+from ..backend import Backend, PrefillItem
 from ..constants import DEFAULT_CAPACITY, MAX_BATCH
 from ..hardware import cpu_bf16
 from .buckets import bucket_for, power_buckets
@@ -292,26 +292,19 @@ class TorchBackend(Backend):
             layer.k[slot, :, : prefix.length] = k[i]
             layer.v[slot, :, : prefix.length] = v[i]
 
-    @torch.no_grad()
     def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
         """One prompt (or the rest after ``prefix``) into ``slot``."""
-        start = 0 if prefix is None else prefix.length
-        if prefix is not None:
-            self._write_prefix(prefix, slot)
-        end = start + embeds.shape[0]
-        positions = torch.arange(start, end, device=self.device)[None]
-        slots = torch.tensor([slot], device=self.device)
-        hidden = self.model.backbone(self._tensor(embeds)[None], positions,
-                                     kv=self.kv_cache.window(kv_len=end, slots=slots))
-        return self._host(hidden[0, -1])
+        return self._prefill_rows([PrefillItem(embeds, slot, prefix)])[0]
+
+    def _prefill_many(self, items) -> list[np.ndarray]:
+        """One call for all, where :attr:`batched_prefill`; else one after another."""
+        return self._prefill_rows(items) if self.batched_prefill else super()._prefill_many(items)
 
     @torch.no_grad()
-    def _prefill_many(self, items) -> list[np.ndarray]:
-        """Several prompts in one call, rows padded at the end to the longest; a padding token sits at
-        the scratch position (causal: no real token sees it). Used where :attr:`batched_prefill`."""
-        if len(items) == 1 or not self.batched_prefill:
-            return super()._prefill_many(items)
-        starts = [0 if item.prefix is None else item.prefix.length for item in items]
+    def _prefill_rows(self, items) -> list[np.ndarray]:
+        """Prompts as the rows of one call, padded at the end to the longest; a padding token sits at
+        the scratch position (causal: no real token sees it)."""
+        starts = [item.start for item in items]
         lengths = [item.embeds.shape[0] for item in items]
         width = max(lengths)
         embeds = np.zeros((len(items), width, self.config.backbone.dim), np.float32)
