@@ -64,9 +64,11 @@ class HeldBackend(Forwarding):
         super().__init__(inner)
         self.frames = 0
         self.released = threading.Event()
+        self.holding = threading.Event()  # set once a request waits at frame HOLD_AT
 
     def flow(self, hidden, noise):
         if self.frames >= self.HOLD_AT:
+            self.holding.set()
             assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)
         return self.inner.flow(hidden, noise)
@@ -363,7 +365,8 @@ def test_client_disconnect_stops_generation(slow):
     server, holder = slow
     body = {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as response:
-        next(response.iter_bytes())  # then the client goes away, the request held at frame HOLD_AT
+        next(response.iter_bytes())
+        assert holder["model"].holding.wait(30)  # then the client goes away, the request held at frame HOLD_AT
     synthesizer = holder["synthesizer"]
     wait_until(lambda: any(request.cancelled for request in list(synthesizer._jobs)))  # the handler saw it
     holder["model"].released.set()
@@ -504,7 +507,7 @@ def test_a_request_cancelled_while_queued_never_generates(tiny_engine_dir):
     try:
         with httpx.stream("POST", server.url + "/v1/audio/speech", json=body, timeout=60) as first:
             chunks = first.iter_bytes()
-            received = len(next(chunks))  # the first request is generating in the only slot (held at frame 6)
+            received = len(next(chunks))  # the first request is generating in the only slot (held at frame HOLD_AT)
             with pytest.raises(httpx.ReadTimeout):  # the second waits (no free slot) until its client gives up
                 httpx.post(server.url + "/v1/audio/speech", json=body, timeout=0.3)
             wait_until(lambda: any(job and job.request.cancelled for job in list(synthesizer._submitted.queue)))
