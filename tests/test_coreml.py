@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 ct = pytest.importorskip("coremltools")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.engine import open_engine  # noqa: E402
+from voxtral_tts.engine import FORMAT_VERSION, open_engine  # noqa: E402
 from voxtral_tts.errors import EngineError, VoxtralError  # noqa: E402
 from voxtral_tts.runtime.backends.coreml import CoreMLBackend, coreml_unavailable  # noqa: E402
 
@@ -83,7 +83,7 @@ def test_cli_exports_and_validates_the_traced_modules(export_run):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     for label in ("traced backbone prefill", "traced backbone step", "traced flow_frame codes",
-                  "traced codec (padded chunk)"):
+                  "traced flow_frame sampled codes", "traced codec (padded chunk)"):
         assert label in proc.stdout
     assert sorted(p.name for p in out.glob("*.mlpackage")) == ["backbone.mlpackage", "codec.mlpackage",
                                                                "flow_frame.mlpackage"]
@@ -93,7 +93,7 @@ def test_manifest(engine_dir):
     engine = open_engine(engine_dir)  # packages (directories) are accepted as the manifest's files
     m = engine.manifest
     assert engine.target == "coreml" and engine.precision == "fp16" and engine.capacity == CAPACITY
-    assert m["format_version"] == 2 and m["deployment_target"] == "macOS15" and m["spec_version"] == 9
+    assert m["format_version"] == FORMAT_VERSION and m["deployment_target"] == "macOS15" and m["spec_version"] == 9
     assert m["codec_frames"] == 75
     assert {k: g["file"] for k, g in m["graphs"].items()} == {
         "backbone": "backbone.mlpackage", "flow_frame": "flow_frame.mlpackage", "codec": "codec.mlpackage"}
@@ -107,7 +107,8 @@ def test_manifest(engine_dir):
     assert {"params_sha256", "checkpoint_sha256", "tekken_sha256"} <= set(engine.identity)
     assert m["exporter"]["coremltools"] == ct.__version__ and m["exporter"]["torch"]
     v = m["validation"]
-    assert v["traced flow_frame codes"]["mismatches"] == 0 and v["traced flow_frame codes"]["count"] == 4 * 37
+    for label in ("traced flow_frame codes", "traced flow_frame sampled codes"):
+        assert v[label]["mismatches"] == 0 and v[label]["count"] == 4 * 37
     assert v["traced codec (padded chunk)"]["relative"] < 1e-5  # causal: end padding changes nothing
     assert v["traced backbone prefill"]["relative"] < 5e-3 and v["traced backbone step"]["relative"] < 5e-3
     if not ON_MAC:
@@ -137,7 +138,8 @@ def test_package_specs(engine_dir):
     assert sorted(states) == [f"cache_layers_{i}_{kv}" for i in range(2) for kv in "kv"]
     for arr in states.values():
         assert arr.dataType == f16 and list(arr.shape) == [1, 2, CAPACITY, 32]
-    assert inputs(specs["flow_frame"]) == {"hidden": (f32, [1, 64]), "noise": (f32, [1, 36])}
+    assert inputs(specs["flow_frame"]) == {"hidden": (f32, [1, 64]), "noise": (f32, [1, 36]),
+                                           "semantic_noise": (f32, [1, 8320])}
     (codes,) = specs["flow_frame"].description.output
     assert codes.name == "codes" and codes.type.multiArrayType.dataType == i32
     assert inputs(specs["codec"]) == {"codes": (i32, [1, 75, 37])}
@@ -224,7 +226,8 @@ def test_traced_modules_reproduce_the_fixture(traced, golden):
             assert relative(hidden, golden["frame_hidden"][n + 1]) < 2e-3, n
         reset_cache(bb)
         for n, h in enumerate(golden["frame_hidden"]):
-            codes = traced["flow_frame"](torch.from_numpy(h)[None], torch.from_numpy(golden["noise"][n])[None])
+            codes = traced["flow_frame"](torch.from_numpy(h)[None], torch.from_numpy(golden["noise"][n])[None],
+                                         torch.zeros(1, 8320))
             np.testing.assert_array_equal(codes[0].numpy(), golden["codes"][n])
         from voxtral_tts.runtime.codec import pad_codec_chunk
 
@@ -311,6 +314,17 @@ def test_backend_host_logic_against_the_fixture(host_tts, golden):
     assert relative(long[: 9 * 1920], golden["waveform"]) < 1e-4
     with pytest.raises(VoxtralError, match="beyond the KV cache"):
         backend.step_one(golden["feedback_embeddings"][0], CAPACITY)
+
+
+def test_backend_feeds_the_semantic_noise(host_tts, golden):
+    """The package's semantic_noise input: a forced code is taken, and zeros (no noise) are the argmax."""
+    hidden, noise = golden["frame_hidden"][:2], golden["noise"][:2]
+    semantic = np.zeros((2, 8320), np.float32)
+    semantic[1, 100] = 1e4
+    codes = host_tts.backend.flow(hidden, noise, semantic)
+    np.testing.assert_array_equal(codes[0], golden["codes"][0])
+    assert codes[1, 0] == 100
+    np.testing.assert_array_equal(host_tts.backend.flow(hidden, noise), golden["codes"][:2])
 
 
 def test_backend_sequences_in_flight_keep_their_own_state(host_tts, golden):

@@ -66,12 +66,12 @@ class HeldBackend(Forwarding):
         self.released = threading.Event()
         self.holding = threading.Event()  # set once a request waits at frame HOLD_AT
 
-    def flow(self, hidden, noise):
+    def flow(self, hidden, noise, semantic=None):
         if self.frames >= self.HOLD_AT:
             self.holding.set()
             assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)
-        return self.inner.flow(hidden, noise)
+        return self.inner.flow(hidden, noise, semantic)
 
 
 def wrapped(tts, wrapper):
@@ -218,6 +218,20 @@ def test_speed_changes_duration(client):
     assert abs(len(audio) / rate - SECONDS / 2) < 0.02
 
 
+def test_temperature_is_a_request_field(client, reference_tts):
+    """Sampling at a temperature: the library's audio for the same seed, reproducible, and not
+    the argmax's."""
+    def speak(**extra):
+        return client.audio.speech.create(model="m", voice="alloy", input="Hello there.", response_format="pcm",
+                                          extra_body=extra).content
+
+    hot = speak(seed=1, temperature=1.2)
+    assert hot == speak(seed=1, temperature=1.2) != speak(seed=1)
+    expected = reference_tts.synthesize("Hello there.", voice="neutral_female", seed=1, max_frames=FRAMES,
+                                        temperature=1.2).audio
+    assert_pcm_equal(np.frombuffer(hot, "<i2"), expected)
+
+
 def test_voices_aliases_and_voice_objects(client, live, reference_tts):
     listing = httpx.get(live.url + "/v1/audio/voices").json()
     by_id = {v["id"]: v for v in listing["voices"]}
@@ -260,6 +274,9 @@ def test_long_input_is_split_and_streamed_in_parts(live):
         ({"voice": "darth"}, "voice", "unknown voice 'darth'"),
         ({"response_format": "m4a"}, "response_format", "response_format"),
         ({"speed": 5.0}, "speed", "between 0.25 and 4.0"),
+        ({"temperature": 2.5}, "temperature", "from 0 (greedy) to 2, got 2.5"),
+        ({"temperature": -1}, "temperature", "from 0 (greedy) to 2"),
+        ({"temperature": "1"}, "temperature", "temperature"),
         ({"ref_audio": "aGVsbG8="}, "ref_audio", "no codec encoder"),
     ],
 )

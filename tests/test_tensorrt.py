@@ -62,7 +62,8 @@ def test_backbone_profiles_full_size(full_config):
         for lo, opt, hi in profile.values():
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
     others = graph_profiles(full_config, 4096, 4)
-    assert others["flow_frame"] == [{"hidden": (((4, 3072),) * 3), "noise": (((4, 36),) * 3)}]
+    assert others["flow_frame"] == [{"hidden": (((4, 3072),) * 3), "noise": (((4, 36),) * 3),
+                                     "semantic_noise": (((4, 8320),) * 3)}]
     assert others["codec"] == [{"codes": (((1, CODEC_FRAMES, 37),) * 3)}] and CODEC_FRAMES == 75
 
 
@@ -126,7 +127,7 @@ def test_buffer_plan_full_size(full_config, max_batch):
     assert buffers["codec.audio"].nbytes == 75 * 1920 * 4 and buffers["codec.codes"].shape == (1, 75, 37)
     total = sum(b.nbytes for b in plan)
     fixed = 2 * 4096 * 3072 * 4 + 4096 * 8 + 8 + 4096 + 2 * 26 * 4096 * 4096 + 75 * 37 * 8 + 75 * 1920 * 4
-    per_slot = 2 * 26 * 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 37 * 8
+    per_slot = 2 * 26 * 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 8320 * 4 + 37 * 8
     assert total == fixed + max_batch * per_slot
     print(f"full size, max_batch {max_batch}: {total / 1e9:.3f} GB of device buffers besides TensorRT's")
 

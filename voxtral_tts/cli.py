@@ -23,10 +23,10 @@ from .encoding import AudioFile, audio_format
 from .errors import VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
-from .runtime.decoding import FINISHED_END
+from .runtime.decoding import FINISHED_END, check_temperature
 from .runtime.scheduler import AudioChunk, PartFinished, RequestFailed
 from .runtime.backends import BACKENDS
-from .runtime.constants import DEFAULT_PREFIX_CACHE_MB
+from .runtime.constants import DEFAULT_PREFIX_CACHE_MB, MAX_TEMPERATURE
 from .runtime.tts import read_model_dir
 from .text import check_text
 from .voices import OPENAI_ALIASES, voice_gender, voice_language
@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speak the text as given (no number, currency, date or markdown rewriting)")
     p.add_argument("--language", choices=LANGUAGES,
                    help="the text's language for normalisation (default: the voice's; English for a voice file)")
-    p.add_argument("--seed", type=int, help="seed of the flow-matching noise (default: random, printed)")
+    p.add_argument("--seed", type=int, help="seed of the flow-matching noise and of sampling (default: random, printed)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help=f"sample the semantic code at this temperature, 0 to {MAX_TEMPERATURE:g} (default 0: the "
+                        "reference's argmax); reproducible with --seed")
     add_backend_arguments(p)
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
     p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                                "'voxtral-tts[server]'); .wav and .pcm need nothing more") from None
     if args.seed is not None and not 0 <= args.seed < 2**63:
         raise VoxtralError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
+    check_temperature(args.temperature)
     folder = args.output.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):  # before minutes of generation, not after
         raise VoxtralError(f"{args.output}: cannot write there ({folder} is not a writable directory)")
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     backend, options = options_from_args(args, progress=not args.quiet)
     tts = load(args.model, backend, **options)
     request = tts.request(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed, streaming=False,
-                          normalize=args.normalize, language=args.language)
+                          normalize=args.normalize, language=args.language, temperature=args.temperature)
     finished, frames = True, 0
     with AudioFile(args.output, tts.sample_rate) as out, \
             tqdm(total=len(request.parts), unit="part", disable=args.quiet or len(request.parts) == 1,

@@ -3,7 +3,7 @@
     ENGINE_DIR/
       manifest.json                  format, version, model identity, graphs and their I/O, versions
       backbone.onnx (+ .data)        one decode graph for prefill and for each step (see export)
-      flow_frame.onnx (+ .data)      hidden + noise → 37 codes
+      flow_frame.onnx (+ .data)      hidden + noise (+ semantic sampling noise) → 37 codes
       codec.onnx (+ .data)           codes [B, T, 37] → waveform
       embeddings/*.npy               text and codebook tables (BF16 bits or float32), read on the host
       params.json tekken.json voice_embedding/*.safetensors     copied / converted: self-contained
@@ -26,7 +26,7 @@ from .config import ModelConfig
 from .errors import EngineError
 
 ENGINE_FORMAT = "voxtral-tts-engine"
-FORMAT_VERSION = 2  # 2: batched backbone (past_lengths, position-major past)
+FORMAT_VERSION = 3  # 2: batched backbone (past_lengths, position-major past); 3: flow_frame samples (semantic_noise)
 MANIFEST = "manifest.json"
 EMBEDDINGS_DIR = "embeddings"
 

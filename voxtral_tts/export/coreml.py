@@ -13,7 +13,8 @@ is written once, in :mod:`voxtral_tts.model`):
   prefill is L = prompt length, a step L = 1, so no second function or package is needed
   (coremltools 9 converts states with a flexible length). Flexible shapes keep the backbone off
   the Neural Engine (GPU/CPU); positions are 1-D because a rank-0 index input is refused.
-- ``flow_frame.mlpackage``: hidden [1, D] + noise [1, 36] float32 → codes [1, 37] int32 (+2 offset).
+- ``flow_frame.mlpackage``: hidden [1, D] + noise [1, 36] + semantic_noise [1, 8320] float32 → codes
+  [1, 37] int32 (+2 offset); semantic_noise is added to the masked semantic logits (zeros: greedy).
 - ``codec.mlpackage``: codes [1, 75, 37] int32 → audio [1, 75·1920]. 75 = the runtime's largest
   chunk (50 new + 25 context frames); the codec is causal, so a shorter chunk padded at the end
   with valid codes gives the same audio for its real frames, which the host keeps.
@@ -94,7 +95,7 @@ def trace_graphs(model, capacity: int) -> dict:
     length = min(3, capacity)
     examples = {
         "backbone": (torch.zeros(1, length, b.dim), torch.arange(length)),
-        "flow_frame": (torch.zeros(1, b.dim), torch.zeros(1, a.n_acoustic_codebook)),
+        "flow_frame": (torch.zeros(1, b.dim), torch.zeros(1, a.n_acoustic_codebook), torch.zeros(1, a.semantic_head_rows)),
         "codec": (torch.full((1, CODEC_FRAMES, a.num_codebooks), 2, dtype=torch.int64),),
     }
     modules = {"backbone": backbone, "flow_frame": FlowFrameGraph(model).eval(), "codec": CodecGraph(model).eval()}
@@ -173,7 +174,8 @@ def convert_graphs(traced: dict, config: ModelConfig, capacity: int, precision: 
                          outputs=[ct.TensorType("hidden", dtype=np.float32)], states=states,
                          compute_precision=_compute_precision(precision, ("positions",))),
         "flow_frame": dict(inputs=[ct.TensorType("hidden", shape=(1, b.dim), dtype=np.float32),
-                                   ct.TensorType("noise", shape=(1, a.n_acoustic_codebook), dtype=np.float32)],
+                                   ct.TensorType("noise", shape=(1, a.n_acoustic_codebook), dtype=np.float32),
+                                   ct.TensorType("semantic_noise", shape=(1, a.semantic_head_rows), dtype=np.float32)],
                            outputs=[ct.TensorType("codes", dtype=np.int32)],
                            compute_precision=_compute_precision(precision)),
         "codec": dict(inputs=[ct.TensorType("codes", shape=(1, CODEC_FRAMES, a.num_codebooks), dtype=np.int32)],
@@ -253,7 +255,8 @@ def _validation_inputs(model, rng: np.random.Generator, prompt: int = 7, codec_f
                             rng.integers(2, 2 + a.acoustic_codebook_size, (1, codec_frames, a.n_acoustic_codebook))],
                            axis=2).astype(np.int64)
     noise = rng.standard_normal((4, a.n_acoustic_codebook)).astype(np.float32)
-    return {"embeds": embeds.float(), "prompt": prompt, "codes": codes, "noise": noise}
+    semantic = rng.gumbel(size=(4, a.semantic_head_rows)).astype(np.float32)  # sampling at temperature 1
+    return {"embeds": embeds.float(), "prompt": prompt, "codes": codes, "noise": noise, "semantic": semantic}
 
 
 def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[str, dict]:
@@ -280,10 +283,12 @@ def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[
         results["traced backbone step"] = _error(step.numpy(), ref[:, prompt:].numpy())
 
         hidden = ref[0, -4:]
-        noise = torch.from_numpy(data["noise"])
-        codes = np.concatenate([traced["flow_frame"](h[None], x[None]).numpy() for h, x in zip(hidden, noise)])
-        expected = model.acoustic_transformer(hidden, noise).numpy()
-        results["traced flow_frame codes"] = {"mismatches": int((codes != expected).sum()), "count": int(codes.size)}
+        noise, semantic = torch.from_numpy(data["noise"]), torch.from_numpy(data["semantic"])
+        for label, perturbation in (("codes", torch.zeros_like(semantic)), ("sampled codes", semantic)):
+            codes = np.concatenate([traced["flow_frame"](h[None], x[None], s[None]).numpy()
+                                    for h, x, s in zip(hidden, noise, perturbation)])
+            expected = model.acoustic_transformer(hidden, noise, perturbation).numpy()
+            results[f"traced flow_frame {label}"] = {"mismatches": int((codes != expected).sum()), "count": int(codes.size)}
 
         real = data["codes"]
         spf = model.config.samples_per_frame
@@ -335,9 +340,11 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
         results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())
         results["coreml backbone step"] = _error(backend.step_one(embeds[0, prompt].numpy(), prompt), ref[prompt].numpy())
         hidden, noise = ref[-4:], torch.from_numpy(data["noise"])
-        codes = np.stack([backend.flow_one(h, x) for h, x in zip(hidden.numpy(), data["noise"])])
-        expected = model.acoustic_transformer(hidden, noise).numpy()
-        results["coreml flow_frame codes"] = {"mismatches": int((codes != expected).sum()), "count": int(codes.size)}
+        for label, semantic in (("codes", None), ("sampled codes", data["semantic"])):
+            codes = backend.flow(hidden.numpy(), data["noise"], semantic)
+            expected = model.acoustic_transformer(hidden, noise, None if semantic is None else torch.from_numpy(semantic))
+            results[f"coreml flow_frame {label}"] = {"mismatches": int((codes != expected.numpy()).sum()),
+                                                     "count": int(codes.size)}
         real = data["codes"]
         results["coreml codec"] = _error(backend.codec(real[0]), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
     tolerance, code_tolerance = TOLERANCE[manifest["precision"]]

@@ -106,8 +106,14 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         hidden = ref_prefill[0, -4:]
         noise = torch.from_numpy(rng.standard_normal((4, config.audio.n_acoustic_codebook)).astype(np.float32))
         sess = session("flow_frame")
-        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy()})[0]
+        zeros = np.zeros((4, config.audio.semantic_head_rows), np.float32)
+        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy(), "semantic_noise": zeros})[0]
         record("flow_frame codes", codes, model.acoustic_transformer(hidden, noise).numpy(), codes=True)
+        # sampled at temperature 1: the same Gumbel noise through the graph and the reference
+        gumbel = rng.gumbel(size=zeros.shape).astype(np.float32)
+        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy(), "semantic_noise": gumbel})[0]
+        reference = model.acoustic_transformer(hidden, noise, torch.from_numpy(gumbel)).numpy()
+        record("flow_frame sampled codes", codes, reference, codes=True)
         del sess
         if "flow_velocity" in manifest["graphs"]:
             flow = model.acoustic_transformer

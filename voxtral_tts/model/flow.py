@@ -3,7 +3,10 @@
 Spec §6.2–6.3. From the backbone's final-normed hidden ``h``:
 
 1. the semantic code: greedy argmax of ``semantic_codebook_output · h`` with EMPTY_AUDIO and the
-   padding rows masked (END_AUDIO stays allowed: that is how generation stops);
+   padding rows masked (END_AUDIO stays allowed: that is how generation stops); a
+   ``semantic_noise`` added to the masked logits first samples it instead (temperature × Gumbel
+   noise: the Gumbel-max trick draws from softmax(logits / temperature)); zeros, the default,
+   are the reference's argmax;
 2. the 36 acoustic values: 7 Euler steps of a velocity field from the start noise ``x0``, with
    classifier-free guidance (the unconditional branch zeroes ``h``; both branches in one batch);
 3. FSQ: clamp to [-1, 1], round to 21 levels, +2 offset.
@@ -58,8 +61,12 @@ class FlowHead(nn.Module):
         """Raw semantic head output [B, semantic_head_rows] in float32, before masking."""
         return self.semantic_codebook_output(h.float()).float()
 
-    def semantic_code(self, h: torch.Tensor) -> torch.Tensor:
+    def semantic_code(self, h: torch.Tensor, semantic_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked argmax, of ``logits + semantic_noise`` when given ([B, semantic_head_rows]:
+        masked rows stay −∞, so sampling never picks them)."""
         logits = self.semantic_logits(h).masked_fill(~self.semantic_allowed, float("-inf"))
+        if semantic_noise is not None:
+            logits = logits + semantic_noise.float()
         return logits.argmax(dim=-1)
 
     # --- velocity field ----------------------------------------------------------------------------
@@ -112,9 +119,10 @@ class FlowHead(nn.Module):
         q = torch.round((x.clamp(-1.0, 1.0) + 1.0) / 2.0 * levels)
         return q.to(torch.int64) + N_AUDIO_SPECIAL
 
-    def forward(self, h: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """One frame: hidden [B, D], noise [B, 36] → codes [B, 37] (int64, +2 offset)."""
-        semantic = self.semantic_code(h)
+    def forward(self, h: torch.Tensor, noise: torch.Tensor, semantic_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One frame: hidden [B, D], noise [B, 36] (and optionally the semantic code's sampling
+        noise [B, semantic_head_rows]) → codes [B, 37] (int64, +2 offset)."""
+        semantic = self.semantic_code(h, semantic_noise)
         acoustic = self.quantize(self.solve(h, noise))
         ended = (semantic == END_AUDIO)[:, None]
         acoustic = torch.where(ended, torch.full_like(acoustic, EMPTY_AUDIO + N_AUDIO_SPECIAL), acoustic)

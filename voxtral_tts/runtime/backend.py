@@ -14,7 +14,9 @@ and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`
                                    caller (the voice-prefix cache) → :class:`PrefixKV`
 ``step(embeds, positions, slots)`` one backbone step for n sequences, each at its own position
                                    in its own slot: [n, D] → hidden [n, D]
-``flow(hidden, noise)``            n frames' codes: hidden [n, D], x0 noise [n, 36] → [n, 37]
+``flow(hidden, noise, semantic)`` n frames' codes: hidden [n, D], x0 noise [n, 36] → [n, 37];
+                                   ``semantic`` [n, 8320] is added to the masked semantic logits
+                                   before the argmax (temperature sampling; None: zeros, greedy)
 ``codec(codes)``                   one codec call: codes [T, 37], T ≤ ``CODEC_FRAMES`` → audio
 ``capacity``, ``max_batch``        KV positions per slot, slots (sequences decoded together)
 ``close()``                        release what the backend holds (also on garbage collection)
@@ -164,11 +166,17 @@ class Backend(ABC):
             raise CapacityError(f"position {positions.max()} is beyond the KV cache ({self.capacity} positions)")
         return self._step(np.ascontiguousarray(embeds, dtype=np.float32), positions, slots)
 
-    def flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None = None) -> np.ndarray:
         if not 1 <= len(hidden) <= self.max_batch or len(noise) != len(hidden):
             raise VoxtralError(f"{len(hidden)} hidden states and {len(noise)} noise rows: a flow call takes "
                                f"1 to {self.max_batch} (max_batch) of each")
-        return self._flow(np.ascontiguousarray(hidden, dtype=np.float32), np.ascontiguousarray(noise, dtype=np.float32))
+        if semantic is not None:
+            rows = self.config.audio.semantic_head_rows
+            if np.shape(semantic) != (len(hidden), rows):
+                raise VoxtralError(f"semantic sampling noise must be [{len(hidden)}, {rows}], got {list(np.shape(semantic))}")
+            semantic = np.ascontiguousarray(semantic, dtype=np.float32)
+        return self._flow(np.ascontiguousarray(hidden, dtype=np.float32), np.ascontiguousarray(noise, dtype=np.float32),
+                          semantic)
 
     def codec(self, codes: np.ndarray) -> np.ndarray:
         codes = np.ascontiguousarray(codes, dtype=np.int64)
@@ -192,9 +200,10 @@ class Backend(ABC):
         """One backbone step of the sequence in ``slot``: embedding [D] at ``position`` → hidden [D]."""
         return self.step(np.asarray(embed)[None], [position], [slot])[0]
 
-    def flow_one(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """One frame: hidden [D], noise [36] → codes [37]."""
-        return self.flow(np.asarray(hidden)[None], np.asarray(noise)[None])[0]
+    def flow_one(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None = None) -> np.ndarray:
+        """One frame: hidden [D], noise [36] (, semantic sampling noise [8320]) → codes [37]."""
+        return self.flow(np.asarray(hidden)[None], np.asarray(noise)[None],
+                         None if semantic is None else np.asarray(semantic)[None])[0]
 
     # --- what a backend implements -----------------------------------------------------------------
     @abstractmethod
@@ -217,8 +226,9 @@ class Backend(ABC):
         """Checked: float32 [n, D], int64 positions [n] < capacity, distinct valid slots [n] → [n, D]."""
 
     @abstractmethod
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Checked: float32 [n, D] and [n, 36], 1 ≤ n ≤ max_batch → int64 codes [n, 37]."""
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+        """Checked: float32 [n, D] and [n, 36], 1 ≤ n ≤ max_batch, and float32 [n, semantic_head_rows]
+        or None (zeros) → int64 codes [n, 37]."""
 
     @abstractmethod
     def _codec(self, codes: np.ndarray) -> np.ndarray:
@@ -260,8 +270,8 @@ class Forwarding(Backend):
     def _step(self, embeds, positions, slots):
         return self.inner.step(embeds, positions, slots)
 
-    def _flow(self, hidden, noise):
-        return self.inner.flow(hidden, noise)
+    def _flow(self, hidden, noise, semantic):
+        return self.inner.flow(hidden, noise, semantic)
 
     def _codec(self, codes):
         return self.inner.codec(codes)

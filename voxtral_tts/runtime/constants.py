@@ -26,3 +26,6 @@ STREAM_CHUNKS = (2, 3, 5, 5, 5, 5, 25)
 #: The voice-prefix KV cache's default budget in MiB: room for every preset — the 20 voices'
 #: prefixes (70 to 221 positions) of the full-size model take 605 MiB in float32, half in bf16.
 DEFAULT_PREFIX_CACHE_MB = 1024
+#: Sampling of the semantic code: 0 is the reference's argmax (greedy); above 0 a draw from
+#: softmax(logits / temperature), up to this.
+MAX_TEMPERATURE = 2.0

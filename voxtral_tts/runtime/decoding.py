@@ -2,7 +2,7 @@
 
     h = prefill(prompt embeddings)                  # hidden of the final [BEGIN_AUDIO] (after a cached prefix)
     for n = 0, 1, …:
-        codes = flow(h, noise[n])                    # 37 codes, +2 offset
+        codes = flow(h, noise[n])                    # 37 codes, +2 offset (semantic: argmax or a sample)
         if codes[0] == END_AUDIO: stop               # never fed back, never turned into audio
         yield codes
         h = step(embed_codes(codes), P + n)          # no extra [AUDIO] step
@@ -14,6 +14,7 @@ frame each per :meth:`FrameLoop.step`; the :mod:`.scheduler` decides what joins 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import numpy as np
 from ..config import END_AUDIO
 from ..errors import CapacityError, VoxtralError
 from .backend import Backend, PrefillItem, PrefixKV
-from .constants import DEFAULT_MAX_FRAMES, FRAME_FLOOR, FRAMES_PER_CHARACTER
+from .constants import DEFAULT_MAX_FRAMES, FRAME_FLOOR, FRAMES_PER_CHARACTER, MAX_TEMPERATURE
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +32,41 @@ FINISHED_END, FINISHED_LENGTH = "end", "length"
 
 
 class NoiseSource:
-    """x0 of each frame: rows of an explicit array, or draws from a seeded generator.
+    """The randomness of each frame: x0 (rows of an explicit array, or draws from a seeded
+    generator) and, at a temperature above 0, the semantic code's sampling noise.
 
-    With a seed, row n equals ``default_rng(seed).standard_normal((M, 36))[n]`` for any M ≥ n+1,
-    the fixture's contract, so explicit noise and a seed are interchangeable.
+    With a seed, x0 of frame n equals ``default_rng(seed).standard_normal((M, 36))[n]`` for any
+    M ≥ n+1, the fixture's contract, so explicit noise and a seed are interchangeable. Sampling
+    adds ``temperature × Gumbel(0, 1)`` to the masked semantic logits before the argmax (the
+    Gumbel-max trick: a draw from softmax(logits / temperature)); the Gumbel draws come from a
+    stream of their own (``SeedSequence(seed, spawn_key=(1,))``), so the x0 rows are the seed's
+    at every temperature. With explicit noise, that stream's seed is derived from the array's
+    bytes: the same array gives the same samples.
     """
 
-    def __init__(self, width: int, seed: int | None = None, noise: np.ndarray | None = None):
+    def __init__(self, width: int, seed: int | None = None, noise: np.ndarray | None = None,
+                 temperature: float = 0.0, logits: int = 0):
         self.width = width
         self.seed: int | None = None
+        self.temperature = check_temperature(temperature)
         if noise is not None:
             noise = np.asarray(noise, dtype=np.float32)
             if noise.ndim != 2 or noise.shape[1] != width:
                 raise VoxtralError(f"noise must be float32 [frames, {width}], got shape {list(noise.shape)}")
             self._rows, self._rng = noise, None
+            sampling_seed = int.from_bytes(hashlib.blake2b(noise.tobytes(), digest_size=8).digest(), "little")
         else:
             if seed is not None and not 0 <= int(seed) < 2**63:
                 raise VoxtralError(f"seed must be between 0 and 2^63 - 1, got {seed}")
             self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
             self._rows, self._rng = None, np.random.default_rng(self.seed)
+            sampling_seed = self.seed
+        self._logits = logits
+        self._sampler = None
+        if self.temperature > 0:
+            if logits < 1:
+                raise VoxtralError("sampling needs the width of the semantic logits")
+            self._sampler = np.random.default_rng(np.random.SeedSequence(sampling_seed, spawn_key=(1,)))
         self._next = 0
 
     @property
@@ -57,7 +74,8 @@ class NoiseSource:
         """Frames this source can supply (None: unlimited)."""
         return None if self._rows is None else self._rows.shape[0] - self._next
 
-    def take(self) -> np.ndarray:
+    def take(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next frame's x0 [36] and semantic sampling noise [logits] (None: greedy)."""
         if self._rows is not None:
             if self._next >= self._rows.shape[0]:
                 raise VoxtralError(f"noise has {self._rows.shape[0]} rows; more frames were needed")
@@ -65,7 +83,18 @@ class NoiseSource:
         else:
             row = self._rng.standard_normal(self.width).astype(np.float32)
         self._next += 1
-        return row
+        if self._sampler is None:
+            return row, None
+        return row, (self.temperature * self._sampler.gumbel(size=self._logits)).astype(np.float32)
+
+
+def check_temperature(temperature) -> float:
+    """The temperature as a float in [0, MAX_TEMPERATURE], or a one-line error."""
+    number = isinstance(temperature, (int, float, np.integer, np.floating)) and not isinstance(temperature, bool)
+    value = float(temperature) if number else float("nan")
+    if not 0.0 <= value <= MAX_TEMPERATURE:  # NaN fails too
+        raise VoxtralError(f"temperature must be a number from 0 (greedy) to {MAX_TEMPERATURE:g}, got {temperature!r}")
+    return value
 
 
 #: what bounded an utterance's frame budget
@@ -169,8 +198,15 @@ class FrameLoop:
             return []
         batch = list(self.active)
         hidden = np.stack([u.hidden for u in batch])
-        noise = np.stack([u.noise.take() for u in batch])
-        codes = self.backend.flow(hidden, noise)
+        draws = [u.noise.take() for u in batch]
+        noise = np.stack([x0 for x0, _ in draws])
+        semantic = None
+        if any(sample is not None for _, sample in draws):  # zeros (greedy) for the rows not sampling
+            semantic = np.zeros((len(batch), self.backend.config.audio.semantic_head_rows), np.float32)
+            for row, (_, sample) in zip(semantic, draws):
+                if sample is not None:
+                    row[:] = sample
+        codes = self.backend.flow(hidden, noise, semantic)
         events, going_on = [], []
         for utterance, frame in zip(batch, codes):
             if frame[0] == END_AUDIO:

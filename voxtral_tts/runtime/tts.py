@@ -96,12 +96,15 @@ class TTS:
     # --- requests ----------------------------------------------------------------------------------
     def request(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                 seed: int | None = None, noise: np.ndarray | None = None, max_chars: int | None = MAX_CHUNK_CHARS,
-                streaming: bool = True, normalize: bool = True, language: str | None = None) -> Request:
+                streaming: bool = True, normalize: bool = True, language: str | None = None,
+                temperature: float = 0.0) -> Request:
         """A checked :class:`Request` for the scheduler: the text (any length) normalised for speech
         in ``language`` — by default the voice's, English for a voice file (:mod:`..normalize`;
         ``normalize=False``: as given, only stripped of surrounding whitespace) — split into parts
         of ≤ ``max_chars`` characters at sentence ends (None: one part), the voice resolved, the
-        noise fixed."""
+        noise fixed. ``temperature``: 0 (the default) takes the semantic code by argmax, as the
+        reference does; above 0 (up to 2) it is sampled at that temperature, reproducibly for a
+        seed or an explicit noise array (see :class:`.decoding.NoiseSource`)."""
         if seed is not None and noise is not None:
             raise VoxtralError("give either seed or noise, not both")
         text = check_text(text, max_chars=None)
@@ -120,7 +123,8 @@ class TTS:
         parts = [text] if max_chars is None else split_text(text, max_chars)
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))
-        source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise)
+        source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise, temperature=temperature,
+                             logits=self.config.audio.semantic_head_rows)
         for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
             prompt_len = self.tokenizer.speech_prompt_length(part, chosen.n_audio_tokens)
             try:
@@ -138,28 +142,28 @@ class TTS:
     # --- generation --------------------------------------------------------------------------------
     def generate(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                  seed: int | None = None, noise: np.ndarray | None = None, normalize: bool = True,
-                 language: str | None = None) -> SynthesisResult:
+                 language: str | None = None, temperature: float = 0.0) -> SynthesisResult:
         """Synthesise one prompt. ``noise`` [max_frames, 36] fixes x0 per frame; ``seed`` alone also
         makes the output reproducible (row n of ``default_rng(seed).standard_normal``). ``normalize``
-        / ``language``: see :meth:`request`."""
+        / ``language`` / ``temperature``: see :meth:`request`."""
         return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars=None, streaming=False,
-                                             normalize=normalize, language=language))
+                                             normalize=normalize, language=language, temperature=temperature))
 
     def synthesize(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                    seed: int | None = None, noise: np.ndarray | None = None,
                    max_chars: int = MAX_CHUNK_CHARS, normalize: bool = True,
-                   language: str | None = None) -> SynthesisResult:
+                   language: str | None = None, temperature: float = 0.0) -> SynthesisResult:
         """Like :meth:`generate`, for text of any length: parts of ≤ ``max_chars`` characters cut at
         sentence ends, each generated with a fresh prompt (``max_frames`` applies per part), the
         audio concatenated; progress is logged part by part. Noise continues across parts. (To
         write a long text to a file without holding its audio, iterate :meth:`events`.)"""
         return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars, streaming=False,
-                                             normalize=normalize, language=language))
+                                             normalize=normalize, language=language, temperature=temperature))
 
     def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
                max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None,
-               normalize: bool = True, language: str | None = None) -> Iterator[np.ndarray]:
+               normalize: bool = True, language: str | None = None, temperature: float = 0.0) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as frames are produced, on the scheduler's stream schedule
         (by default the first after 2 frames — 160 ms of audio — then 3 more, then every 5 frames
         up to 25, then every 25). Each chunk is decoded with up to 25
@@ -167,7 +171,7 @@ class TTS:
         arguments) up to float rounding. Long text is streamed part by part. ``cancelled`` is
         polled every frame; when it returns True, :class:`.scheduler.Cancelled` is raised."""
         request = self.request(text, voice, max_frames, seed, noise, max_chars, streaming=True, normalize=normalize,
-                               language=language)
+                               language=language, temperature=temperature)
         for event in self.events(request, cancelled):
             if isinstance(event, AudioChunk):
                 yield event.audio

@@ -32,7 +32,8 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import VoiceError, VoxtralError
-from ..runtime.decoding import FINISHED_END
+from ..runtime.constants import MAX_TEMPERATURE
+from ..runtime.decoding import FINISHED_END, check_temperature
 from ..runtime.scheduler import (AudioChunk, Cancelled, Event, PartFinished, Request, RequestDone, RequestFailed,
                                  Usage)
 from ..runtime.tts import TTS
@@ -92,6 +93,10 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] | None = None
     stream: StrictBool | None = None
     seed: Seed | None = None
+    temperature: float = Field(default=0.0, strict=True,
+                               json_schema_extra={"minimum": 0.0, "maximum": MAX_TEMPERATURE},
+                               description="sample the semantic code at this temperature (0: the reference's "
+                                           "argmax); reproducible with a seed")
     normalize: bool = Field(default=True, strict=True,
                             description="rewrite numbers, currencies, dates, times and markdown into words of the "
                                         "voice's language before speaking (false: the text as given)")
@@ -443,10 +448,14 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             speed = check_speed(body.speed)
         except ValueError:
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+        try:
+            temperature = check_temperature(body.temperature)
+        except VoxtralError as exc:
+            raise APIError(400, str(exc), param="temperature") from None
 
         try:  # every part checked against the KV cache before anything is generated
             speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed,
-                                         normalize=body.normalize)
+                                         normalize=body.normalize, temperature=temperature)
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
             log.error("voice %s cannot be read: %s", voice, exc)
             raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",

@@ -156,9 +156,12 @@ class CoreMLBackend(Backend):
         return np.stack(out)
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(self._models["flow_frame"].predict({"hidden": h[None], "noise": x[None]})["codes"],
-                                    dtype=np.int64)[0] for h, x in zip(hidden, noise)])
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+        if semantic is None:
+            semantic = np.zeros((len(hidden), self.config.audio.semantic_head_rows), np.float32)
+        flow = self._models["flow_frame"]
+        return np.stack([np.asarray(flow.predict({"hidden": h[None], "noise": x[None], "semantic_noise": s[None]})["codes"],
+                                    dtype=np.int64)[0] for h, x, s in zip(hidden, noise, semantic)])
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         """One fixed chunk of the engine's ``codec_frames``, padded at the end (the codec is causal)."""

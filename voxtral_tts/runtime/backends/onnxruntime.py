@@ -11,7 +11,7 @@ State lives in buffers allocated once and bound with IO binding, never reallocat
   bound by device pointer, ``present_*`` are device buffers, the new rows are copied device to
   device, and only embeddings, positions, hidden states, codes and audio cross to the host;
 - the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
-- the flow frame's ``hidden`` / ``noise`` inputs and ``codes`` output.
+- the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output.
 
 Embedding lookups (text table, codebook sum) run on the host from the engine's ``.npy`` tables,
 memory-mapped. Execution providers: CPU always; CUDA or TensorRT when installed and asked for.
@@ -317,6 +317,8 @@ class OnnxBackend(Backend):
         self._step_hidden = np.zeros((slots, 1, b.dim), np.float32)
         self._flow_hidden = np.zeros((1, b.dim), np.float32)
         self._flow_noise = np.zeros((1, a.n_acoustic_codebook), np.float32)
+        self._flow_semantic = np.zeros((1, a.semantic_head_rows), np.float32)  # zeros unless sampling
+        self._flow_sampled = False  # whether _flow_semantic holds a sample (to be zeroed for greedy)
         self._flow_codes = np.zeros((1, a.num_codebooks), np.int64)
         self._step_binding = self._sessions["backbone"].io_binding()
         self._bind(self._step_binding, "input", "embeds", self._step_embeds)
@@ -327,6 +329,7 @@ class OnnxBackend(Backend):
         self._flow_binding = self._sessions["flow_frame"].io_binding()
         self._bind(self._flow_binding, "input", "hidden", self._flow_hidden)
         self._bind(self._flow_binding, "input", "noise", self._flow_noise)
+        self._bind(self._flow_binding, "input", "semantic_noise", self._flow_semantic)
         self._bind(self._flow_binding, "output", "codes", self._flow_codes)
 
     @property
@@ -438,13 +441,20 @@ class OnnxBackend(Backend):
         return self._step_hidden[slots, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         if len(hidden) == 1:  # the common case, through fixed bindings
             self._flow_hidden[0] = hidden[0]
             self._flow_noise[0] = noise[0]
+            if semantic is not None:
+                self._flow_semantic[0] = semantic[0]
+            elif self._flow_sampled:
+                self._flow_semantic.fill(0.0)
+            self._flow_sampled = semantic is not None
             self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
             return self._flow_codes.copy()
-        return self._sessions["flow_frame"].run(None, {"hidden": hidden, "noise": noise})[0]
+        if semantic is None:
+            semantic = np.zeros((len(hidden), self.config.audio.semantic_head_rows), np.float32)
+        return self._sessions["flow_frame"].run(None, {"hidden": hidden, "noise": noise, "semantic_noise": semantic})[0]
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         return self._sessions["codec"].run(None, {"codes": codes[None]})[0][0]

@@ -169,6 +169,7 @@ def buffer_plan(config: ModelConfig, capacity: int, max_batch: int,
         DeviceBuffer("step.present_v", layout.present_shape(1, slots), f32),
         DeviceBuffer("flow.hidden", (slots, dim), f32),
         DeviceBuffer("flow.noise", (slots, a.n_acoustic_codebook), f32),
+        DeviceBuffer("flow.semantic_noise", (slots, a.semantic_head_rows), f32),
         DeviceBuffer("flow.codes", (slots, a.num_codebooks), i64),
         DeviceBuffer("codec.codes", (1, codec_frames, a.num_codebooks), i64),
         DeviceBuffer("codec.audio", (1, codec_frames * config.samples_per_frame), f32),
@@ -206,6 +207,7 @@ def flow_bindings(config: ModelConfig, slots: int) -> list[TensorBinding]:
     a = config.audio
     return [TensorBinding("hidden", "flow.hidden", 0, (slots, config.backbone.dim)),
             TensorBinding("noise", "flow.noise", 0, (slots, a.n_acoustic_codebook)),
+            TensorBinding("semantic_noise", "flow.semantic_noise", 0, (slots, a.semantic_head_rows)),
             TensorBinding("codes", "flow.codes", 0, (slots, a.num_codebooks))]
 
 
@@ -302,6 +304,8 @@ class TensorRTBackend(Backend):
         self._step_hidden = np.zeros((self._slots, 1, dim), np.float32)
         self._flow_hidden = np.zeros((self._slots, dim), np.float32)
         self._flow_noise = np.zeros((self._slots, a.n_acoustic_codebook), np.float32)
+        self._flow_semantic = np.zeros((self._slots, a.semantic_head_rows), np.float32)
+        self._flow_sampled = False  # whether the device's flow.semantic_noise holds samples
         self._flow_codes = np.zeros((self._slots, a.num_codebooks), np.int64)
         self.embeddings = HostEmbeddings(engine)
         total = sum(b.nbytes for b in self.buffers.values()) + scratch
@@ -458,13 +462,19 @@ class TensorRTBackend(Backend):
         self._d2h(self._step_hidden, "step.hidden")
         return self._step_hidden[slots, 0].copy()
 
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         n = len(hidden)
         self._flow_hidden.fill(0.0)
         self._flow_noise.fill(0.0)
         self._flow_hidden[:n], self._flow_noise[:n] = hidden, noise
         self._h2d("flow.hidden", self._flow_hidden)
         self._h2d("flow.noise", self._flow_noise)
+        if semantic is not None or self._flow_sampled:  # zeros stay on the device while decoding greedily
+            self._flow_semantic.fill(0.0)
+            if semantic is not None:
+                self._flow_semantic[:n] = semantic
+            self._h2d("flow.semantic_noise", self._flow_semantic)
+        self._flow_sampled = semantic is not None
         self._replay(("flow", None))
         self._d2h(self._flow_codes, "flow.codes")
         return self._flow_codes[:n].copy()

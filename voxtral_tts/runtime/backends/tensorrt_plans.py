@@ -44,7 +44,7 @@ PREFILL_OPT = 256
 GRAPHS = ("backbone", "flow_frame", "codec")
 PLANS_DIR = "tensorrt"
 KEY_FILE = "key.json"
-KEY_FORMAT = 2  # 2: the prefill profile takes a past (voice-prefix cache)
+KEY_FORMAT = 3  # 2: the prefill profile takes a past (voice-prefix cache); 3: flow_frame takes semantic_noise
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
@@ -96,7 +96,8 @@ def graph_profiles(config: ModelConfig, capacity: int, max_batch: int,
     return {
         "backbone": backbone_profiles(config, capacity, max_batch, width),
         "flow_frame": [{"hidden": _fixed((max_batch, config.backbone.dim)),
-                        "noise": _fixed((max_batch, a.n_acoustic_codebook))}],
+                        "noise": _fixed((max_batch, a.n_acoustic_codebook)),
+                        "semantic_noise": _fixed((max_batch, a.semantic_head_rows))}],
         "codec": [{"codes": _fixed((1, CODEC_FRAMES, a.num_codebooks))}],
     }
 

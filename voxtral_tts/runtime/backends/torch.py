@@ -218,6 +218,8 @@ class TorchBackend(Backend):
         self._positions = torch.zeros(self._slots, 1, dtype=torch.int64, device=self.device)
         self._hidden = torch.zeros(self._slots, b.dim, dtype=torch.float32, device=self.device)
         self._noise = torch.zeros(self._slots, a.n_acoustic_codebook, dtype=torch.float32, device=self.device)
+        self._semantic = torch.zeros(self._slots, a.semantic_head_rows, dtype=torch.float32, device=self.device)
+        self._sampled = False  # whether _semantic holds samples (zeroed again for a greedy frame)
         self._fused = FusedBlocks(self.model) if compile else None
         # feedback sums on the host, in float32; text rows are looked up by the module (on its device)
         table = self.model.backbone.mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight
@@ -338,7 +340,7 @@ class TorchBackend(Backend):
 
     # --- flow and codec ----------------------------------------------------------------------------
     @torch.no_grad()
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         n = len(hidden)
         rows = bucket_for(n, self._batch_buckets)
         host_hidden = np.zeros((rows, hidden.shape[-1]), np.float32)  # rows past n: zeros, codes unused
@@ -346,8 +348,15 @@ class TorchBackend(Backend):
         host_hidden[:n], host_noise[:n] = hidden, noise
         self._hidden[:rows].copy_(torch.from_numpy(host_hidden))
         self._noise[:rows].copy_(torch.from_numpy(host_noise))
+        if semantic is not None:
+            self._semantic[n:rows].zero_()
+            self._semantic[:n].copy_(torch.from_numpy(semantic))
+        elif self._sampled:
+            self._semantic.zero_()
+        self._sampled = semantic is not None
         flow = self.model.acoustic_transformer
-        codes = self._captured(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows]))
+        codes = self._captured(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows],
+                                                            self._semantic[:rows]))
         return codes[:n].cpu().numpy()
 
     @torch.no_grad()
