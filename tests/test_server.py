@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,6 +276,7 @@ def test_long_input_is_split_and_streamed_in_parts(live):
         ({"voice": "darth"}, "voice", "unknown voice 'darth'"),
         ({"response_format": "m4a"}, "response_format", "response_format"),
         ({"speed": 5.0}, "speed", "between 0.25 and 4.0"),
+        ({"input": "\U0001f600 \U000f8f4c"}, "input", "text is empty once normalised for speech"),
         ({"temperature": 2.5}, "temperature", "from 0 (greedy) to 2, got 2.5"),
         ({"temperature": -1}, "temperature", "from 0 (greedy) to 2"),
         ({"temperature": "1"}, "temperature", "temperature"),
@@ -510,7 +513,7 @@ def test_a_failed_step_fails_the_requests_in_flight_and_the_server_goes_on(tiny_
         assert failed.json()["error"]["type"] == "server_error"
         ok = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=60)
         assert ok.status_code == 200 and len(ok.content) == FRAMES * 1920 * 2
-        assert app.state.synthesizer._pending == 0
+        wait_until(lambda: app.state.synthesizer._pending == 0)  # the worker counts it out after the response
     finally:
         server.close()
 
@@ -708,7 +711,8 @@ def test_openapi_describes_the_real_responses(live):
 
 def test_schema_driven_fuzzing_finds_no_5xx_and_no_conformance_failure(live, tmp_path):
     """schemathesis, every check, against /openapi.json (which lists the loaded voices): no 5xx,
-    every answer as the schema says, schema-valid requests accepted. Bounded: 40 examples per
+    every answer as the schema says, schema-valid requests accepted but for the documented 400 of
+    text that normalises to nothing (``schemathesis_hooks.py``). Bounded: 40 examples per
     operation, a fixed seed (a failure names its case and reproduces)."""
     pytest.importorskip("schemathesis")
     import shutil
@@ -719,7 +723,8 @@ def test_schema_driven_fuzzing_finds_no_5xx_and_no_conformance_failure(live, tmp
     cmd = [exe] if exe else [sys.executable, "-m", "schemathesis.cli"]
     proc = subprocess.run(cmd + ["run", live.url + "/openapi.json", "--checks", "all", "--max-examples", "40",
                                  "--seed", "1", "--request-timeout", "30", "--no-color"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache: not in the repo
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache: not in the repo
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout
 
