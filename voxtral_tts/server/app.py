@@ -547,6 +547,7 @@ async def _sse(job: Job, first, fmt: str, speed: float):
 
     encoder = StreamEncoder(fmt, speed=speed)
     usage = Usage()
+    parts, part = len(job.request.parts), 0  # the text part being spoken: progress for the client
     async for item in _stream(job, first):
         if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
             error = _as_api_error(item.error)
@@ -554,11 +555,15 @@ async def _sse(job: Job, first, fmt: str, speed: float):
             return
         if isinstance(item, RequestDone):
             usage = item.usage
-        elif data := encoder.encode(item.audio):
-            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            continue
+        part = item.part
+        if data := encoder.encode(item.audio):
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "part": part,
+                         "parts": parts})
     tail = encoder.finish()
     if tail:
-        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode(), "part": part,
+                     "parts": parts})
     tokens, frames = usage.text_tokens, usage.frames
-    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason,
+    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason, "parts": parts,
                  "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})
