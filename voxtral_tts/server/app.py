@@ -39,6 +39,7 @@ from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, SAYABLE_PATTERN, check_text
 from ..voices import voice_gender, voice_language
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
+from .web import add_web
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class ServerOptions:
     max_body_bytes: int = 1 << 20
     max_frames: int | None = None  # per text part; None: the runtime's text-length budget (at most 2048)
     model_id: str = MODEL_ID
+    web: bool = True  # the page to try the voices at GET / (voxtral-serve --no-web: the API alone)
 
 
 class VoiceRef(BaseModel):
@@ -486,6 +488,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         content = await asyncio.to_thread(encoder.finish)
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.finish_reason})
 
+    if options.web:
+        add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)
     return app
 
 
