@@ -7,6 +7,7 @@ decoding slots; the others wait in a bounded queue and get 503 beyond it).
 The scheduler's typed events flow from the worker to each request's handler; audio is encoded
 per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as server-sent events
 (``stream_format: "sse"``). A client that goes away cancels its generation at the next frame.
+``GET /`` is a page to try the voices (:mod:`.web`) unless ``ServerOptions.web`` is off.
 
 Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for bad
 input, 413 for an oversized body, 503 while loading or overloaded, 500 without a traceback.

@@ -113,7 +113,7 @@ async function loadVoices() {
 }
 
 function failedToLoad(error) {
-  setStatus("The page could not load the server's settings.", "error");
+  setStatus("The page could not get ready.", "error");
   showError(error.message);
 }
 
