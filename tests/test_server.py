@@ -264,6 +264,11 @@ def test_long_input_is_split_and_streamed_in_parts(live):
     with httpx.stream("POST", live.url + "/v1/audio/speech", json=body, timeout=60) as response:
         events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
     assert parts == 3 and events[-1]["usage"]["output_tokens"] == parts * FRAMES
+    # progress: each delta names the part being spoken (from 0) and the number of parts
+    spoken = [(e["part"], e["parts"]) for e in events if e["type"] == "speech.audio.delta"]
+    assert [part for part, _ in spoken] == sorted(part for part, _ in spoken)
+    assert {part for part, _ in spoken} == set(range(parts)) and {total for _, total in spoken} == {parts}
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["parts"] == parts
 
 
 # --- errors -------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ decoding slots; the others wait in a bounded queue and get 503 beyond it).
 The scheduler's typed events flow from the worker to each request's handler; audio is encoded
 per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as server-sent events
 (``stream_format: "sse"``). A client that goes away cancels its generation at the next frame.
+``GET /`` is a page to try the voices (:mod:`.web`) unless ``ServerOptions.web`` is off.
 
 Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for bad
 input, 413 for an oversized body, 503 while loading or overloaded, 500 without a traceback.
@@ -40,6 +41,7 @@ from ..runtime.tts import TTS
 from ..text import MAX_INPUT_CHARS, SAYABLE_PATTERN, check_text
 from ..voices import voice_gender, voice_language
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
+from .web import add_web
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class ServerOptions:
     max_body_bytes: int = 1 << 20
     max_frames: int | None = None  # per text part; None: the runtime's text-length budget (at most 2048)
     model_id: str = MODEL_ID
+    web: bool = True  # the page to try the voices at GET / (voxtral-serve --no-web: the API alone)
 
 
 class VoiceRef(BaseModel):
@@ -495,6 +498,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         content = await asyncio.to_thread(encoder.finish)
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.finish_reason})
 
+    if options.web:
+        add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)
     return app
 
 
@@ -556,6 +561,7 @@ async def _sse(job: Job, first, fmt: str, speed: float):
 
     encoder = StreamEncoder(fmt, speed=speed)
     usage = Usage()
+    parts, part = len(job.request.parts), 0  # the text part being spoken: progress for the client
     async for item in _stream(job, first):
         if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
             error = _as_api_error(item.error)
@@ -563,11 +569,15 @@ async def _sse(job: Job, first, fmt: str, speed: float):
             return
         if isinstance(item, RequestDone):
             usage = item.usage
-        elif data := encoder.encode(item.audio):
-            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            continue
+        part = item.part
+        if data := encoder.encode(item.audio):
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "part": part,
+                         "parts": parts})
     tail = encoder.finish()
     if tail:
-        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode()})
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode(), "part": part,
+                     "parts": parts})
     tokens, frames = usage.text_tokens, usage.frames
-    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason,
+    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason, "parts": parts,
                  "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})

@@ -2,7 +2,8 @@
 
     voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch] [--device cpu|cuda]
 
-Then any OpenAI client works unchanged::
+A browser at http://127.0.0.1:8080/ gets a page to try the voices (``--no-web``: the API alone).
+Any OpenAI client works unchanged::
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="unused")
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream-chunks", default=",".join(map(str, STREAM_CHUNKS)),
                    help="frames in each streamed audio chunk, the last repeating (default %(default)s: the first "
                         "chunk after 160 ms of audio)")
+    p.add_argument("--no-web", dest="web", action="store_false",
+                   help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
         app = create_app(lambda: load(args.model, backend, **options),
                          ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
-                                       max_input_chars=args.max_input_chars))
+                                       max_input_chars=args.max_input_chars, web=args.web))
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
 
