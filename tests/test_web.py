@@ -46,12 +46,12 @@ class Gate(Forwarding):
         self.holding = threading.Event()
         self.released = threading.Event()
 
-    def flow(self, hidden, noise):
+    def flow(self, hidden, noise, semantic=None):
         if self.hold_at is not None and self.frames >= self.hold_at:
             self.holding.set()
             assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)
-        return self.inner.flow(hidden, noise)
+        return self.inner.flow(hidden, noise, semantic)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_the_page_and_its_files_are_served(live):
     config = httpx.get(live.url + "/web/config").json()
     assert config == {"model": "voxtral-4b-tts-2603", "max_input_chars": MAX_CHARS,
                       "formats": ["mp3", "opus", "aac", "flac", "wav", "pcm"],
-                      "speed": {"min": 0.25, "max": 4.0, "default": 1.0}, "sample_rate": 24000}
+                      "speed": {"min": 0.25, "max": 4.0, "default": 1.0},
+                      "temperature": {"min": 0.0, "max": 2.0, "default": 0.0}, "sample_rate": 24000}
     assert not {"/", "/web/config"} & set(httpx.get(live.url + "/openapi.json").json()["paths"])  # not the API
 
 
@@ -279,10 +280,11 @@ def test_the_servers_error_is_shown(page):
     page.console.clear()
 
 
-def test_download_saves_the_chosen_format(page, tmp_path):
+def test_download_saves_the_chosen_format(page, live, tmp_path):
     page.tab.fill("#text", "Hello there.")
     page.tab.select_option("#format", "wav")
     page.tab.fill("#seed", "1")
+    page.tab.fill("#temperature", "0.8")
     with page.tab.expect_download() as info:
         page.tab.click("#download")
     download = info.value
@@ -293,6 +295,12 @@ def test_download_saves_the_chosen_format(page, tmp_path):
     assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and len(data) == 44 + FRAMES * 1920 * 2
     page.wait("voxtralPage.state === 'done'")
     assert page.js("voxtralPage.lastStatus") == 200 and page.console == []
+    # the page's seed and temperature were sent: the API's file for them, not the argmax's
+    body = {"model": "m", "input": "Hello there.", "voice": page.tab.input_value("#voice"), "response_format": "wav",
+            "seed": 1}
+    assert data == httpx.post(live.url + "/v1/audio/speech", json={**body, "temperature": 0.8}, timeout=60).content
+    assert data != httpx.post(live.url + "/v1/audio/speech", json=body, timeout=60).content
+    page.tab.fill("#temperature", "0")
 
 
 def test_stop_cancels_the_request(page, live):

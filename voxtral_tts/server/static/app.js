@@ -71,6 +71,7 @@ async function loadConfig() {
   speed.min = config.speed.min;
   speed.max = config.speed.max;
   $("speed-hint").textContent = `${config.speed.min} to ${config.speed.max}; the pitch is kept.`;
+  $("temperature").max = config.temperature.max;
   const format = $("format");
   format.replaceChildren(...config.formats.map((name) => new Option(name, name)));
   format.value = config.formats.includes("mp3") ? "mp3" : config.formats[0];
@@ -131,6 +132,8 @@ function requestBody(format) {
   if (speed !== "") body.speed = Number(speed);
   const seed = $("seed").value.trim();
   if (seed !== "") body.seed = Number(seed);
+  const temperature = $("temperature").value.trim();
+  if (temperature !== "" && Number(temperature) !== 0) body.temperature = Number(temperature);
   return body;
 }
 
