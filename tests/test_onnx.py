@@ -40,6 +40,23 @@ def test_engine_manifest(reference_engine_dir):
     assert engine.manifest["exporter"]["torch"] and engine.manifest["exporter"]["onnxruntime"]
 
 
+def test_exporting_again_in_one_process_reuses_the_trace(reference_engine_dir, reference_model_dir, tmp_path, caplog):
+    """A second export of the same architecture (another precision, the tests) reuses each traced
+    graph: the files are byte for byte those of the first export."""
+    import filecmp
+    import logging
+
+    from voxtral_tts.export.build import build_engine
+
+    with caplog.at_level(logging.INFO, logger="voxtral_tts.export.onnx"):
+        again = build_engine(reference_model_dir, tmp_path / "again", with_velocity=True, validate=False,
+                             progress=False)
+    assert sum("traced before in this process" in r.message for r in caplog.records) == 4
+    for name in ("backbone", "flow_frame", "codec", "flow_velocity"):
+        for file in (f"{name}.onnx", f"{name}.onnx.data"):
+            assert filecmp.cmp(again / file, reference_engine_dir / file, shallow=False), file
+
+
 def test_graphs_have_no_if_nodes_and_a_static_cache_interface(reference_engine_dir):
     import onnx
 

@@ -36,8 +36,27 @@ for _name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 
+#: Traced graphs by what decides them — the graph's definition and the model's config, never its
+#: weights or the precision (weights are attached, matmuls converted after tracing): exporting the
+#: same architecture again in one process (other precisions, the tests) traces each graph once.
+_TRACED: dict[tuple, ir.Model] = {}
+_TRACED_KEPT = 8
+
+
 def trace(gdef: GraphDef, model: torch.nn.Module) -> ir.Model:
-    """The ONNX graph of ``gdef`` over a meta-device model (weightless initializers)."""
+    """The ONNX graph of ``gdef`` over a meta-device model (weightless initializers): a fresh copy
+    of a graph traced once per definition and config."""
+    key = (gdef.name, repr(gdef.inputs), repr(gdef.dims), tuple(gdef.outputs), gdef.varargs_from, repr(model.config))
+    if key not in _TRACED:
+        while len(_TRACED) >= _TRACED_KEPT:
+            _TRACED.pop(next(iter(_TRACED)))
+        _TRACED[key] = _trace(gdef, model)
+    else:
+        log.info("%s: traced before in this process, reused", gdef.name)
+    return _TRACED[key].clone()
+
+
+def _trace(gdef: GraphDef, model: torch.nn.Module) -> ir.Model:
     module = gdef.build(model).eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
