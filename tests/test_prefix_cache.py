@@ -18,7 +18,7 @@ from voxtral_tts.errors import VoxtralError  # noqa: E402
 from voxtral_tts.runtime.backend import Forwarding, PrefillItem  # noqa: E402
 from voxtral_tts.runtime.codec import parse_stream_chunks, stream_chunk_frames  # noqa: E402
 from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
-from voxtral_tts.runtime.scheduler import AudioChunk, PartFinished, Scheduler  # noqa: E402
+from voxtral_tts.runtime.scheduler import AudioChunk, PartFinished  # noqa: E402
 from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
 
 TEXTS = ["Hello there.", "A second sentence, somewhat longer than the first one!", "Third."]

@@ -41,6 +41,7 @@ def test_sampling_keeps_the_seeds_x0_and_is_reproducible():
         assert none is None and sample.shape == (ROWS,) and sample.dtype == np.float32
         np.testing.assert_array_equal(x0, expected[n])  # the fixture's contract holds at any temperature
         np.testing.assert_array_equal(x0_hot, expected[n])
+        np.testing.assert_array_equal(x0_again, expected[n])
         np.testing.assert_array_equal(sample, sample_again)
     other = NoiseSource(36, seed=seed + 1, temperature=0.8, logits=ROWS).take()[1]
     assert not np.array_equal(other, NoiseSource(36, seed=seed, temperature=0.8, logits=ROWS).take()[1])

@@ -327,14 +327,19 @@ def test_two_concurrent_clients(client, reference_tts):
 
 # --- loading, overload, disconnects, internal errors --------------------------------------------------
 
-def test_ready_is_503_until_loaded(tiny_engine_dir):
+def loading_server(tiny_engine_dir) -> tuple[Live, threading.Event]:
+    """A server whose model loads only once the returned event is set."""
     gate = threading.Event()
 
     def load():
         gate.wait(30)
         return voxtral_tts.load(tiny_engine_dir)
 
-    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    return Live(create_app(load, ServerOptions(max_frames=FRAMES))), gate
+
+
+def test_ready_is_503_until_loaded(tiny_engine_dir):
+    server, gate = loading_server(tiny_engine_dir)
     try:
         assert httpx.get(server.url + "/health").status_code == 200
         response = httpx.get(server.url + "/ready")

@@ -24,7 +24,7 @@ from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
 from voxtral_tts.text import split_text  # noqa: E402
 
-from test_server import FRAMES, Live, wait_until, wrapped  # noqa: E402
+from test_server import FRAMES, Live, loading_server, wait_until, wrapped  # noqa: E402
 
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MAX_CHARS = 1000  # the server's --max-input-chars here: the page must show and keep this one
@@ -326,13 +326,7 @@ def test_stop_cancels_the_request(page, live):
 def test_the_page_waits_for_the_model(browser, tiny_engine_dir):
     """Opened while the model loads: the page says so (the server's words) and fills in the voices
     once it is ready."""
-    gate = threading.Event()
-
-    def load():
-        gate.wait(30)
-        return voxtral_tts.load(tiny_engine_dir)
-
-    server = Live(create_app(load, ServerOptions(max_frames=FRAMES)))
+    server, gate = loading_server(tiny_engine_dir)
     try:
         tab = browser.new_page()
         tab.goto(server.url + "/")
