@@ -286,7 +286,8 @@ def serve_forever(args: argparse.Namespace) -> int:
             serve.start(http_options={"host": args.host, "port": args.port}, logging_config=logging_config)
             serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging_config)
         except Exception as exc:  # a replica that cannot start (its log says why), a port in use, ...
-            raise VoxtralError(f"the Ray Serve deployment failed: {str(exc).strip().splitlines()[0]}") from None
+            raise VoxtralError(f"the Ray Serve deployment failed (the replicas' log above says why): "
+                               f"{str(exc).strip().splitlines()[0]}") from None
         host = args.host if args.host not in ("0.0.0.0", "::") else socket.gethostname()
         replicas = (f"{args.replicas} replicas" if args.max_replicas is None
                     else f"{args.replicas} to {args.max_replicas} replicas")
