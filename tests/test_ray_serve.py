@@ -103,7 +103,7 @@ def alive(processes: dict[int, str]) -> list[int]:
     return left
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: set up (or skipped) before the session's engine is built
 def ray_serve():
     """voxtral_tts.server.ray_serve, or a skip (with its reason) where Ray Serve is not installed."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -e '.[ray]'): the Ray "
@@ -437,8 +437,8 @@ def run_serve(*args: str, block_ray: bool = False):
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_replicas_without_ray_is_one_line_saying_what_to_install(tiny_engine_dir):
-    result = run_serve(str(tiny_engine_dir), "--replicas", "2", block_ray=True)
+def test_replicas_without_ray_is_one_line_saying_what_to_install(tmp_path):
+    result = run_serve(str(tmp_path), "--replicas", "2", block_ray=True)  # before the model is looked at
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "voxtral-serve: error: --replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"]
@@ -450,10 +450,10 @@ def test_replicas_without_ray_is_one_line_saying_what_to_install(tiny_engine_dir
     (["--max-replicas", "3"], "--max-replicas applies with --replicas"),
     (["--ray-address", "auto"], "--ray-address applies with --replicas"),
 ])
-def test_bad_scale_out_options_are_one_line(tiny_engine_dir, capsys, args, message):
+def test_bad_scale_out_options_are_one_line(tmp_path, capsys, args, message):
     from voxtral_tts.server.cli import main
 
-    assert main([str(tiny_engine_dir), *args]) == 2
+    assert main([str(tmp_path), *args]) == 2  # before the model is looked at
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 
