@@ -1,8 +1,9 @@
 """The speech server on Ray Serve: one local single-node Ray cluster and one deployment of two
 replicas for the whole module (tiny engine), driven through Ray's HTTP proxy with the official
 ``openai`` client and httpx. The replicas' backend is gated by a file the tests create and remove:
-while ``closed`` exists, a replica holds its decode loop from the third step after the gate closed
-(its first streamed chunk, two frames, is out by then)."""
+while ``closed`` exists, a replica holds its decode loop from the fourth step after the gate closed
+(its first streamed chunk, two frames, is out by then). The command-line checks at the end need
+no cluster (nor Ray)."""
 
 from __future__ import annotations
 
