@@ -241,6 +241,11 @@ class Synthesizer:
     def ready(self) -> bool:
         return self.tts is not None
 
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs (False before start, after stop, and once the model failed to load)."""
+        return self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         in_flight = self.tts.backend.max_batch if self.tts else 1
         with self._lock:

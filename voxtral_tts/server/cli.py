@@ -1,6 +1,7 @@
 """``voxtral-serve``: the OpenAI-compatible speech server.
 
     voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch] [--device cpu|cuda]
+    voxtral-serve ENGINE_OR_MODEL_DIR --replicas N [--max-replicas M] [--ray-address ADDR]   # on Ray Serve
 
 A browser at http://127.0.0.1:8080/ gets a page to try the voices (``--no-web``: the API alone).
 Any OpenAI client works unchanged::
@@ -13,19 +14,25 @@ Any OpenAI client works unchanged::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
+from dataclasses import dataclass
 
 from ..api import load
 from ..cli import add_backend_arguments, options_from_args
-from ..errors import run_cli
+from ..errors import VoxtralError, run_cli
 from ..hub import model_path
 from ..runtime.codec import parse_stream_chunks
 from ..runtime.constants import STREAM_CHUNKS
 from .app import ServerOptions, create_app
 
+log = logging.getLogger(__name__)
 
-def main(argv: list[str] | None = None) -> int:
+RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voxtral-serve", description="OpenAI-compatible speech server for Voxtral-4B-TTS-2603.")
     p.add_argument("model", help="engine directory (voxtral-export), model directory, or a Hugging Face hub id "
                                  "(mistralai/Voxtral-4B-TTS-2603: downloaded into the hub cache once)")
@@ -44,18 +51,81 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-web", dest="web", action="store_false",
                    help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
+    ray = p.add_argument_group("scale-out on Ray Serve (pip install 'voxtral-tts[ray]')")
+    ray.add_argument("--replicas", type=int,
+                     help="serve through Ray Serve with this many replicas, each with its own model and decode batch "
+                          "(the minimum with --max-replicas)")
+    ray.add_argument("--max-replicas", type=int,
+                     help="autoscale between --replicas and this many replicas (on ongoing requests per replica)")
+    ray.add_argument("--ray-address",
+                     help="the Ray cluster to join (auto: the one `ray start` began on this machine; default: "
+                          "$RAY_ADDRESS, else a local cluster started for this process)")
+    return p
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What one server (or one Ray Serve replica) is made of: how to load the model and the app's options."""
+
+    model: str
+    backend: str
+    load_options: dict
+    server: ServerOptions
+    max_batch: int
+
+    @property
+    def load(self):
+        """The model's loader: a picklable callable (Ray sends it to each replica)."""
+        return functools.partial(load, self.model, self.backend, **self.load_options)
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The model path, backend and options from parsed flags (checked here, before anything loads)."""
+    if args.max_batch < 1:
+        raise VoxtralError(f"--max-batch must be at least 1, got {args.max_batch}")
+    if args.max_queue < 0:
+        raise VoxtralError(f"--max-queue must be at least 0, got {args.max_queue}")
+    model = model_path(args.model)
+    backend, options = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
+                                         max_batch=args.max_batch)
+    options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
+    return ServeConfig(str(model), backend, options, ServerOptions(max_queue=args.max_queue,
+                                                                   max_frames=args.max_frames,
+                                                                   max_input_chars=args.max_input_chars,
+                                                                   web=args.web),
+                       args.max_batch)
+
+
+def check_ray_arguments(args: argparse.Namespace) -> None:
+    if args.replicas is None:
+        if args.max_replicas is not None or args.ray_address is not None:
+            raise VoxtralError(f"--{'max-replicas' if args.max_replicas is not None else 'ray-address'} applies "
+                               "with --replicas (serving on Ray Serve)")
+        return
+    if args.replicas < 1:
+        raise VoxtralError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.max_replicas is not None and args.max_replicas < args.replicas:
+        raise VoxtralError(f"--max-replicas ({args.max_replicas}) must be at least --replicas ({args.replicas})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def serve() -> int:
+        check_ray_arguments(args)
+        if args.replicas is not None:
+            try:
+                from . import ray_serve
+            except ImportError as exc:
+                if (exc.name or "").split(".")[0] != "ray":
+                    raise
+                raise VoxtralError(RAY_MISSING) from None
+            return ray_serve.serve_forever(args)
         import uvicorn
 
-        args.model = model_path(args.model)
-        backend, options = options_from_args(args, progress=False, max_batch=args.max_batch)
-        options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
-        app = create_app(lambda: load(args.model, backend, **options),
-                         ServerOptions(max_queue=args.max_queue, max_frames=args.max_frames,
-                                       max_input_chars=args.max_input_chars, web=args.web))
+        config = serve_config(args)
+        app = create_app(config.load, config.server)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
 
