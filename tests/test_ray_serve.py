@@ -172,6 +172,7 @@ def cluster(ray_serve, tiny_engine_dir, tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("gate"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        mp.setenv("RAY_TQDM_PATCH_PRINT", "0")  # Ray would replace builtins.print in this (the tests') process
         mp.setenv(ray_serve.PROXY_CALLBACK_ENV, ray_serve.PROXY_CALLBACK)  # as voxtral-serve sets it
         mp.delenv("RAY_ADDRESS", raising=False)
         try:
@@ -200,7 +201,8 @@ def speech(url: str, timeout: float = 60, **body) -> httpx.Response:
 def wait_held(cluster, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while not list(cluster.gate.glob("held-*")):
-        assert time.time() < deadline, "no replica held a request"
+        assert time.time() < deadline, f"no replica held a request; steps {steps(cluster)}, gate files " \
+                                       f"{sorted(p.name for p in cluster.gate.iterdir())}"
         time.sleep(0.01)
 
 
