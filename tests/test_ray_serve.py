@@ -284,6 +284,7 @@ def test_client_disconnect_cancels_generation_on_the_replica(gate):
     gate.close_gate()
     body = {**BODY, "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", gate.url + "/v1/audio/speech", json=body, timeout=60) as response:
+        assert response.status_code == 200, response.read()
         next(response.iter_bytes())
         wait_held(gate)
     time.sleep(1.5)  # the client has gone: Ray cancels the request's handler on the replica

@@ -285,11 +285,11 @@ class Synthesizer:
                 if isinstance(event, PartFinished) and event.finish_reason != FINISHED_END:
                     log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit): its audio is cut",
                                 event.part + 1, len(event.request.parts), len(event.codes), event.limit)
-                job.put(event)
                 if isinstance(event, (RequestDone, RequestFailed)):
                     del self._jobs[event.request]
-                    with self._lock:
-                        self._pending -= 1
+                    with self._lock:  # counted out before its handler can answer: a client's next
+                        self._pending -= 1  # request never finds its finished one still counted
+                job.put(event)
 
 
 # --- the app -----------------------------------------------------------------------------------------
