@@ -66,6 +66,7 @@ def test_list_voices(tiny_model_dir):
         (["-t", "Hi.", "--backend", "torch", "--device", "tpu"], "unknown device 'tpu'|runs on cpu or cuda"),
         (["-t", "Hi.", "-o", "nowhere/dir/a.wav"], r"nowhere/dir is not a writable directory"),
         (["-t", "Hi.", "--seed", "-1"], r"--seed must be between 0 and 2\^63 - 1, got -1"),
+        (["-t", "Hi.", "--temperature", "warm"], r"argument --temperature: invalid float value: 'warm'"),
     ],
 )
 def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):
@@ -125,3 +126,20 @@ def test_unwritable_places_are_one_line(tiny_model_dir, tmp_path):
     proc = voxtral_run(tiny_model_dir, "--backend", "onnxruntime", "-t", "Hi.", "-o", tmp_path / "x.wav", "-q",
                        env={"VOXTRAL_TTS_CACHE": str(blocker / "cache")})
     assert "cannot create the engine cache" in _one_line(proc)
+
+
+@pytest.mark.parametrize("module, args", [
+    ("voxtral_tts.cli", ["MODEL", "--seed", "abc"]),
+    ("voxtral_tts.server.cli", ["MODEL", "--port", "http"]),
+    ("voxtral_tts.export.cli", ["MODEL", "--precision", "fp8"]),
+    ("voxtral_tts.cli", ["MODEL", "--no-such-flag"]),
+])
+def test_bad_flags_are_one_line_in_every_command(module, args, capsys):
+    """argparse's own errors too: one line, exit status 2 (not the whole usage)."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0] and "usage" not in lines[0], lines

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .api import backend_options, load
 from .encoding import AudioFile, audio_format
-from .errors import VoxtralError, run_cli
+from .errors import ArgumentParser, VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
 from .runtime.decoding import FINISHED_END, check_temperature
@@ -41,7 +41,7 @@ NO_ENCODER = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
+    p = ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
     p.add_argument("model", help="engine directory (voxtral-export), model directory (params.json, "
                    "consolidated.safetensors, tekken.json, voice_embedding/) or a Hugging Face hub id "
                    f"({MODEL_ID}: downloaded into the hub cache once)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import hashlib
 import json
 import sys
@@ -54,6 +56,14 @@ def read_json(path: Path, error: type[VoxtralError]) -> tuple[Any, str]:
         return json.loads(raw), hashlib.sha256(raw).hexdigest()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path}: invalid JSON ({exc})") from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The commands' parser: a bad flag or value is one line and exit status 2, like every other
+    input error (argparse prints its whole usage first; ``--help`` shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def run_cli(prog: str, run: Callable[[], int]) -> int:

@@ -11,14 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import VoxtralError, run_cli
+from ..errors import ArgumentParser, VoxtralError, run_cli
 from ..hub import model_path
 from ..runtime.constants import DEFAULT_CAPACITY
 from .build import ALL_PRECISIONS, TARGETS
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="voxtral-export", description="Export Voxtral-4B-TTS-2603 to an engine directory.")
+    p = ArgumentParser(prog="voxtral-export", description="Export Voxtral-4B-TTS-2603 to an engine directory.")
     p.add_argument("model", help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/) or hub id")
     p.add_argument("-o", "--output", type=Path, required=True, help="engine directory to write")
     p.add_argument("--target", choices=TARGETS, default="onnx")

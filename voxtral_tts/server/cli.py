@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..api import load
 from ..cli import add_backend_arguments, options_from_args
-from ..errors import VoxtralError, run_cli
+from ..errors import ArgumentParser, VoxtralError, run_cli
 from ..hub import model_path
 from ..runtime.codec import parse_stream_chunks
 from ..runtime.constants import STREAM_CHUNKS
@@ -33,7 +33,7 @@ RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install '
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="voxtral-serve", description="OpenAI-compatible speech server for Voxtral-4B-TTS-2603.")
+    p = ArgumentParser(prog="voxtral-serve", description="OpenAI-compatible speech server for Voxtral-4B-TTS-2603.")
     p.add_argument("model", help="engine directory (voxtral-export), model directory, or a Hugging Face hub id "
                                  "(mistralai/Voxtral-4B-TTS-2603: downloaded into the hub cache once)")
     p.add_argument("--host", default="127.0.0.1")
