@@ -52,7 +52,7 @@ def test_out_of_range_rows_are_errors():
     with pytest.raises(VoxtralError, match="does not fit"):
         layout.prefix_shape(9)
     with pytest.raises(VoxtralError, match="does not fit"):
-        layout.prefill_copies(0, 9)
+        layout.rows_copies(0, 0, 9, 9)
     with pytest.raises(VoxtralError, match="twice"):
         layout.step_copies([3, 4], [1, 1])
     with pytest.raises(VoxtralError, match="outside the cache"):
@@ -69,7 +69,7 @@ def test_prefill_copies_equal_numpy_indexing():
     cache = _random(layout.shape, rng)
     expected = cache.copy()
     present = _random(layout.present_shape(7, 1), rng)
-    for copy in layout.prefill_copies(slot=2, length=7):
+    for copy in layout.rows_copies(2, 0, 7, 7):
         copy.apply(cache, present)
     expected[:, :7, 2] = present[:, :, 0]
     np.testing.assert_array_equal(cache, expected)
@@ -93,7 +93,7 @@ def test_step_copies_equal_numpy_indexing():
 def test_runs_are_the_same_copy():
     rng = np.random.default_rng(2)
     layout = KVLayout(2, 6, 1, 2, 4)
-    dense = layout.prefill_copies(0, 4)[1]  # one slot: the rows of a layer are contiguous on both sides
+    dense = layout.rows_copies(0, 0, 4, 4)[1]  # one slot: the rows of a layer are contiguous on both sides
     assert dense.runs() == [(dense.dst, dense.src, 4 * layout.row_bytes)]
     strided = KVLayout(2, 6, 3, 2, 4).step_copies([4], [1])[0]
     assert len(strided.runs()) == 2
@@ -167,7 +167,7 @@ def test_kv_store_binds_prefixes_and_stores_rows(store):
         return values, arrays
 
     values, arrays = present(5, 1)
-    cache.store(layout.prefill_copies(1, 5), values, binding)
+    cache.store(layout.rows_copies(1, 0, 5, 5), values, binding)
     for kind in ("k", "v"):
         expected[kind][:, :5, 1] = arrays[kind][:, :, 0]
     step_arrays = present(1, 3)[1]

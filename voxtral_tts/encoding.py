@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import struct
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -257,8 +258,6 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = 24000, speed: f
 
 def audio_format(path) -> str:
     """The format an output file's extension names (:data:`EXTENSIONS`), or ValueError."""
-    from pathlib import Path
-
     path = Path(path)
     if path.suffix.lower() not in EXTENSIONS:
         raise ValueError(f"{path}: unknown audio file type; name the output "
@@ -273,8 +272,6 @@ class AudioFile:
     with the audio's length. A context manager: ``close()`` completes the file."""
 
     def __init__(self, path, sample_rate: int = 24000):
-        from pathlib import Path
-
         self.path, self.fmt = Path(path), audio_format(path)
         self.rate, self.samples, self._data_bytes = int(sample_rate), 0, 0
         self._file = open(self.path, "wb")

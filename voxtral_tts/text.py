@@ -21,8 +21,9 @@ _CLAUSE_END = ".!?,;:…。！？"
 
 #: what does not count as something to say: whitespace, control characters, a byte-order mark
 #: (the server's schema says the same: ``SAYABLE_PATTERN``)
-_UNSAYABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ufeff]+")
-SAYABLE_PATTERN = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff]"
+_UNSAYABLE_CHARS = r"\s\u0000-\u001f\u007f-\u009f\ufeff"
+_UNSAYABLE = re.compile(f"[{_UNSAYABLE_CHARS}]+")
+SAYABLE_PATTERN = f"[^{_UNSAYABLE_CHARS}]"
 
 
 def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> str:

@@ -54,18 +54,18 @@ class NoiseSource:
             if noise.ndim != 2 or noise.shape[1] != width:
                 raise VoxtralError(f"noise must be float32 [frames, {width}], got shape {list(noise.shape)}")
             self._rows, self._rng = noise, None
-            sampling_seed = int.from_bytes(hashlib.blake2b(noise.tobytes(), digest_size=8).digest(), "little")
         else:
             if seed is not None and not 0 <= int(seed) < 2**63:
                 raise VoxtralError(f"seed must be between 0 and 2^63 - 1, got {seed}")
             self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
             self._rows, self._rng = None, np.random.default_rng(self.seed)
-            sampling_seed = self.seed
         self._logits = logits
         self._sampler = None
         if self.temperature > 0:
             if logits < 1:
                 raise VoxtralError("sampling needs the width of the semantic logits")
+            sampling_seed = self.seed if noise is None else int.from_bytes(
+                hashlib.blake2b(noise.tobytes(), digest_size=8).digest(), "little")
             self._sampler = np.random.default_rng(np.random.SeedSequence(sampling_seed, spawn_key=(1,)))
         self._next = 0
 

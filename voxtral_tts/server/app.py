@@ -282,9 +282,8 @@ class Synthesizer:
                 pass
             for event in scheduler.step():
                 job = self._jobs[event.request]
-                if isinstance(event, PartFinished) and event.finish_reason != FINISHED_END:
-                    log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit): its audio is cut",
-                                event.part + 1, len(event.request.parts), len(event.codes), event.limit)
+                if isinstance(event, PartFinished):
+                    TTS.warn_if_cut(event, len(event.request.parts))
                 if isinstance(event, (RequestDone, RequestFailed)):
                     del self._jobs[event.request]
                     with self._lock:  # counted out before its handler can answer: a client's next

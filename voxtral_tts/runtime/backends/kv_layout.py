@@ -126,11 +126,6 @@ class KVLayout:
         """Shape of the graph's ``present_k`` / ``present_v`` output for ``length`` new positions."""
         return (self.n_layers, length, batch, self.n_kv_heads, self.head_dim)
 
-    def prefill_copies(self, slot: int, length: int) -> list[Copy2D]:
-        """Store a one-sequence prefill: present [n_layers, length, 1, …] → ``cache[:, :length, slot]``
-        (one copy per layer, ``length`` rows)."""
-        return self.rows_copies(slot, 0, length, length)
-
     def rows_copies(self, slot: int, start: int, length: int, src_length: int, src_batch: int = 1,
                     src_index: int = 0) -> list[Copy2D]:
         """Rows 0..length−1 of sequence ``src_index`` of a [n_layers, src_length, src_batch, …]
