@@ -69,17 +69,28 @@ SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays on,
 SHORT = "The band plays on today."
 
 
+def load_arguments(args) -> tuple[str, dict]:
+    """What ``voxtral_tts.load`` is given for this run's backend: the engine or model, and options
+    (onnxruntime's threads; torch's dtype, its threads set on torch itself)."""
+    path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
+    options = {"progress": False}
+    if args.backend == "onnxruntime" and args.threads:
+        options["threads"] = args.threads
+    if args.backend == "torch":
+        options["dtype"] = args.dtype
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+    return path, options
+
+
 def first_audio(args) -> list[dict]:
     """Time to first audio with the prefix cache off and on, for 1 and ``--together`` requests."""
     import voxtral_tts
     from bench_gpu import measure, variants_of
 
-    path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
-    options = {"progress": False}
-    if args.backend == "torch":
-        options["dtype"] = args.dtype
-    if args.threads:
-        options["threads"] = args.threads
+    path, options = load_arguments(args)
     rows = []
     for n in (1, args.together):
         gc.collect()
@@ -124,16 +135,7 @@ def run_one(args) -> dict:
     from voxtral_tts.runtime.codec import codec_audio
     from voxtral_tts.runtime.decoding import NoiseSource
 
-    path = args.engine[0] if args.backend == "onnxruntime" and args.engine else args.model
-    options = {"progress": False}
-    if args.backend == "onnxruntime" and args.threads:
-        options["threads"] = args.threads
-    if args.backend == "torch":
-        options["dtype"] = args.dtype
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+    path, options = load_arguments(args)
     tts, load_ms = timed(voxtral_tts.load, path, args.backend, **options)
     model = tts.backend
     voice = tts.voice_bank.get(args.voice)
@@ -151,7 +153,7 @@ def run_one(args) -> dict:
     hidden = model.prefill(embeds)
     step_ms, flow_ms, feed_ms, frames = [], [], [], []
     for n in range(args.frames + 1):  # frame 0 is a warm-up
-        codes, t_flow = timed(model.flow_one, hidden, noise.take())
+        codes, t_flow = timed(model.flow_one, hidden, noise.take()[0])
         codes = codes.copy()
         codes[0] = max(int(codes[0]), 2)  # keep going past END_AUDIO: a fixed frame count
         embed, t_feed = timed(model.embed_codes, codes)

@@ -270,3 +270,21 @@ def test_fp16_engine(fp16_engine_dir, golden):
                      for h, x, c in zip(golden["frame_hidden"], golden["noise"], golden["codes"]))
     print(f"fp16 flow frame: {mismatched} of {golden['codes'].size} codes differ from the fixture")
     assert mismatched <= 0.1 * golden["codes"].size
+
+
+def test_runtime_benchmark_runs_on_an_engine(reference_model_dir, reference_engine_dir):
+    """benchmarks/bench_runtime.py's per-backend run (what its table is made of) on the fixture's
+    engine: finite figures for each part of a frame, and a time to first audio."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_runtime.py"
+    proc = subprocess.run([sys.executable, str(script), str(reference_model_dir), "--engine", str(reference_engine_dir),
+                           "--backend", "onnxruntime", "--frames", "3", "--prompt-tokens", "40", "--repeats", "1",
+                           "--batches", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("frame_ms", "backbone_ms", "flow_ms", "ttfa_ms", "rtf"):
+        assert 0 < row[key] < 1e5, (key, row)
