@@ -57,19 +57,21 @@ class Live:
 
 
 class HeldBackend(Forwarding):
-    """A backend that counts frames and, from frame ``HOLD_AT`` on, waits for the test to ``release``
-    it: the test decides what happens while a request is in flight (queueing, cancellation)."""
+    """A backend that counts frames and, from frame ``hold_at`` on (default ``HOLD_AT``; None: not
+    until a test sets it), waits for the test to ``release`` it: the test decides what happens
+    while a request is in flight (queueing, cancellation)."""
 
     HOLD_AT = STREAM_CHUNKS[0] + 1  # the first streamed chunk is out by then
 
-    def __init__(self, inner: Backend):
+    def __init__(self, inner: Backend, hold_at: int | None = HOLD_AT):
         super().__init__(inner)
         self.frames = 0
+        self.hold_at = hold_at
         self.released = threading.Event()
-        self.holding = threading.Event()  # set once a request waits at frame HOLD_AT
+        self.holding = threading.Event()  # set once a request waits at frame hold_at
 
     def flow(self, hidden, noise, semantic=None):
-        if self.frames >= self.HOLD_AT:
+        if self.hold_at is not None and self.frames >= self.hold_at:
             self.holding.set()
             assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 from importlib import resources
 
@@ -19,12 +18,11 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.runtime.backend import Forwarding  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
 from voxtral_tts.text import split_text  # noqa: E402
 
-from test_server import FRAMES, Live, loading_server, wait_until, wrapped  # noqa: E402
+from test_server import FRAMES, HeldBackend, Live, loading_server, wait_until, wrapped  # noqa: E402
 
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MAX_CHARS = 1000  # the server's --max-input-chars here: the page must show and keep this one
@@ -35,31 +33,13 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--autoplay-policy=no-user-gesture-required"]
 
 
-class Gate(Forwarding):
-    """A backend that, once armed, holds the flow call at a given frame until the test releases it:
-    a request is then surely in flight when the page's Stop is pressed."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.frames = 0
-        self.hold_at: int | None = None
-        self.holding = threading.Event()
-        self.released = threading.Event()
-
-    def flow(self, hidden, noise, semantic=None):
-        if self.hold_at is not None and self.frames >= self.hold_at:
-            self.holding.set()
-            assert self.released.wait(30), "the test never released the backend"
-        self.frames += len(hidden)
-        return self.inner.flow(hidden, noise, semantic)
-
-
 @pytest.fixture(scope="module")
 def live(tiny_engine_dir):
     holder = {}
 
     def load():
-        tts = wrapped(voxtral_tts.load(tiny_engine_dir), Gate)
+        # held only once a test arms it (hold_at): a request is then surely in flight when Stop is pressed
+        tts = wrapped(voxtral_tts.load(tiny_engine_dir), lambda inner: HeldBackend(inner, hold_at=None))
         holder["gate"] = tts.backend
         return tts
 
