@@ -8,9 +8,8 @@ import unicodedata
 
 import pytest
 
-from voxtral_tts import normalize
 from voxtral_tts.errors import TextError
-from voxtral_tts.normalize import LANGUAGES, normalize_text
+from voxtral_tts.normalize import LANGUAGES, normalize_text, number_words
 
 
 def _cases(table: dict[str, list[tuple[str, str]]]) -> list:
@@ -386,7 +385,7 @@ def test_arabic_and_devanagari_digits_become_words() -> None:
 
 
 def _clear_caches() -> None:
-    for cached in (normalize._cardinal, normalize._ordinal, normalize._year):
+    for cached in (number_words.cardinal, number_words.ordinal, number_words.year):
         cached.cache_clear()
 
 
@@ -396,14 +395,14 @@ def num2words_without(monkeypatch):
     language or mode it lacks)."""
 
     def patch(*modes: str) -> None:
-        real = normalize.num2words
+        real = number_words.num2words
 
         def fake(number, lang="en", to="cardinal", **kwargs):
             if to in modes:
                 raise NotImplementedError(f"{to} not implemented")
             return real(number, lang=lang, to=to, **kwargs)
 
-        monkeypatch.setattr(normalize, "num2words", fake)
+        monkeypatch.setattr(number_words, "num2words", fake)
         _clear_caches()
 
     yield patch
