@@ -3,13 +3,20 @@ and the promises (no exception on odd input, no digit left, idempotence)."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
+import inspect
+import pkgutil
 import random
 import unicodedata
 
 import pytest
 
+from voxtral_tts import normalize
 from voxtral_tts.errors import TextError
-from voxtral_tts.normalize import LANGUAGES, normalize_text, number_words
+from voxtral_tts.normalize import LANGUAGES, Language, normalize_text, number_words, registry
+from voxtral_tts.normalize.language import currency
 
 
 def _cases(table: dict[str, list[tuple[str, str]]]) -> list:
@@ -610,3 +617,82 @@ def test_new_rules_are_idempotent_and_leave_no_digit(lang: str) -> None:
     once = normalize_text(text, lang)
     assert not any(c.isdigit() for c in once)
     assert normalize_text(once, lang) == once
+
+
+# --- the package: one module per language, registered in one place --------------------------
+
+CORE_MODULES = ("language", "markup", "number_words", "numbers", "registry", "text")
+
+
+def _package_modules() -> dict[str, object]:
+    return {info.name: importlib.import_module(f"{normalize.__name__}.{info.name}")
+            for info in pkgutil.iter_modules(normalize.__path__)}
+
+
+def test_the_registry_and_the_language_modules_agree() -> None:
+    """Every module of the package that defines a language is registered under its own name,
+    with that very object; LANGUAGES are the registered codes; the core modules define none."""
+    modules = _package_modules()
+    defined = {name: module.LANGUAGE for name, module in modules.items()
+               if isinstance(getattr(module, "LANGUAGE", None), Language)}
+    assert set(modules) == set(defined) | set(CORE_MODULES)
+    assert LANGUAGES == registry.registered()
+    assert set(LANGUAGES) == set(defined)
+    for code, language in defined.items():
+        assert language.code == code and registry.lookup(code) is language
+
+
+@pytest.mark.parametrize("name", [name for name in CORE_MODULES if name != "registry"])
+def test_the_core_never_asks_which_language_it_is(name: str) -> None:
+    """No comparison with a language's code and no language code as a string in the shared
+    modules: what differs between languages is a field or a hook of the language object."""
+    tree = ast.parse(inspect.getsource(_package_modules()[name]))
+    codes = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and node.value in LANGUAGES]
+    compared = [node for compare in ast.walk(tree) if isinstance(compare, ast.Compare)
+                for node in (compare.left, *compare.comparators)
+                if isinstance(node, ast.Attribute) and node.attr == "code"]
+    assert not codes and not compared
+
+
+class _Esperanto(Language):
+    def time_words(self, hours: int, minutes: int) -> str:
+        return f"la {number_words.ordinal(hours, self)} kaj {number_words.cardinal(minutes, self)}"
+
+
+TOY = _Esperanto(
+    code="eo", point="komo", dot="punkto", at="ĉe", minus="minus", percent="procentoj",
+    money_and="kaj", and_word="kaj", slash="oblikvo", plus="plus",
+    months=("januaro", "februaro", "marto", "aprilo", "majo", "junio", "julio", "aŭgusto",
+            "septembro", "oktobro", "novembro", "decembro"),
+    degree=("grado", "gradoj"), decimal_comma=True, fractions={(1, 2): "duono"},
+    currencies={code: currency("eŭro", "eŭroj", sub=("cendo", "cendoj"))
+                for code in ("USD", "EUR", "GBP", "JPY", "INR")},
+)
+
+
+@pytest.fixture
+def registered_toy(monkeypatch):
+    """The toy language registered (the registry restored afterwards)."""
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))
+    return registry.register(TOY)
+
+
+def test_a_language_is_one_object_the_core_needs_nothing_more(registered_toy) -> None:
+    """A language defined outside the package, registered, is spoken by the shared rules with
+    its own words and hooks only."""
+    assert normalize.resolve_language("eo-EO") == "eo"
+    text = "**Mi** havas 3 katojn, 1,50 € kaj 1/2 je 10:30 (2024-05-01, 20 °C, ana@x.org)"
+    assert normalize_text(text, "eo") == (
+        "Mi havas tri katojn, unu eŭro kaj kvindek cendoj kaj duono je la deka kaj tridek "
+        "(unu majo du mil dudek kvar, dudek gradoj Celsius, ana ĉe x punkto org)")
+    assert LANGUAGES == ("en", "fr", "es", "de", "it", "pt", "nl", "ar", "hi")
+
+
+def test_register_refuses_a_taken_or_malformed_code(registered_toy) -> None:
+    with pytest.raises(ValueError):
+        registry.register(TOY)
+    with pytest.raises(ValueError):
+        registry.register(dataclasses.replace(TOY, code="EO1"))
+    with pytest.raises(ValueError):
+        registry.register(dataclasses.replace(TOY, code="ia", months=TOY.months[:11]))
