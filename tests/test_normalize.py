@@ -696,3 +696,5 @@ def test_register_refuses_a_taken_or_malformed_code(registered_toy) -> None:
         registry.register(dataclasses.replace(TOY, code="EO1"))
     with pytest.raises(ValueError):
         registry.register(dataclasses.replace(TOY, code="ia", months=TOY.months[:11]))
+    with pytest.raises(ValueError):
+        registry.register(dataclasses.replace(TOY, code="ia", currencies={}))

@@ -9,14 +9,17 @@ from __future__ import annotations
 import re
 
 from ..errors import TextError
-from .language import Language
+from .language import CURRENCY_SYMBOLS, Language
 
 _REGISTERED: dict[str, Language] = {}
 _CODE = re.compile(r"[a-z]{2,3}")
 
 
 def register(language: Language) -> Language:
-    """Make ``language`` one that ``normalize_text`` accepts by its code; returns it."""
+    """Make ``language`` one that ``normalize_text`` accepts by its code; returns it. Refused
+    (ValueError): a code taken already or not 2-3 lowercase letters, other than 12 months, and a
+    currency of :data:`~.language.CURRENCY_SYMBOLS` with no name (unless ``say_money`` is the
+    language's own)."""
     if not isinstance(language, Language):
         raise TypeError(f"not a Language: {language!r}")
     if not _CODE.fullmatch(language.code):
@@ -25,6 +28,9 @@ def register(language: Language) -> Language:
         raise ValueError(f"language {language.code!r} is registered already")
     if len(language.months) != 12:
         raise ValueError(f"language {language.code!r} names {len(language.months)} months, not 12")
+    missing = set(CURRENCY_SYMBOLS.values()) - set(language.currencies)
+    if missing and type(language).say_money is Language.say_money:
+        raise ValueError(f"language {language.code!r} has no name for {', '.join(sorted(missing))}")
     _REGISTERED[language.code] = language
     return language
 
