@@ -35,8 +35,10 @@ from ray import serve
 
 from ..errors import VoxtralError
 from ..runtime.tts import TTS
-from .app import ServerOptions, create_app, encodable, error_body
-from .cli import ServeConfig, check_ray_arguments, parser, serve_config
+from .app import create_app
+from .config import ServeConfig, check_ray_arguments, parser, serve_config
+from .errors import encodable, error_body
+from .schemas import ServerOptions
 
 log = logging.getLogger(__name__)
 
