@@ -98,8 +98,8 @@ def run_ray(args, replicas: int) -> dict:
     from ray import serve
 
     import voxtral_tts
-    from voxtral_tts.server.app import ServerOptions
     from voxtral_tts.server.ray_serve import application
+    from voxtral_tts.server.schemas import ServerOptions
 
     app = application(functools.partial(voxtral_tts.load, str(args.engine), "onnxruntime", max_batch=args.max_batch,
                                         threads=args.threads),

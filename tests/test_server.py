@@ -24,7 +24,8 @@ import voxtral_tts  # noqa: E402
 from voxtral_tts.audio import to_pcm16  # noqa: E402
 from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
-from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
+from voxtral_tts.server.app import create_app  # noqa: E402
+from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
 SECONDS = FRAMES * 1920 / 24000
@@ -667,7 +668,7 @@ def test_a_model_that_fails_to_load_fails_liveness_without_leaking(tmp_path, cap
 
     server = Live(create_app(load))
     try:
-        with caplog.at_level(logging.ERROR, logger="voxtral_tts.server.app"):
+        with caplog.at_level(logging.ERROR, logger="voxtral_tts.server"):
             wait_until(lambda: httpx.get(server.url + "/ready").json()["error"]["code"] == "model_unavailable")
         for path in ("/health", "/ready"):
             response = httpx.get(server.url + path)
@@ -687,7 +688,7 @@ def test_an_unreadable_voice_file_is_a_server_error(tiny_engine_dir, tmp_path, c
     engine = shutil.copytree(tiny_engine_dir, tmp_path / "engine")
     voice_file = engine / "voice_embedding" / "neutral_female.safetensors"
     voice_file.write_bytes(voice_file.read_bytes()[:50])
-    with caplog.at_level(logging.ERROR, logger="voxtral_tts.server.app"):
+    with caplog.at_level(logging.ERROR, logger="voxtral_tts.server"):
         server = Live(create_app(lambda: voxtral_tts.load(engine), ServerOptions(max_frames=FRAMES)))
         try:
             server.wait_ready()

@@ -19,7 +19,8 @@ pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
-from voxtral_tts.server.app import ServerOptions, create_app  # noqa: E402
+from voxtral_tts.server.app import create_app  # noqa: E402
+from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 from voxtral_tts.text import split_text  # noqa: E402
 
 from test_server import FRAMES, HeldBackend, Live, loading_server, wait_until, wrapped  # noqa: E402
@@ -134,12 +135,12 @@ def test_voxtral_serve_has_no_web_flag(monkeypatch):
 
     import uvicorn
 
-    from voxtral_tts.server import cli
+    from voxtral_tts.server import cli, config
 
     made = []
     monkeypatch.setattr(cli, "create_app", lambda load, options: made.append(options) or "app")
-    monkeypatch.setattr(cli, "model_path", lambda path: path)
-    monkeypatch.setattr(cli, "options_from_args", lambda args, **kwargs: ("onnxruntime", {}))
+    monkeypatch.setattr(config, "model_path", lambda path: path)
+    monkeypatch.setattr(config, "options_from_args", lambda args, **kwargs: ("onnxruntime", {}))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
     monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # the test process's logging stays as is
     assert cli.main(["engine"]) == 0 and cli.main(["engine", "--no-web"]) == 0

@@ -66,11 +66,19 @@ def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     if backend not in BACKENDS:
         raise VoxtralError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
     _, tokenizer, voices = read_model_dir(path)
+    path = engine_path(path, backend, progress=options.get("progress", True))
+    return TTS(open_backend(path, backend, **options), tokenizer, voices, **tts_options)
+
+
+def engine_path(path: str | Path, backend: str, progress: bool = True) -> Path:
+    """The directory ``backend`` opens for the model or engine directory ``path``: for onnxruntime,
+    a model directory's engine, exported into the engine cache on first use
+    (:mod:`voxtral_tts.export.engine_cache`); otherwise ``path`` itself."""
     if backend == "onnxruntime" and not is_engine_dir(path):
         from .export.engine_cache import cached_engine
 
-        path = cached_engine(path, progress=options.get("progress", True)).path
-    return TTS(open_backend(path, backend, **options), tokenizer, voices, **tts_options)
+        return cached_engine(path, progress=progress).path
+    return Path(path)
 
 
 def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,

@@ -22,6 +22,7 @@ names its replica in :data:`REPLICA_HEADER`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -33,10 +34,13 @@ from typing import Callable
 import ray
 from ray import serve
 
+from ..api import engine_path
 from ..errors import VoxtralError
 from ..runtime.tts import TTS
-from .app import ServerOptions, create_app, encodable, error_body
-from .cli import ServeConfig, check_ray_arguments, parser, serve_config
+from .app import create_app
+from .config import ServeConfig, check_ray_arguments, parser, serve_config
+from .errors import encodable, error_body
+from .schemas import ServerOptions
 
 log = logging.getLogger(__name__)
 
@@ -209,15 +213,8 @@ def application(load: Callable[[], TTS], options: ServerOptions, *, max_batch: i
 
 def _exported(config: ServeConfig) -> ServeConfig:
     """An onnxruntime model directory exported to the engine cache here, once, instead of by every
-    replica at the same time."""
-    from ..engine import is_engine_dir
-
-    if config.backend != "onnxruntime" or is_engine_dir(config.model):
-        return config
-    from ..export.engine_cache import cached_engine
-
-    path = cached_engine(config.model, progress=False).path
-    return ServeConfig(str(path), config.backend, config.load_options, config.server, config.max_batch)
+    replica at the same time (:func:`voxtral_tts.api.engine_path`)."""
+    return dataclasses.replace(config, model=str(engine_path(config.model, config.backend, progress=False)))
 
 
 def app_from_args(args: argparse.Namespace) -> serve.Application:

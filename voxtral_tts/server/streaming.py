@@ -1,0 +1,94 @@
+"""A request's events as the body of its response: :func:`next_event` (the next audio chunk or
+end, :data:`~.worker.GONE` once the client went away) and the two streamed bodies — chunked audio
+(``stream_format: "audio"``, :func:`chunked`; a failure after the audio began cuts the transfer,
+:class:`StreamAborted`) and server-sent events (``stream_format: "sse"``,
+:func:`server_sent_events`: ``speech.audio.delta`` events, then ``speech.audio.done`` with the
+usage, or an ``error`` event in OpenAI's shape).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+from ..encoding import StreamEncoder
+from ..runtime.decoding import FINISHED_END
+from ..runtime.scheduler import AudioChunk, Cancelled, PartFinished, RequestDone, RequestFailed, Usage
+from .errors import as_api_error, error_body
+from .worker import GONE, Job
+
+log = logging.getLogger(__name__)
+
+
+async def next_event(job: Job) -> AudioChunk | RequestDone | RequestFailed | None:
+    """The job's next audio chunk or end (done or failed); :data:`GONE` once the client has gone away."""
+    while True:
+        event = await job.out.get()
+        if event is GONE or (isinstance(event, RequestFailed) and isinstance(event.error, Cancelled)):
+            return GONE
+        if not isinstance(event, PartFinished):
+            return event
+        if event.finish_reason != FINISHED_END:
+            job.finish_reason = event.finish_reason
+
+
+class StreamAborted(Exception):
+    """Raised inside a chunked audio stream after a failure: the server then closes the connection
+    without the final chunk, so the client sees an incomplete transfer instead of a clean end."""
+
+
+async def _stream(job: Job, first):
+    """``first`` and the events after it: each :class:`AudioChunk`, then the :class:`RequestDone`
+    or :class:`RequestFailed` that ends the request (nothing when the client went away)."""
+    event = first
+    try:
+        while isinstance(event, AudioChunk):
+            yield event
+            event = await next_event(job)
+        if isinstance(event, RequestFailed):
+            log.error("generation failed after streaming began: %s: %s", type(event.error).__name__, event.error)
+        if event is not GONE:
+            yield event
+    finally:
+        job.close()
+
+
+async def chunked(job: Job, first, fmt: str, speed: float):
+    encoder = StreamEncoder(fmt, speed=speed)
+    async for event in _stream(job, first):
+        if isinstance(event, RequestFailed):
+            raise StreamAborted("the request failed after its audio began streaming")
+        if isinstance(event, AudioChunk) and (data := encoder.encode(event.audio)):
+            yield data
+    tail = encoder.finish()
+    if tail:
+        yield tail
+
+
+async def server_sent_events(job: Job, first, fmt: str, speed: float):
+    def event(payload: dict) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    encoder = StreamEncoder(fmt, speed=speed)
+    usage = Usage()
+    parts, part = len(job.request.parts), 0  # the text part being spoken: progress for the client
+    async for item in _stream(job, first):
+        if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
+            error = as_api_error(item.error)
+            yield event({"type": "error", **error_body(error.message, error.type, error.param, error.code)})
+            return
+        if isinstance(item, RequestDone):
+            usage = item.usage
+            continue
+        part = item.part
+        if data := encoder.encode(item.audio):
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "part": part,
+                         "parts": parts})
+    tail = encoder.finish()
+    if tail:
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode(), "part": part,
+                     "parts": parts})
+    tokens, frames = usage.text_tokens, usage.frames
+    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason, "parts": parts,
+                 "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})
