@@ -72,7 +72,7 @@ def expected_tensors(config: ModelConfig) -> dict[str, Shape]:
 
     p = "audio_tokenizer"
     block = 0
-    for stage, (n_layers, kernel, stride) in enumerate(
+    for stage, (n_layers, kernel, _stride) in enumerate(
         zip(c.decoder_transformer_lengths, c.decoder_convs_kernels, c.decoder_convs_strides)
     ):
         if stage == 0:

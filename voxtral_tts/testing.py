@@ -176,7 +176,8 @@ def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = N
     for i, (name, rows) in enumerate(sorted(voices.items())):
         rng = np.random.default_rng([seed, 7, i])
         bits = float32_to_bf16(rng.standard_normal((rows, config.backbone.dim), dtype=np.float32) * 0.5)
-        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)}, lambda _: bits)
+        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)},
+                          lambda _, bits=bits: bits)
         _write_pt_voice(out / VOICE_DIR / f"{name}.pt", bits)
     log.info("wrote a random model to %s (%d tensors, %d voices)", out, len(specs), len(voices))
     return out
