@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     add_backend_arguments(p)
     p.add_argument("--max-batch", type=int, default=4,
                    help="requests decoded together, one frame for all per step (default 4)")
-    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)")
+    p.add_argument("--max-queue", type=int, default=8,
+                   help="requests that may wait behind those in flight (503 beyond)")
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default: 50 + 4 per character of "
                    "the part, at most 2048)")
     p.add_argument("--max-input-chars", type=int, default=4096)
