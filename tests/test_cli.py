@@ -21,6 +21,7 @@ def voxtral_run(*args, stdin: str | None = None, env: dict | None = None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
     out = tmp_path / "hello.wav"
     proc = voxtral_run(tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out,
@@ -31,6 +32,7 @@ def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
     assert "wrote" in proc.stderr and "seed 3" in proc.stderr
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_stdin_and_text_file(tiny_model_dir, tmp_path):
     proc = voxtral_run(tiny_model_dir, "-o", tmp_path / "a.wav", "--max-frames", "2", "-q", stdin="From stdin.")
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +42,7 @@ def test_stdin_and_text_file(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
     text = " ".join(f"Sentence {i} is part of a long text." for i in range(20))  # > 400 characters
     proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2",
@@ -81,6 +84,7 @@ def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):
     assert re.search(message, lines[0])
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_model_dir_errors_are_one_line(reference_model_dir, tmp_path):
     proc = voxtral_run(tmp_path / "absent", "-t", "Hi.")
     assert proc.returncode == 2 and "not a directory" in proc.stderr
@@ -115,6 +119,7 @@ def test_engine_file_errors_name_the_file(tiny_engine_dir, tmp_path):
     assert "has an engine's files but no manifest.json" in line
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_unwritable_places_are_one_line(tiny_model_dir, tmp_path):
     """An engine directory or an engine cache that cannot be created (here: below a file)."""
     blocker = tmp_path / "a-file"

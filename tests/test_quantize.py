@@ -50,6 +50,7 @@ def test_packing_matches_onnxruntime_kernel(bits):
     assert err < 1e-2  # a wrong nibble order or scale layout gives errors of order 1
 
 
+@pytest.mark.slow  # exports an int8 engine
 def test_int8_engine(tmp_path_factory, reference_model_dir, golden):
     import onnx
 
