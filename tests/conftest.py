@@ -17,6 +17,18 @@ REFERENCE_TINY = SHARED / "fixtures" / "reference-tiny"
 REFERENCE_MODEL = REFERENCE_TINY / "model"
 
 
+# Fixtures that make every test using them slow (`pytest -m "not slow"` leaves those tests out): the
+# engine exports, tens of seconds each on first use (this file's three and test_coreml's Core ML
+# conversion), Ray Serve (test_ray_serve) and the browser (test_web).
+SLOW_FIXTURES = {"reference_engine_dir", "tiny_engine_dir", "fp16_engine_dir", "export_run", "ray_serve", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"ground truth missing: {path} (the tests read ../shared beside the checkout)")

@@ -21,15 +21,18 @@ def voxtral_run(*args, stdin: str | None = None, env: dict | None = None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
     out = tmp_path / "hello.wav"
-    proc = voxtral_run(tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out, "--max-frames", "6", "--seed", "3")
+    proc = voxtral_run(tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out,
+                       "--max-frames", "6", "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     audio, rate = read_wav(out)
     assert rate == 24000 and audio.shape == (6 * 1920,)
     assert "wrote" in proc.stderr and "seed 3" in proc.stderr
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_stdin_and_text_file(tiny_model_dir, tmp_path):
     proc = voxtral_run(tiny_model_dir, "-o", tmp_path / "a.wav", "--max-frames", "2", "-q", stdin="From stdin.")
     assert proc.returncode == 0, proc.stderr
@@ -39,10 +42,11 @@ def test_stdin_and_text_file(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
     text = " ".join(f"Sentence {i} is part of a long text." for i in range(20))  # > 400 characters
-    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2", "--capacity", "1024",
-                       "--no-normalize")  # the text as given: 2 parts
+    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2",
+                       "--capacity", "1024", "--no-normalize")  # the text as given: 2 parts
     assert proc.returncode == 0, proc.stderr
     assert "split into 2 parts" in proc.stderr
     assert read_wav(tmp_path / "long.wav")[0].shape == (2 * 2 * 1920,)
@@ -80,6 +84,7 @@ def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):
     assert re.search(message, lines[0])
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_model_dir_errors_are_one_line(reference_model_dir, tmp_path):
     proc = voxtral_run(tmp_path / "absent", "-t", "Hi.")
     assert proc.returncode == 2 and "not a directory" in proc.stderr
@@ -114,6 +119,7 @@ def test_engine_file_errors_name_the_file(tiny_engine_dir, tmp_path):
     assert "has an engine's files but no manifest.json" in line
 
 
+@pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_unwritable_places_are_one_line(tiny_model_dir, tmp_path):
     """An engine directory or an engine cache that cannot be created (here: below a file)."""
     blocker = tmp_path / "a-file"

@@ -50,6 +50,7 @@ def test_hub_ids_are_told_from_paths(tmp_path, monkeypatch):
         model_path("no_such_dir")
 
 
+@pytest.mark.slow  # voxtral-run in a subprocess
 def test_voxtral_run_takes_a_hub_id_offline(hub_home, tmp_path):
     out = tmp_path / "hi.wav"
     proc = run(["voxtral_tts.cli", "test-org/voxtral-tiny", "-t", "Hi.", "-o", str(out), "--dtype", "fp32",
@@ -70,6 +71,7 @@ def test_a_hub_id_not_cached_offline_is_one_line(hub_home, tmp_path, command):
     assert errors[0] == proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess that loads the torch backend and generates
 def test_load_takes_a_hub_id(hub_home, tmp_path):
     code = ("import voxtral_tts; tts = voxtral_tts.load('test-org/voxtral-tiny', backend='torch', dtype='fp32', "
             "progress=False); print(len(tts.generate('Hi.', max_frames=2, seed=0).codes))")

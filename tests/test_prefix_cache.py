@@ -79,7 +79,7 @@ def test_codes_equal_with_the_cache_off(tts):
     """float32: the same codes with the cache on (miss and hit) and off, every voice, several texts."""
     on, off = same_model(tts), same_model(tts, prefix_cache=False)
     assert off.scheduler.prefix_cache is None
-    for round_ in range(2):
+    for _round in range(2):
         for i, text in enumerate(TEXTS):
             for voice in ("casual_male", "neutral_female"):
                 a = on.generate(text, voice=voice, max_frames=8, seed=i)

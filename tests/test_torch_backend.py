@@ -198,6 +198,7 @@ def test_option_errors(reference_model_dir, tiny_engine_dir):
             TorchBackend(model, device="cuda")
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
     """benchmarks/bench_gpu.py end to end on a tiny random model (its GPU rows need a GPU): the
     table has a row per concurrency with finite figures, and absent backends are named."""
@@ -224,6 +225,7 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
     assert "lower with the prefix cache" in proc.stdout and "faster than one by one" in proc.stdout
 
 
+@pytest.mark.slow  # torch.compile of the blocks
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_blocks_match(reference_model_dir, golden, device):
     """``compile=True`` (torch.compile-fused blocks inside the captured calls) computes the same

@@ -65,7 +65,7 @@ class _Section:
         try:
             values = tuple(int(str(v).strip()) for v in items if str(v).strip())
         except ValueError:
-            raise ConfigError(f"params.json: field '{self._where(key)}' must list integers, got {raw!r}")
+            raise ConfigError(f"params.json: field '{self._where(key)}' must list integers, got {raw!r}") from None
         if not values:
             raise ConfigError(f"params.json: field '{self._where(key)}' is empty")
         return values

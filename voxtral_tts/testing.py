@@ -79,7 +79,8 @@ SPECIAL_TOKENS = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 24
                   25: "[BEGIN_AUDIO]", 35: "[REPEAT_AUDIO_TEXT]", 36: "[NEXT_AUDIO_TEXT]"}
 TEKKEN_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
-    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
 )
 
 
@@ -176,7 +177,8 @@ def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = N
     for i, (name, rows) in enumerate(sorted(voices.items())):
         rng = np.random.default_rng([seed, 7, i])
         bits = float32_to_bf16(rng.standard_normal((rows, config.backbone.dim), dtype=np.float32) * 0.5)
-        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)}, lambda _: bits)
+        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)},
+                          lambda _, bits=bits: bits)
         _write_pt_voice(out / VOICE_DIR / f"{name}.pt", bits)
     log.info("wrote a random model to %s (%d tensors, %d voices)", out, len(specs), len(voices))
     return out

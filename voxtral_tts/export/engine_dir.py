@@ -66,7 +66,8 @@ def _write_voices(model_dir: Path, out: Path, tokenizer: Tekken, config: ModelCo
     (out / VOICE_DIR).mkdir(exist_ok=True)
     for name in bank.names:
         bits = float32_to_bf16(bank.get(name).embedding)  # exact: the voices are BF16
-        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)}, lambda _: bits)
+        write_safetensors(out / VOICE_DIR / f"{name}.safetensors", {"embedding": ("BF16", bits.shape)},
+                          lambda _, bits=bits: bits)
     return bank.names
 
 

@@ -86,7 +86,7 @@ def attend(q: torch.Tensor, blocks, scale: float) -> torch.Tensor:
         return attend_fused(q, *blocks[0], scale)
     qg = q.float().reshape(B, n_kv, rep * L, hd) * scale
     scores = []
-    for k, v, mask in blocks:
+    for k, _v, mask in blocks:
         s = qg @ k.float().transpose(-1, -2)  # [B, Hkv, rep·L, S]
         if mask is not None:
             if mask.dtype == torch.bool and mask.dim() == 3:  # per sequence
