@@ -453,8 +453,7 @@ def test_voxtral_serve_command(tiny_engine_dir):
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None and time.time() < deadline, (
-                proc.stderr.read() if proc.poll() is not None else "timeout")
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
             time.sleep(0.1)
         response = httpx.post(url + "/v1/audio/speech", json={"model": "m", "input": "Hi.", "voice": "echo",
                                                               "response_format": "wav"}, timeout=60)
@@ -499,8 +498,7 @@ def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts
             t.join(120)
         for text, seed in requests:
             assert results[seed].status_code == 200
-            assert_pcm_equal(np.frombuffer(results[seed].content, "<i2"),
-                             expected_audio(reference_tts, text, seed=seed))
+            assert_pcm_equal(np.frombuffer(results[seed].content, "<i2"), expected_audio(reference_tts, text, seed=seed))
         assert max(widths) >= 2, widths
     finally:
         server.close()
@@ -640,8 +638,7 @@ def test_a_failure_after_streaming_began_is_visible(tiny_engine_dir):
     (json.dumps({"model": "m", "input": "hi", "speed": True}), {}, "speed: Input should be a valid number", "speed"),
     (json.dumps({"model": "m", "input": "hi", "seed": "1"}), {}, "seed: Input should be a valid integer", "seed"),
     (json.dumps({"model": "m", "input": "hi", "seed": True}), {}, "seed: Input should be a valid integer", "seed"),
-    (json.dumps({"model": "m", "input": "hi", "stream": "yes"}), {},
-     "stream: Input should be a valid boolean", "stream"),
+    (json.dumps({"model": "m", "input": "hi", "stream": "yes"}), {}, "stream: Input should be a valid boolean", "stream"),
     ('{"model": "m", "input": ', {}, "the request body is not valid JSON", None),
     (json.dumps({"model": "m", "input": "hi"}), {"content-type": "text/plain"}, "must be a JSON object", None),
 ])
@@ -717,8 +714,7 @@ def test_openapi_describes_the_real_responses(live):
     assert {"audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm",
             "text/event-stream"} <= set(responses["200"]["content"])
     for status in ("400", "413", "500", "503"):
-        assert (responses[status]["content"]["application/json"]["schema"]
-                == {"$ref": "#/components/schemas/ErrorResponse"})
+        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
     fields = spec["components"]["schemas"]["SpeechRequest"]["properties"]
     assert fields["input"]["maxLength"] == 4096 and fields["input"]["minLength"] == 1
     assert (fields["speed"]["minimum"], fields["speed"]["maximum"]) == (0.25, 4.0)
@@ -741,8 +737,7 @@ def test_schema_driven_fuzzing_finds_no_5xx_and_no_conformance_failure(live, tmp
     proc = subprocess.run(cmd + ["run", live.url + "/openapi.json", "--checks", "all", "--max-examples", "40",
                                  "--seed", "1", "--request-timeout", "30", "--no-color"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache: not in the repo
-                          env={**os.environ,
-                               "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))})
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout
 

@@ -59,8 +59,8 @@ def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     path = model_path(path, progress=options.get("progress", True))
     tts_options = {key: options.pop(key) for key in TTS_OPTIONS if key in options}
     if backend is None:
-        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"),
-                                        options.get("compile", False), options.get("threads"))
+        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
+                                        options.get("threads"))
         if dtype:
             options = {**options, "dtype": dtype}
     if backend not in BACKENDS:

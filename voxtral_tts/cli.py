@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speak the text as given (no number, currency, date or markdown rewriting)")
     p.add_argument("--language", choices=LANGUAGES,
                    help="the text's language for normalisation (default: the voice's; English for a voice file)")
-    p.add_argument("--seed", type=int,
-                   help="seed of the flow-matching noise and of sampling (default: random, printed)")
+    p.add_argument("--seed", type=int, help="seed of the flow-matching noise and of sampling (default: random, printed)")
     p.add_argument("--temperature", type=float, default=0.0,
                    help=f"sample the semantic code at this temperature, 0 to {MAX_TEMPERATURE:g} (default 0: the "
                         "reference's argmax); reproducible with --seed")

@@ -215,8 +215,7 @@ class Scheduler:
                                              len(request.parts[index]))
                 prefix = None
                 if self.prefix_cache is not None:
-                    prefix = self.prefix_cache.get(self.backend,
-                                                   embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD])
+                    prefix = self.prefix_cache.get(self.backend, embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD])
                 admitted.append((request, index, ids, Utterance(embeds, request.noise, budget, limit, prefix)))
             except Exception as exc:  # this request only
                 events.append(RequestFailed(request, exc))
@@ -259,8 +258,7 @@ class Scheduler:
         if codes is not None:
             part.frames.append(codes)
             request.usage = Usage(request.usage.text_tokens, request.usage.frames + 1)
-            if request.streaming and (len(part.frames) - part.emitted
-                                      >= stream_chunk_frames(part.emitted, self.stream_chunks)):
+            if request.streaming and len(part.frames) - part.emitted >= stream_chunk_frames(part.emitted, self.stream_chunks):
                 events.append(AudioChunk(request, part.index, self._audio(part)))
         if not part.utterance.done:
             return

@@ -123,8 +123,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         try:
             speed = check_speed(body.speed)
         except ValueError:
-            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}",
-                           param="speed") from None
+            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
         try:
             temperature = check_temperature(body.temperature)
         except VoxtralError as exc:

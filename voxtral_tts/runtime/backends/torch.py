@@ -9,8 +9,8 @@ is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
   norms' statistics, RoPE, softmax, the semantic logits, the Euler updates and FSQ in float32
   (spec §9.2). The decode step and the flow frame are captured as CUDA graphs and replayed.
 
-State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one slot per
-sequence decoded together, written in place) and fixed input/output buffers. A decode step runs rows 0..B−1 = cache
+State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one slot per sequence decoded
+together, written in place) and fixed input/output buffers. A decode step runs rows 0..B−1 = cache
 slots 0..B−1 — B the smallest batch bucket holding every named slot; unnamed rows are free slots
 that decode a dummy token into a scratch position no sequence reads — and attends over the first
 K positions, K the smallest KV bucket past the longest sequence. Each (B, K) is one CUDA graph,
@@ -140,8 +140,7 @@ class FusedBlocks:
 def _packed_linear(self, x: torch.Tensor) -> torch.Tensor:
     """A :class:`Linear` over a oneDNN-packed bf16 weight (see :func:`pack_linears`)."""
     if x.dtype != torch.bfloat16:  # every caller feeds the compute dtype; another input is computed in bf16
-        out = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, None, "none", [], "")
-        return out.to(x.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, None, "none", [], "").to(x.dtype)
     return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, None, "none", [], "")
 
 
