@@ -24,9 +24,9 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.runtime.backend import Forwarding  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import ServerOptions  # noqa: E402
+from voxtral_tts.testing import Forwarding  # noqa: E402
 
 REPLICA_HEADER = "X-Voxtral-Replica"
 # the frame cap: every request here makes exactly 10 frames — with this text and voice the tiny
