@@ -35,7 +35,7 @@ from ...errors import VoxtralError
 from ..backend import Backend
 from ..constants import DEFAULT_CAPACITY, MAX_BATCH
 from ..hardware import cpu_bf16
-from ..load_options import TorchOptions
+from ..load_options import TORCH_DTYPES, TorchOptions
 from .buckets import bucket_for, power_buckets
 from .host_embeddings import HostEmbeddings
 
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 #: The smallest KV bucket: a step reads at most this many positions more than it needs.
 MIN_KV_BUCKET = 256
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the options' dtype names (:data:`..load_options.TORCH_DTYPES`) → torch dtypes
+DTYPES = dict(zip(TORCH_DTYPES, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
