@@ -47,11 +47,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from voxtral_tts.config import END_AUDIO  # noqa: E402
-from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
+from voxtral_tts.runtime.backend import Backend  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
 from voxtral_tts.runtime.scheduler import AudioChunk, RequestFailed, Scheduler  # noqa: E402
 from voxtral_tts.runtime.tts import TTS  # noqa: E402
+from voxtral_tts.testing import Forwarding  # noqa: E402
 from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
 
 
@@ -70,7 +71,7 @@ class Timed(Forwarding):
         synchronize()
         return out, (time.perf_counter() - start) * 1000
 
-    def _prefill_many(self, items):
+    def _prefill(self, items):
         hidden, ms = self._timed(self.inner.prefill_many, items)
         self.prefill_ms.append(ms)
         return hidden
@@ -106,13 +107,13 @@ def measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, r
     ``rounds`` warms up (graph capture, allocator), the last is kept. ``halves``: also time the
     flow frame and the backbone step alone. ``batched``: prefill the N prompts in one padded call
     (True) or one after another (False) instead of the backend's default."""
-    default = tts.backend.batched_prefill
+    default = tts.backend.batch_prefill
     if batched is not None:
-        tts.backend.batched_prefill = batched and type(tts.backend).batched_prefill
+        tts.backend.batch_prefill = batched and tts.backend.can_batch_prefill
     try:
         return _measure(tts, text, voice, n, frames, cache, rounds, halves)
     finally:
-        tts.backend.batched_prefill = default
+        tts.backend.batch_prefill = default
 
 
 def _measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, rounds: int, halves: bool) -> dict:
@@ -158,7 +159,7 @@ def _measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, 
         "backbone_ms": statistics.median(backbone_ms) if halves else float("nan"),
         "concurrency": n,
         "prefix_cache": "on" if cache else "off",
-        "batched": tts.backend.batched_prefill,
+        "batched": tts.backend.batch_prefill,
         "prefill_calls": len(backend.prefill_ms),
         "prefill_ms": sum(backend.prefill_ms),
         "ttfa_ms_median": statistics.median(ttfa.values()),
@@ -187,6 +188,7 @@ def torch_rows(args, config, tts_parts, text) -> list[dict]:
 
     from voxtral_tts.model.loading import load_model, random_model
     from voxtral_tts.runtime.backends.torch import TorchBackend
+    from voxtral_tts.runtime.load_options import TorchOptions
 
     rows = []
     for dtype_name in args.dtypes:
@@ -205,8 +207,9 @@ def torch_rows(args, config, tts_parts, text) -> list[dict]:
             variants.append((" eager", False, False))
         for suffix, graphs, compiled in variants:
             started_variant = time.perf_counter()
-            inf = TorchBackend(model, capacity=args.capacity, device=args.device, dtype=dtype_name,
-                               max_batch=max(args.concurrency), cuda_graphs=graphs, compile=compiled)
+            inf = TorchBackend(model, TorchOptions(capacity=args.capacity, device=args.device, dtype=dtype_name,
+                                                   max_batch=max(args.concurrency), cuda_graphs=graphs,
+                                                   compile=compiled))
             tts = TTS(inf, tts_parts[0], tts_parts[1])
             label = f"torch {args.device} {dtype_name}{suffix}"
             for n, cache, batched in variants_of(inf, args.concurrency):
@@ -261,8 +264,8 @@ def variants_of(backend: Backend, concurrency: list[int]) -> list[tuple[int, boo
     rows = []
     for n in concurrency:
         rows += [(n, False, None), (n, True, None)]
-        if n > 1 and type(backend).batched_prefill:
-            rows.append((n, True, not backend.batched_prefill))
+        if n > 1 and backend.can_batch_prefill:
+            rows.append((n, True, not backend.batch_prefill))
     return rows
 
 

@@ -134,6 +134,7 @@ def run_one(args) -> dict:
     import voxtral_tts
     from voxtral_tts.runtime.codec import codec_audio
     from voxtral_tts.runtime.decoding import NoiseSource
+    from voxtral_tts.testing import flow_one, step_one
 
     path, options = load_arguments(args)
     tts, load_ms = timed(voxtral_tts.load, path, args.backend, **options)
@@ -153,11 +154,11 @@ def run_one(args) -> dict:
     hidden = model.prefill(embeds)
     step_ms, flow_ms, feed_ms, frames = [], [], [], []
     for n in range(args.frames + 1):  # frame 0 is a warm-up
-        codes, t_flow = timed(model.flow_one, hidden, noise.take()[0])
+        codes, t_flow = timed(flow_one, model, hidden, noise.take()[0])
         codes = codes.copy()
         codes[0] = max(int(codes[0]), 2)  # keep going past END_AUDIO: a fixed frame count
         embed, t_feed = timed(model.embed_codes, codes)
-        hidden, t_step = timed(model.step_one, embed, len(ids) + n)
+        hidden, t_step = timed(step_one, model, embed, len(ids) + n)
         frames.append(codes)
         if n:
             step_ms.append(t_step)

@@ -92,6 +92,7 @@ def teacher_forced(path: Path, embeds: np.ndarray, noise: np.ndarray, forced: np
     """Codes and hidden states of each frame; with ``forced`` codes, those are fed back instead.
     ``path``: an engine, or a model directory with ``options`` (``backend="torch", dtype="bf16"``)."""
     import voxtral_tts
+    from voxtral_tts.testing import flow_one, step_one
 
     tts = voxtral_tts.load(path, **options)
     model = tts.backend
@@ -99,11 +100,11 @@ def teacher_forced(path: Path, embeds: np.ndarray, noise: np.ndarray, forced: np
     codes, hiddens = [], []
     for n in range(noise.shape[0]):
         hiddens.append(hidden)
-        frame = model.flow_one(hidden, noise[n])
+        frame = flow_one(model, hidden, noise[n])
         codes.append(frame)
         feed = forced[n] if forced is not None else frame.copy()
         feed[0] = max(int(feed[0]), 2)  # random weights may say END_AUDIO: keep a fixed frame count
-        hidden = model.step_one(model.embed_codes(feed), embeds.shape[0] + n)
+        hidden = step_one(model, model.embed_codes(feed), embeds.shape[0] + n)
     del tts, model
     gc.collect()
     return np.stack(codes), np.stack(hiddens)

@@ -20,6 +20,8 @@ import voxtral_tts  # noqa: E402
 from voxtral_tts.engine import FORMAT_VERSION, open_engine  # noqa: E402
 from voxtral_tts.errors import EngineError, VoxtralError  # noqa: E402
 from voxtral_tts.runtime.backends.coreml import CoreMLBackend, coreml_unavailable  # noqa: E402
+from voxtral_tts.runtime.load_options import CoreMLOptions, load_plan  # noqa: E402
+from voxtral_tts.testing import flow_one, step_one  # noqa: E402
 
 CAPACITY = 64
 ON_MAC = coreml_unavailable() is None
@@ -297,7 +299,7 @@ def host_tts(engine_dir, traced):
     from voxtral_tts.runtime.tts import read_model_dir
 
     models = {name: TracedPackage(traced[name], spec_of(engine_dir, name)) for name in traced}
-    backend = CoreMLBackend(open_engine(engine_dir), models=models, max_batch=2)
+    backend = CoreMLBackend(open_engine(engine_dir), CoreMLOptions(max_batch=2), models=models)
     return voxtral_tts.TTS(backend, *read_model_dir(engine_dir)[1:])
 
 
@@ -313,7 +315,7 @@ def test_backend_host_logic_against_the_fixture(host_tts, golden):
     assert long.shape == (90 * 1920,)
     assert relative(long[: 9 * 1920], golden["waveform"]) < 1e-4
     with pytest.raises(VoxtralError, match="beyond the KV cache"):
-        backend.step_one(golden["feedback_embeddings"][0], CAPACITY)
+        step_one(backend, golden["feedback_embeddings"][0], CAPACITY)
 
 
 def test_backend_feeds_the_semantic_noise(host_tts, golden):
@@ -390,13 +392,13 @@ def test_backend_option_and_engine_errors(engine_dir, reference_model_dir, tmp_p
     with pytest.raises(VoxtralError, match="needs an engine directory"):
         CoreMLBackend.from_path(reference_model_dir)
     with pytest.raises(VoxtralError, match="--threads applies to the onnxruntime backend"):
-        CoreMLBackend.from_path(engine_dir, threads=2)
+        CoreMLBackend.from_path(engine_dir, load_plan("coreml", threads=2).options)
     with pytest.raises(VoxtralError, match="max_batch must be between 1 and 64, got 0"):
-        CoreMLBackend.from_path(engine_dir, max_batch=0)
+        CoreMLBackend.from_path(engine_dir, CoreMLOptions(max_batch=0))
     with pytest.raises(VoxtralError, match=f"KV cache holds {CAPACITY} positions"):
-        CoreMLBackend.from_path(engine_dir, capacity=4096)
+        CoreMLBackend.from_path(engine_dir, CoreMLOptions(capacity=4096))
     with pytest.raises(VoxtralError, match="unknown Core ML device 'cuda'"):
-        CoreMLBackend.from_path(engine_dir, device="cuda")
+        CoreMLBackend.from_path(engine_dir, CoreMLOptions(device="cuda"))
     other = tmp_path / "onnx-like"
     shutil.copytree(engine_dir, other)
     manifest = json.loads((other / "manifest.json").read_text())
@@ -414,8 +416,8 @@ def test_coreml_prediction_stage_by_stage(engine_dir, golden):
     hidden = backend.prefill(golden["input_embeddings"])
     assert relative(hidden, golden["frame_hidden"][0]) < 2e-2
     for n, feedback in enumerate(golden["feedback_embeddings"]):
-        assert relative(backend.step_one(feedback, 17 + n), golden["frame_hidden"][n + 1]) < 2e-2, n
-    codes = np.stack([backend.flow_one(h, x) for h, x in zip(golden["frame_hidden"], golden["noise"])])
+        assert relative(step_one(backend, feedback, 17 + n), golden["frame_hidden"][n + 1]) < 2e-2, n
+    codes = np.stack([flow_one(backend, h, x) for h, x in zip(golden["frame_hidden"], golden["noise"])])
     assert codes.dtype == np.int64 and codes.shape == (10, 37)
     assert (codes[:, 0] == golden["codes"][:, 0]).all()  # semantic codes and the stop at frame 9
     assert (codes != golden["codes"]).mean() <= 0.1

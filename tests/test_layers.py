@@ -24,7 +24,8 @@ The rules:
      ``cli``);
    - ``export/``: the shared modules, ``runtime`` and ``model`` (nothing from ``server``, ``api``,
      ``cli``);
-   - ``api``: all of the above (nothing from ``cli``, ``server``); ``cli``: those and ``api``;
+   - ``api``: all of the above (nothing from ``cli``, ``server``); ``cli`` (and ``cli_options``, the
+     flags both command lines share): those and ``api``;
    - ``testing`` (fixture builders for the tests): the shared modules, ``runtime``, ``model``,
      ``export``;
    - the package's ``__init__``: anything but ``server``, ``cli`` and ``testing``;
@@ -47,7 +48,8 @@ SHARED = ("config", "tokenizer", "voices", "text", "audio", "encoding", "normali
           "tensors", "checkpoint")
 #: a module's first name under the package → its layer
 LAYER = {**{name: "shared" for name in SHARED},
-         **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")}}
+         **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},
+         "cli_options": "cli"}  # the flags voxtral-run and voxtral-serve share
 BELOW_API = {"shared", "runtime", "model", "export"}
 MAY_IMPORT = {
     "shared": {"shared"},

@@ -15,18 +15,22 @@ pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.errors import VoxtralError  # noqa: E402
-from voxtral_tts.runtime.backend import Forwarding, PrefillItem  # noqa: E402
+from voxtral_tts.runtime.backend import PrefillItem  # noqa: E402
 from voxtral_tts.runtime.codec import parse_stream_chunks, stream_chunk_frames  # noqa: E402
+from voxtral_tts.runtime.load_options import TTSOptions  # noqa: E402
 from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
 from voxtral_tts.runtime.scheduler import AudioChunk, PartFinished  # noqa: E402
+from voxtral_tts.testing import Forwarding  # noqa: E402
 from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
 
 TEXTS = ["Hello there.", "A second sentence, somewhat longer than the first one!", "Third."]
 
 
 def same_model(tts, prefix_cache=True, **options):
-    """Another TTS over the same backend (a cache of its own, or none)."""
-    return voxtral_tts.TTS(tts.backend, tts.tokenizer, tts.voice_bank, prefix_cache=prefix_cache, **options)
+    """Another TTS over the same backend (a cache of its own, or none; or ``prefix_cache`` itself)."""
+    if isinstance(prefix_cache, PrefixCache):
+        return voxtral_tts.TTS(tts.backend, tts.tokenizer, tts.voice_bank, TTSOptions(**options), prefix_cache)
+    return voxtral_tts.TTS(tts.backend, tts.tokenizer, tts.voice_bank, TTSOptions(prefix_cache, **options))
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +141,7 @@ def test_never_reused_across_voices_backends_precisions_or_capacities(ort_tts, t
 def test_a_prefix_from_another_backend_is_refused(ort_tts, tiny_engine_dir):
     other = voxtral_tts.load(tiny_engine_dir, capacity=128).backend
     embeds = ort_tts.prompt("Hi.", ort_tts.voice_bank.get("casual_male"))[1]
-    prefix = other.prefix(embeds[:5])
+    prefix = other.compute_prefix(embeds[:5])
     with pytest.raises(VoxtralError, match="another backend"):
         ort_tts.backend.prefill(embeds[5:], 0, prefix)
 
@@ -182,9 +186,9 @@ def test_requests_arriving_together_are_prefilled_in_one_call(tts, cached, batch
     """Three requests (two voices: prefixes of different lengths, texts of different lengths) in
     one prefill call — one padded graph call, or one after another inside it — and every request
     gets exactly its solo codes and audio."""
-    monkeypatch.setattr(tts.backend, "batched_prefill", batched)
+    monkeypatch.setattr(tts.backend, "batch_prefill", batched)
     counting = CountingPrefill(tts.backend)
-    together = voxtral_tts.TTS(counting, tts.tokenizer, tts.voice_bank, prefix_cache=cached)
+    together = voxtral_tts.TTS(counting, tts.tokenizer, tts.voice_bank, TTSOptions(prefix_cache=cached))
     voices = ["casual_male", "neutral_female", "casual_male"]
     requests = [together.request(text, voice, max_frames=6, seed=i)
                 for i, (text, voice) in enumerate(zip(TEXTS, voices))]
@@ -207,18 +211,18 @@ def test_requests_arriving_together_are_prefilled_in_one_call(tts, cached, batch
 
 def test_batched_prefill_defaults(ort_tts, torch_tts):
     """Batched where it measured faster (torch on the CPU), one by one elsewhere (README)."""
-    assert torch_tts.backend.batched_prefill and not ort_tts.backend.batched_prefill
-    assert type(ort_tts.backend).batched_prefill  # it can, when asked
+    assert torch_tts.backend.batch_prefill and not ort_tts.backend.batch_prefill
+    assert ort_tts.backend.can_batch_prefill  # it can, when asked
 
 
 def test_padded_rows_give_the_hidden_states_of_one_call_each(tts, monkeypatch):
     embeds = [tts.prompt(text, tts.voice_bank.get(voice))[1] for text, voice in
               zip(TEXTS, ["casual_male", "neutral_female", "casual_male"])]
-    prefix = tts.backend.prefix(embeds[0][:9])
+    prefix = tts.backend.compute_prefix(embeds[0][:9])
     items = [PrefillItem(embeds[0][9:], 2, prefix), PrefillItem(embeds[1], 0), PrefillItem(embeds[2], 1)]
-    monkeypatch.setattr(tts.backend, "batched_prefill", True)
+    monkeypatch.setattr(tts.backend, "batch_prefill", True)
     batched = tts.backend.prefill_many(items)
-    monkeypatch.setattr(tts.backend, "batched_prefill", False)
+    monkeypatch.setattr(tts.backend, "batch_prefill", False)
     alone = tts.backend.prefill_many(items)
     for a, b in zip(batched, alone):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -227,7 +231,7 @@ def test_padded_rows_give_the_hidden_states_of_one_call_each(tts, monkeypatch):
 def test_device_placed_kv_with_prefixes_and_batches(tiny_engine_dir, ort_tts):
     """The GPU path's copies (OrtValues, DLPack views), run on the CPU: same codes as numpy's."""
     device = voxtral_tts.load(tiny_engine_dir, max_batch=3, capacity=256, kv_placement="device")
-    device.backend.batched_prefill = True  # the padded call's copies too
+    device.backend.batch_prefill = True  # the padded call's copies too
     requests = [device.request(text, "neutral_female", max_frames=5, seed=i) for i, text in enumerate(TEXTS)]
     for request in requests:
         device.scheduler.submit(request)

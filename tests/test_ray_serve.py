@@ -24,9 +24,9 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.runtime.backend import Forwarding  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
+from voxtral_tts.testing import Forwarding  # noqa: E402
 
 REPLICA_HEADER = "X-Voxtral-Replica"
 # the frame cap: every request here makes exactly 10 frames — with this text and voice the tiny
@@ -421,8 +421,9 @@ def test_the_serve_entry_point_builds_the_application_from_voxtral_serve_options
     assert deployment.ray_actor_options["num_cpus"] == 2 and "num_gpus" not in deployment.ray_actor_options
     load, options, _ = deployment.init_args
     assert options.max_queue == 5 and options.max_frames == 7
-    assert load.args == (str(tiny_engine_dir), "onnxruntime")
-    assert load.keywords["max_batch"] == 2 and load.keywords["threads"] == 2 and not load.keywords["prefix_cache"]
+    model, plan = load.args
+    assert model == str(tiny_engine_dir) and plan.backend == "onnxruntime"
+    assert plan.options.max_batch == 2 and plan.options.threads == 2 and not plan.tts.prefix_cache
     scaled = ray_serve.build_app({"model": str(tiny_engine_dir), "replicas": 1, "max_replicas": 4,
                                   "backend": "onnxruntime", "device": "cuda"})._bound_deployment
     autoscaling = scaled._deployment_config.autoscaling_config

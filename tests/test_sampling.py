@@ -11,6 +11,7 @@ import voxtral_tts
 from voxtral_tts.config import EMPTY_AUDIO, END_AUDIO
 from voxtral_tts.errors import VoxtralError
 from voxtral_tts.runtime.decoding import NoiseSource, check_temperature
+from voxtral_tts.testing import flow_one
 
 ROWS = 8320  # semantic_head_rows of the fixture and of the tiny models
 
@@ -94,10 +95,10 @@ def test_the_flow_graph_adds_the_semantic_noise(tiny_tts):
     assert sampled[1, 0] == 100
     np.testing.assert_array_equal(sampled[1, 1:], greedy[1, 1:])  # x0 alone decides the acoustic codes
     np.testing.assert_array_equal(sampled[2], greedy[2])
-    ended = backend.flow_one(hidden[0], noise[0], forcing(END_AUDIO)[0])
+    ended = flow_one(backend, hidden[0], noise[0], forcing(END_AUDIO)[0])
     assert ended[0] == END_AUDIO and (ended[1:] == EMPTY_AUDIO + 2).all()
-    assert backend.flow_one(hidden[0], noise[0], forcing(100)[0])[0] == 100
-    np.testing.assert_array_equal(backend.flow_one(hidden[0], noise[0]), greedy[0])
+    assert flow_one(backend, hidden[0], noise[0], forcing(100)[0])[0] == 100
+    np.testing.assert_array_equal(flow_one(backend, hidden[0], noise[0]), greedy[0])
     with pytest.raises(VoxtralError, match="semantic sampling noise must be"):
         backend.flow(hidden, noise, forcing(1, 2))
 

@@ -11,10 +11,10 @@ pytest.importorskip("onnxruntime")
 import voxtral_tts  # noqa: E402
 from voxtral_tts.config import END_AUDIO  # noqa: E402
 from voxtral_tts.errors import CapacityError  # noqa: E402
-from voxtral_tts.runtime.backend import Forwarding  # noqa: E402
 from voxtral_tts.runtime.decoding import NoiseSource  # noqa: E402
 from voxtral_tts.runtime.scheduler import (AudioChunk, Cancelled, PartFinished, Request, RequestDone,  # noqa: E402
                                            RequestFailed, Scheduler, Usage)
+from voxtral_tts.testing import Forwarding  # noqa: E402
 
 TEXTS = [("Hello there.", 1, 12), ("A second request, somewhat longer than the first!", 2, 7),
          ("Third.", 3, 9)]

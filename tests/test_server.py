@@ -22,10 +22,11 @@ pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.audio import to_pcm16  # noqa: E402
-from voxtral_tts.runtime.backend import Backend, Forwarding  # noqa: E402
+from voxtral_tts.runtime.backend import Backend  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
+from voxtral_tts.testing import Forwarding  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
 SECONDS = FRAMES * 1920 / 24000

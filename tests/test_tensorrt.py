@@ -21,8 +21,8 @@ from voxtral_tts.engine import open_engine
 from voxtral_tts.errors import CapacityError, VoxtralError
 from voxtral_tts.runtime.backends.buckets import bucket_for
 from voxtral_tts.runtime.backends.kv_layout import KVLayout
-from voxtral_tts.runtime.backends.tensorrt import (backbone_bindings, buffer_plan, codec_bindings, device_index,
-                                                   flow_bindings, require_libraries)
+from voxtral_tts.runtime.backends.tensorrt import device_index, require_libraries
+from voxtral_tts.runtime.backends.tensorrt_buffers import backbone_bindings, buffer_plan, codec_bindings, flow_bindings
 from voxtral_tts.runtime.backends.tensorrt_plans import (KEY_FILE, backbone_profiles, cache_key, decode_buckets,
                                                          ensure_plans, graph_profiles, key_digest, plans_root,
                                                          rebuild_reason, superseded)

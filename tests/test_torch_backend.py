@@ -19,6 +19,8 @@ from voxtral_tts.model.loading import load_model  # noqa: E402
 from voxtral_tts.runtime.backends.buckets import bucket_for, power_buckets  # noqa: E402
 from voxtral_tts.runtime.backends.torch import MIN_KV_BUCKET, TorchBackend  # noqa: E402
 from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance  # noqa: E402
+from voxtral_tts.runtime.load_options import TorchOptions  # noqa: E402
+from voxtral_tts.testing import step_one  # noqa: E402
 
 from test_reference import assert_close  # noqa: E402
 
@@ -27,7 +29,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 
 
 def backend(model_dir, device, dtype, **kwargs) -> TorchBackend:
-    return TorchBackend(load_model(model_dir, progress=False), device=device, dtype=dtype, **kwargs)
+    return TorchBackend(load_model(model_dir, progress=False), TorchOptions(device=device, dtype=dtype, **kwargs))
 
 
 def flow_all(inf, hidden, noise):
@@ -83,7 +85,7 @@ def test_bf16_stage_by_stage(reference_model_dir, golden, device):
     for n, codes in enumerate(golden["codes_decoded"]):
         embed = inf.embed_codes(codes)
         assert_close(embed, golden["feedback_embeddings"][n], f"feedback {n}", rtol=1e-6)
-        hidden.append(inf.step_one(embed, P + n, slot=1))
+        hidden.append(step_one(inf, embed, P + n, slot=1))
     assert_close(np.stack(hidden), golden["frame_hidden"][1:], "frame hidden (bf16, golden codes fed back)", rtol=3e-2)
 
     flow = inf.model.acoustic_transformer
@@ -174,19 +176,19 @@ def test_cuda_graphs_equal_eager(reference_model_dir, tiny_model_dir):
 def test_option_errors(reference_model_dir, tiny_engine_dir):
     model = load_model(reference_model_dir, progress=False)
     with pytest.raises(voxtral_tts.VoxtralError, match="max_batch must be between 1 and 64"):
-        TorchBackend(model, max_batch=0)
+        TorchBackend(model, TorchOptions(max_batch=0))
     with pytest.raises(voxtral_tts.VoxtralError, match="unknown dtype 'fp8'"):
-        TorchBackend(model, dtype="fp8")
+        TorchBackend(model, TorchOptions(dtype="fp8"))
     with pytest.raises(voxtral_tts.VoxtralError, match="CUDA graphs need device 'cuda'"):
-        TorchBackend(model, cuda_graphs=True)
-    inf = TorchBackend(model, dtype="fp32", capacity=20)
+        TorchBackend(model, TorchOptions(cuda_graphs=True))
+    inf = TorchBackend(model, TorchOptions(dtype="fp32", capacity=20))
     dim = model.config.backbone.dim
     with pytest.raises(voxtral_tts.errors.CapacityError, match="prompt of 21 tokens exceeds the KV cache"):
         inf.prefill(np.zeros((21, dim), np.float32))
     with pytest.raises(voxtral_tts.VoxtralError, match=r"slots \[1\] are not distinct slots of 0..0"):
         inf.prefill(np.zeros((3, dim), np.float32), slot=1)
     with pytest.raises(voxtral_tts.errors.CapacityError, match="position 20 is beyond the KV cache"):
-        inf.step_one(np.zeros(dim, np.float32), 20)
+        step_one(inf, np.zeros(dim, np.float32), 20)
     with pytest.raises(voxtral_tts.VoxtralError, match="a flow call takes 1 to 1"):
         inf.flow(np.zeros((2, dim), np.float32), np.zeros((2, 36), np.float32))
     with pytest.raises(voxtral_tts.VoxtralError, match="a codec call takes 1 to 75 frames"):
@@ -195,7 +197,7 @@ def test_option_errors(reference_model_dir, tiny_engine_dir):
         TorchBackend.from_path(tiny_engine_dir)
     if not torch.cuda.is_available():
         with pytest.raises(voxtral_tts.VoxtralError, match="sees no CUDA GPU"):
-            TorchBackend(model, device="cuda")
+            TorchBackend(model, TorchOptions(device="cuda"))
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
@@ -233,7 +235,7 @@ def test_compiled_blocks_match(reference_model_dir, golden, device):
     inf = backend(reference_model_dir, device, "bf16", capacity=64, max_batch=2, compile=True)
     P = len(golden["prompt_ids"])
     inf.prefill(golden["input_embeddings"], slot=0)
-    hidden = [inf.step_one(inf.embed_codes(c), P + n) for n, c in enumerate(golden["codes_decoded"][:4])]
+    hidden = [step_one(inf, inf.embed_codes(c), P + n) for n, c in enumerate(golden["codes_decoded"][:4])]
     assert_close(np.stack(hidden), golden["frame_hidden"][1:5], "frame hidden (bf16, compiled blocks)", rtol=3e-2)
     codes = flow_all(inf, golden["frame_hidden"], golden["noise"][: len(golden["codes"])])
     np.testing.assert_array_equal(codes[:, 0], golden["codes"][:, 0])
@@ -262,4 +264,4 @@ def test_packed_bf16_linears_are_exact(reference_model_dir):
             torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
     assert model.acoustic_transformer.semantic_codebook_output.weight.dtype == torch.float32
     with pytest.raises(voxtral_tts.VoxtralError, match="packed for bf16 on the CPU by another torch backend"):
-        TorchBackend(model, dtype="fp32")
+        TorchBackend(model, TorchOptions(dtype="fp32"))

@@ -135,12 +135,13 @@ def test_voxtral_serve_has_no_web_flag(monkeypatch):
 
     import uvicorn
 
+    from voxtral_tts.runtime.load_options import load_plan
     from voxtral_tts.server import cli, config
 
     made = []
     monkeypatch.setattr(cli, "create_app", lambda load, options: made.append(options) or "app")
     monkeypatch.setattr(config, "model_path", lambda path: path)
-    monkeypatch.setattr(config, "options_from_args", lambda args, **kwargs: ("onnxruntime", {}))
+    monkeypatch.setattr(config, "options_from_args", lambda args, **kwargs: load_plan("onnxruntime"))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
     monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # the test process's logging stays as is
     assert cli.main(["engine"]) == 0 and cli.main(["engine", "--no-web"]) == 0

@@ -7,6 +7,10 @@ a CPU with native bf16 dot products (AVX-512 BF16, AMX, Arm BF16) runs the torch
 into the user's cache, and on CUDA the torch backend. It is also the one place above the runtime
 that may export (:mod:`voxtral_tts.export.engine_cache`). Everything else is the runtime's: the
 backend registry (:mod:`voxtral_tts.runtime.backends`) opens the backend, :class:`TTS` drives it.
+
+Options are typed (:mod:`voxtral_tts.runtime.load_options`) and checked once, where
+:func:`choose` builds them: ``load``'s keyword arguments, and the command lines' flags
+(:mod:`voxtral_tts.cli_options`), which then open the model with :func:`open_tts`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import logging
 from pathlib import Path
 
 from .engine import cache_root, is_engine_dir
-from .errors import VoxtralError
-from .runtime.backends import BACKENDS, default_backend, open_backend
-from .runtime.hardware import cpu_bf16
 from .hub import model_path
+from .runtime.backends import default_backend, open_backend
+from .runtime.hardware import cpu_bf16
+from .runtime.load_options import LoadPlan, check_option_names, load_plan
 from .runtime.tts import TTS, read_model_dir
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,16 @@ def default_choice(path: str | Path, device: str | None = None, dtype: str | Non
     return "onnxruntime", None
 
 
-#: the options of :func:`load` that configure the :class:`TTS` rather than its backend
-TTS_OPTIONS = ("prefix_cache", "prefix_cache_mb", "stream_chunks")
+def choose(path: str | Path, backend: str | None = None, **options) -> LoadPlan:
+    """The typed, checked options for ``path`` (a local model or engine directory): ``backend``
+    (default: :func:`default_choice`, whose torch dtype becomes the ``dtype`` option) and each
+    option (None: not given) — see :func:`load`."""
+    if backend is None:
+        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
+                                        options.get("threads"))
+        if dtype:
+            options = {**options, "dtype": dtype}
+    return load_plan(backend, **options)
 
 
 def load(path: str | Path, backend: str | None = None, **options) -> TTS:
@@ -53,21 +65,22 @@ def load(path: str | Path, backend: str | None = None, **options) -> TTS:
     a Hugging Face hub id of one (``mistralai/Voxtral-4B-TTS-2603``: downloaded into the hub cache
     once, :mod:`.hub`) or an engine directory (``voxtral-export``). ``backend``: torch, onnxruntime, tensorrt or
     coreml; by default the fastest faithful path for this machine (:func:`default_choice`).
-    Options: ``capacity``, ``max_batch``, ``device``, ``progress`` for every backend; ``threads``
-    (onnxruntime); ``dtype``, ``compile``, ``cuda_graphs``, ``weight_dtype`` (torch); and for the
-    :class:`TTS` itself ``prefix_cache`` (default True), ``prefix_cache_mb``, ``stream_chunks``."""
+    Options (:mod:`.runtime.load_options`): ``capacity``, ``max_batch``, ``device``, ``progress`` for
+    every backend; ``threads``, ``kv_placement`` (onnxruntime); ``dtype``, ``compile``,
+    ``cuda_graphs``, ``weight_dtype`` (torch); and for the :class:`TTS` itself ``prefix_cache``
+    (default True), ``prefix_cache_mb``, ``stream_chunks``. An unknown option, or one of another
+    backend, is one :class:`~.errors.VoxtralError` line."""
+    check_option_names(options)
     path = model_path(path, progress=options.get("progress", True))
-    tts_options = {key: options.pop(key) for key in TTS_OPTIONS if key in options}
-    if backend is None:
-        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
-                                        options.get("threads"))
-        if dtype:
-            options = {**options, "dtype": dtype}
-    if backend not in BACKENDS:
-        raise VoxtralError(f"unknown backend '{backend}'; available: {', '.join(BACKENDS)}")
+    return open_tts(path, choose(path, backend, **options))
+
+
+def open_tts(path: str | Path, plan: LoadPlan) -> TTS:
+    """The :class:`TTS` of a local model or engine directory as ``plan`` says (:func:`choose`); an
+    onnxruntime plan for a model directory exports its engine into the cache first (once)."""
     _, tokenizer, voices = read_model_dir(path)
-    path = engine_path(path, backend, progress=options.get("progress", True))
-    return TTS(open_backend(path, backend, **options), tokenizer, voices, **tts_options)
+    return TTS(open_backend(engine_path(path, plan.backend, plan.options.progress), plan.options), tokenizer, voices,
+               plan.tts)
 
 
 def engine_path(path: str | Path, backend: str, progress: bool = True) -> Path:
@@ -79,37 +92,3 @@ def engine_path(path: str | Path, backend: str, progress: bool = True) -> Path:
 
         return cached_engine(path, progress=progress).path
     return Path(path)
-
-
-def backend_options(path: str | Path, backend: str | None, *, progress: bool, capacity: int | None = None,
-                    device: str | None = None, threads: int | None = None, max_batch: int = 1,
-                    dtype: str | None = None, compile: bool = False, prefix_cache: bool = True,
-                    prefix_cache_mb: int | None = None) -> tuple[str, dict]:
-    """The backend a command line asks for and its options: ``device`` (when given: each backend
-    has its own default) and ``max_batch`` for every backend; ``threads`` for onnxruntime;
-    ``dtype`` (fp32 | bf16 | fp16) and ``compile`` for torch — an engine's precision is fixed
-    when it is exported; the voice-prefix cache for every backend. No backend named:
-    :func:`default_choice`."""
-    if backend is None:
-        backend, dtype = default_choice(path, device, dtype, compile, threads)
-    options: dict = {"progress": progress, "max_batch": max_batch, "prefix_cache": prefix_cache}
-    if prefix_cache_mb is not None:
-        if prefix_cache_mb < 0:
-            raise VoxtralError(f"--prefix-cache-mb must be at least 0, got {prefix_cache_mb}")
-        options["prefix_cache_mb"] = prefix_cache_mb
-    if device:
-        options["device"] = device
-    if capacity:
-        options["capacity"] = capacity
-    if threads and backend != "onnxruntime":
-        raise VoxtralError("--threads applies to the onnxruntime backend")
-    if (dtype or compile) and backend != "torch":
-        raise VoxtralError(f"--{'dtype' if dtype else 'compile'} applies to the torch backend "
-                           "(an engine's precision is chosen at export)")
-    if backend == "onnxruntime":
-        options["threads"] = threads
-    if backend == "torch" and dtype:
-        options["dtype"] = dtype
-    if backend == "torch" and compile:
-        options["compile"] = True
-    return backend, options

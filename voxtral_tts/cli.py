@@ -18,15 +18,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .api import backend_options, load
+from .api import open_tts
+from .cli_options import add_backend_arguments, options_from_args
 from .encoding import AudioFile, audio_format
 from .errors import ArgumentParser, VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
 from .runtime.decoding import FINISHED_END, check_temperature
 from .runtime.scheduler import AudioChunk, PartFinished, RequestFailed
-from .runtime.backends import BACKENDS
-from .runtime.constants import DEFAULT_PREFIX_CACHE_MB, MAX_TEMPERATURE
+from .runtime.constants import MAX_TEMPERATURE
 from .runtime.tts import read_model_dir
 from .text import check_text
 from .voices import OPENAI_ALIASES, voice_gender, voice_language
@@ -68,37 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return p
-
-
-def add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags that choose and configure the backend (voxtral-run and voxtral-serve)."""
-    p.add_argument("--backend", choices=BACKENDS,
-                   help="default: for an engine directory the backend of its target; for a model directory the torch "
-                        "backend in bf16 on a CPU with native bf16 (AVX-512 BF16, AMX, Arm BF16) or on cuda, else "
-                        "onnxruntime (the model exported once to the engine cache)")
-    p.add_argument("--device",
-                   help="torch and onnxruntime: cpu (default) or cuda; onnxruntime also tensorrt (its TensorRT "
-                        "execution provider); coreml: all (default), cpu, gpu or ane")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
-                   help="torch backend compute dtype (default bf16 on cuda and on CPUs with native bf16, else fp32; "
-                        "fp32 is the exact reference)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch on cuda: fuse each transformer block with torch.compile inside the CUDA graphs "
-                        "(about 1.4x faster per frame; a few seconds of compiling per new batch/length bucket)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: physical cores)")
-    p.add_argument("--capacity", type=int, help="KV cache positions: prompt + frames (default 4096, or the engine's)")
-    p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
-                   help="prefill every prompt whole instead of reusing each voice's prefix keys/values")
-    p.add_argument("--prefix-cache-mb", type=int,
-                   help=f"memory for cached voice prefixes, least recently used dropped first (default "
-                        f"{DEFAULT_PREFIX_CACHE_MB})")
-
-
-def options_from_args(args: argparse.Namespace, progress: bool, max_batch: int = 1) -> tuple[str, dict]:
-    """The backend and its options from :func:`add_backend_arguments`' flags."""
-    return backend_options(args.model, args.backend, progress=progress, capacity=args.capacity, device=args.device,
-                           threads=args.threads, max_batch=max_batch, dtype=args.dtype, compile=args.compile,
-                           prefix_cache=args.prefix_cache, prefix_cache_mb=args.prefix_cache_mb)
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -144,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     # check what is cheap to check before loading gigabytes of weights
     text = check_text(_read_text(args), max_chars=None)
     voices.get(args.voice)
-    backend, options = options_from_args(args, progress=not args.quiet)
-    tts = load(args.model, backend, **options)
+    tts = open_tts(args.model, options_from_args(args, progress=not args.quiet))
     request = tts.request(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed, streaming=False,
                           normalize=args.normalize, language=args.language, temperature=args.temperature)
     finished, frames = True, 0

@@ -1,4 +1,6 @@
-"""Random checkpoints in the released format, of any size, for tests, demos and benchmarks.
+"""Test support: random checkpoints in the released format, of any size, for tests, demos and
+benchmarks; and helpers that drive a backend one sequence at a time (:func:`step_one`,
+:func:`flow_one`) or wrap it (:class:`Forwarding`).
 
 :func:`write_random_model` writes a complete model directory — ``params.json`` with the real
 field layout, ``consolidated.safetensors`` with the real key names (BF16, streamed tensor by
@@ -25,6 +27,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_FILE, expected_tensors
 from .config import ModelConfig
+from .errors import VoxtralError
+from .runtime.backend import Backend
 from .tensors import float32_to_bf16, write_safetensors
 from .voices import VOICE_DIR
 
@@ -190,6 +194,66 @@ def _write_pt_voice(path: Path, bits: np.ndarray) -> None:
         return
     tensor = torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16)
     torch.save(tensor, path)
+
+
+# --- driving a backend by hand ------------------------------------------------------------------------
+
+def step_one(backend: Backend, embed: np.ndarray, position: int, slot: int = 0) -> np.ndarray:
+    """One backbone step of the sequence in ``slot``: embedding [D] at ``position`` → hidden [D]."""
+    return backend.step(np.asarray(embed)[None], [position], [slot])[0]
+
+
+def flow_one(backend: Backend, hidden: np.ndarray, noise: np.ndarray,
+             semantic: np.ndarray | None = None) -> np.ndarray:
+    """One frame: hidden [D], noise [36] (, semantic sampling noise [8320]) → codes [37]."""
+    return backend.flow(np.asarray(hidden)[None], np.asarray(noise)[None],
+                        None if semantic is None else np.asarray(semantic)[None])[0]
+
+
+class Forwarding(Backend):
+    """A backend that forwards every call to ``inner``: the base of wrappers that change one call
+    (tests, benchmarks), which override the public method they change. Prefills are passed on whole:
+    the inner backend decides whether to batch them."""
+
+    can_batch_prefill = True
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        super().__init__(inner.config, inner.capacity, inner.max_batch, inner.embeddings)
+        self.name = inner.name
+        self.batch_prefill = True
+
+    @classmethod
+    def from_path(cls, path, options=None):
+        raise VoxtralError("a forwarding backend wraps another backend")
+
+    def embed_tokens(self, ids):
+        return self.inner.embed_tokens(ids)
+
+    def embed_codes(self, codes):
+        return self.inner.embed_codes(codes)
+
+    @property
+    def prefix_identity(self):
+        return self.inner.prefix_identity
+
+    def compute_prefix(self, embeds):
+        return self.inner.compute_prefix(embeds)
+
+    def _prefill(self, items):
+        return self.inner.prefill_many(items)
+
+    def _step(self, embeds, positions, slots):
+        return self.inner.step(embeds, positions, slots)
+
+    def _flow(self, hidden, noise, semantic):
+        return self.inner.flow(hidden, noise, semantic)
+
+    def _codec(self, codes):
+        return self.inner.codec(codes)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def main(argv: list[str] | None = None) -> None:

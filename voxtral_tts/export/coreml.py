@@ -338,7 +338,8 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
     with torch.no_grad():
         ref = model.backbone(embeds, torch.arange(embeds.shape[1]))[0]
         results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())
-        results["coreml backbone step"] = _error(backend.step_one(embeds[0, prompt].numpy(), prompt), ref[prompt].numpy())
+        step = backend.step(embeds[0, prompt:prompt + 1].numpy(), [prompt], [0])[0]
+        results["coreml backbone step"] = _error(step, ref[prompt].numpy())
         hidden, noise = ref[-4:], torch.from_numpy(data["noise"])
         for label, semantic in (("codes", None), ("sampled codes", data["semantic"])):
             codes = backend.flow(hidden.numpy(), data["noise"], semantic)

@@ -9,8 +9,9 @@ and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`
                                    ``slot`` → hidden of position P−1 [D]; with a ``prefix``
                                    (:class:`PrefixKV` of L positions) the embeddings are the rest
                                    of the prompt, at positions L..L+P−1, attending over the prefix
-``prefill_many(items)``            several of those in one call where the backend can
-``prefix(embeds)``                 the keys/values of a prompt's first L positions, kept by the
+``prefill_many(items)``            several of those: one padded call where the backend can and
+                                   :attr:`Backend.batch_prefill` is set, else one after another
+``compute_prefix(embeds)``         the keys/values of a prompt's first L positions, kept by the
                                    caller (the voice-prefix cache) → :class:`PrefixKV`
 ``step(embeds, positions, slots)`` one backbone step for n sequences, each at its own position
                                    in its own slot: [n, D] → hidden [n, D]
@@ -22,7 +23,7 @@ and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`
 ``close()``                        release what the backend holds (also on garbage collection)
 =================================  =========================================================
 
-``prefix`` and prefill with a prefix are optional: a backend that cannot write its cache from
+``compute_prefix`` and prefill with a prefix are optional: a backend that cannot write its cache from
 outside leaves :attr:`Backend.prefix_identity` None (the runtime then always prefills whole
 prompts). A prefix is computed alone (positions 0..L−1, no slot), so a prompt prefilled as prefix +
 rest gives the same numbers whether its prefix came from the cache or was just computed.
@@ -34,8 +35,10 @@ a slot out of range or a batch larger than ``max_batch`` a :class:`VoxtralError`
 checked, contiguous arrays to the subclass's ``_prefill`` / ``_step`` / ``_flow`` / ``_codec``.
 
 Adding a backend is one module under :mod:`.backends` with a :class:`Backend` subclass that
-implements those four methods and ``from_path``, registered by name in
-:data:`voxtral_tts.runtime.backends.REGISTRY`.
+implements those four methods and ``from_path(path, options)`` — its options a dataclass of
+:mod:`.load_options` named by :attr:`Backend.options_type` —, registered by name in
+:data:`voxtral_tts.runtime.backends.REGISTRY`. A backend of an engine directory starts from
+:class:`.backends.engine_backend.EngineBackend`.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import CapacityError, VoxtralError
-from .constants import CODEC_FRAMES, MAX_BATCH
+from .constants import CODEC_FRAMES
+from .load_options import LoadOptions
 
 
 @dataclass(eq=False)
 class PrefixKV:
-    """The keys/values of a prompt's first ``length`` positions, computed by :meth:`Backend.prefix`
+    """The keys/values of a prompt's first ``length`` positions, computed by :meth:`Backend.compute_prefix`
     and usable only by a backend with the same :attr:`Backend.prefix_identity`. ``data`` is the
     backend's own (host arrays, device tensors or buffers); ``nbytes`` what it holds."""
 
@@ -81,24 +85,39 @@ class PrefillItem(NamedTuple):
 class Backend(ABC):
     #: the registry name (``torch``, ``onnxruntime``, ``tensorrt``, ``coreml``)
     name: str = ""
-    #: whether :meth:`prefill_many` runs several prompts as one padded call (a backend that can
-    #: sets it where that measured faster than one call after another; the README has the figures)
-    batched_prefill: bool = False
+    #: the type of the options :meth:`from_path` takes
+    options_type: type[LoadOptions] = LoadOptions
+    #: whether :meth:`prefill_many` can run several prompts as one padded call (what the backend
+    #: can do; :attr:`batch_prefill` is what it is set to do)
+    can_batch_prefill: bool = False
 
     def __init__(self, config: ModelConfig, capacity: int, max_batch: int = 1, embeddings=None):
-        """``embeddings``: the host tables (:class:`.host_embeddings.HostEmbeddings`) behind the
-        default ``embed_tokens`` / ``embed_codes``; a backend that looks them up itself overrides those."""
-        capacity, max_batch = int(capacity), int(max_batch)
+        """``capacity`` and ``max_batch`` as resolved from the backend's options (``max_batch``
+        checked there); ``embeddings``: the host tables (:class:`.host_embeddings.HostEmbeddings`)
+        behind the default ``embed_tokens`` / ``embed_codes``; a backend that looks them up itself
+        overrides those."""
+        capacity = int(capacity)
         if not 2 <= capacity <= config.backbone.max_seq_len:
             raise VoxtralError(f"capacity must be between 2 and the model's max_seq_len "
                                f"({config.backbone.max_seq_len}) positions, got {capacity}")
-        if not 1 <= max_batch <= MAX_BATCH:
-            raise VoxtralError(f"max_batch must be between 1 and {MAX_BATCH}, got {max_batch}")
         self.config = config
         self.capacity = capacity
-        self.max_batch = max_batch
+        self.max_batch = int(max_batch)
         self.embeddings = embeddings
+        self._batch_prefill = False
         self._instance = uuid.uuid4().hex[:12]
+
+    @property
+    def batch_prefill(self) -> bool:
+        """Whether :meth:`prefill_many` runs several prompts as one padded call (False: one after
+        another); each backend sets its default where that measured faster (the README has the figures)."""
+        return self._batch_prefill
+
+    @batch_prefill.setter
+    def batch_prefill(self, value: bool) -> None:
+        if value and not self.can_batch_prefill:
+            raise VoxtralError(f"the {self.name} backend cannot prefill several prompts in one call")
+        self._batch_prefill = bool(value)
 
     @property
     def prefix_identity(self) -> tuple | None:
@@ -111,9 +130,9 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def from_path(cls, path: str | Path, **options) -> "Backend":
-        """The backend for a model or engine directory; unknown or inapplicable options are one
-        :class:`VoxtralError` line."""
+    def from_path(cls, path: str | Path, options: LoadOptions | None = None) -> "Backend":
+        """The backend for a model or engine directory with ``options`` (an :attr:`options_type`;
+        None: its defaults); an unusable path is one :class:`VoxtralError` line."""
 
     # --- host embeddings ---------------------------------------------------------------------------
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
@@ -129,7 +148,8 @@ class Backend(ABC):
         return self.prefill_many([PrefillItem(embeds, slot, prefix)])[0]
 
     def prefill_many(self, items) -> list[np.ndarray]:
-        """Prefill each :class:`PrefillItem` (distinct slots) → the hidden of each one's last position."""
+        """Prefill each :class:`PrefillItem` (distinct slots) → the hidden of each one's last
+        position: one :meth:`_prefill` call for all where :attr:`batch_prefill`, else one each."""
         checked = []
         for item in items:
             item = PrefillItem(np.ascontiguousarray(item.embeds, dtype=np.float32), int(item.slot), item.prefix)
@@ -143,9 +163,11 @@ class Backend(ABC):
                                     f"({self.capacity} positions)")
             checked.append(item)
         self._check_slots([item.slot for item in checked])
-        return self._prefill_many(checked)
+        if self.batch_prefill:
+            return self._prefill(checked)
+        return [self._prefill([item])[0] for item in checked]
 
-    def prefix(self, embeds: np.ndarray) -> PrefixKV:
+    def compute_prefix(self, embeds: np.ndarray) -> PrefixKV:
         """The keys/values of ``embeds`` [L, D] at positions 0..L−1, for later :meth:`prefill` calls."""
         if self.prefix_identity is None:
             raise VoxtralError(f"the {self.name} backend cannot reuse a prompt prefix")
@@ -195,27 +217,13 @@ class Backend(ABC):
             raise VoxtralError(f"slots {slots} are not distinct slots of 0..{self.max_batch - 1} (max_batch "
                                f"{self.max_batch})")
 
-    # --- single-sequence helpers (tests, scripts) --------------------------------------------------
-    def step_one(self, embed: np.ndarray, position: int, slot: int = 0) -> np.ndarray:
-        """One backbone step of the sequence in ``slot``: embedding [D] at ``position`` → hidden [D]."""
-        return self.step(np.asarray(embed)[None], [position], [slot])[0]
-
-    def flow_one(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None = None) -> np.ndarray:
-        """One frame: hidden [D], noise [36] (, semantic sampling noise [8320]) → codes [37]."""
-        return self.flow(np.asarray(hidden)[None], np.asarray(noise)[None],
-                         None if semantic is None else np.asarray(semantic)[None])[0]
-
     # --- what a backend implements -----------------------------------------------------------------
     @abstractmethod
-    def _prefill(self, embeds: np.ndarray, slot: int, prefix: PrefixKV | None = None) -> np.ndarray:
-        """Checked: float32 [P, D] after ``prefix`` (None: at position 0), fitting the cache, a
-        valid slot → hidden of the last position [D]. A backend with :attr:`prefix_identity` None
-        is never given a prefix."""
-
-    def _prefill_many(self, items: list[PrefillItem]) -> list[np.ndarray]:
-        """Checked items in distinct slots; by default one :meth:`_prefill` after another (a backend
-        that batches them checks :attr:`batched_prefill` and falls back to this)."""
-        return [self._prefill(embeds, slot, prefix) for embeds, slot, prefix in items]
+    def _prefill(self, items: list[PrefillItem]) -> list[np.ndarray]:
+        """Checked items — float32 [P, D] after each one's ``prefix`` (None: at position 0),
+        fitting the cache, distinct valid slots — → the hidden of each one's last position [D].
+        Given one item at a time unless :attr:`batch_prefill`; a backend with
+        :attr:`prefix_identity` None is never given a prefix."""
 
     def _prefix(self, embeds: np.ndarray) -> tuple[int, int, Any]:
         """Checked float32 [L, D] → (L, bytes held, the backend's keys/values of positions 0..L−1)."""
@@ -233,48 +241,3 @@ class Backend(ABC):
     @abstractmethod
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         """Checked: int64 [T, 37], 1 ≤ T ≤ CODEC_FRAMES → float32 audio [T · samples_per_frame]."""
-
-
-class Forwarding(Backend):
-    """A backend that forwards every call to ``inner``: the base of wrappers that change one call
-    (tests, benchmarks), which override the public method they change."""
-
-    def __init__(self, inner: Backend):
-        self.inner = inner
-        super().__init__(inner.config, inner.capacity, inner.max_batch, inner.embeddings)
-        self.name = inner.name
-
-    @classmethod
-    def from_path(cls, path, **options):
-        raise VoxtralError("a forwarding backend wraps another backend")
-
-    def embed_tokens(self, ids):
-        return self.inner.embed_tokens(ids)
-
-    def embed_codes(self, codes):
-        return self.inner.embed_codes(codes)
-
-    @property
-    def prefix_identity(self):
-        return self.inner.prefix_identity
-
-    def prefix(self, embeds):
-        return self.inner.prefix(embeds)
-
-    def _prefill(self, embeds, slot, prefix=None):
-        return self.inner.prefill(embeds, slot, prefix)
-
-    def _prefill_many(self, items):
-        return self.inner.prefill_many(items)
-
-    def _step(self, embeds, positions, slots):
-        return self.inner.step(embeds, positions, slots)
-
-    def _flow(self, hidden, noise, semantic):
-        return self.inner.flow(hidden, noise, semantic)
-
-    def _codec(self, codes):
-        return self.inner.codec(codes)
-
-    def close(self) -> None:
-        self.inner.close()

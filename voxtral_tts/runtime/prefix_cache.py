@@ -12,7 +12,7 @@ than most sentences. The scheduler asks this cache for that prefix's keys/values
   capacity.
 - Bounded: least recently used entries are dropped past a byte budget (``budget_bytes``, default
   :data:`DEFAULT_PREFIX_CACHE_BYTES`); a prefix larger than the whole budget is used and not kept.
-- A miss computes the prefix alone (:meth:`~.backend.Backend.prefix`), so a prompt gives the same
+- A miss computes the prefix alone (:meth:`~.backend.Backend.compute_prefix`), so a prompt gives the same
   numbers whether its prefix came from the cache, was just computed, or was evicted and computed
   again.
 """
@@ -69,7 +69,7 @@ class PrefixCache:
             self.hits += 1
             return entry
         self.misses += 1
-        entry = backend.prefix(prefix)
+        entry = backend.compute_prefix(prefix)
         if entry.nbytes > self.budget_bytes:
             log.info("a %d-position prompt prefix takes %.1f MB, more than the prefix cache's budget (%.1f MB): "
                      "used, not kept", entry.length, entry.nbytes / 2**20, self.budget_bytes / 2**20)

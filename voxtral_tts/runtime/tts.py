@@ -24,8 +24,8 @@ from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
 from .backend import Backend
 from .codec import codec_audio
-from .constants import DEFAULT_PREFIX_CACHE_MB, STREAM_CHUNKS
 from .decoding import FINISHED_END, LIMIT_CAPACITY, NoiseSource, frame_budget
+from .load_options import TTSOptions
 from .prefix_cache import PrefixCache
 from .scheduler import AudioChunk, Event, PartFinished, Request, RequestFailed, Scheduler
 
@@ -54,23 +54,21 @@ class SynthesisResult:
 
 
 class TTS:
-    """``prefix_cache``: keep each voice's prefix keys/values and prefill only the rest of a prompt
-    (True, the default, with a budget of ``prefix_cache_mb``; False: prefill whole prompts; or a
-    :class:`.prefix_cache.PrefixCache` to use). ``stream_chunks``: frames per streamed chunk, the
-    last repeating (default 2, 3, 5, 5, 5, 5, 25)."""
+    """A backend with its tokenizer and voices, and the scheduler every request runs through.
+    ``options``: the TTS's own (:class:`.load_options.TTSOptions`: the voice-prefix cache and its
+    budget, the stream schedule); ``prefix_cache``: a :class:`.prefix_cache.PrefixCache` to use
+    instead of one made from ``options`` (e.g. one shared by several TTS over one backend)."""
 
-    def __init__(self, backend: Backend, tokenizer: Tekken, voice_bank: VoiceBank,
-                 prefix_cache: bool | PrefixCache = True, prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
-                 stream_chunks=STREAM_CHUNKS):
+    def __init__(self, backend: Backend, tokenizer: Tekken, voice_bank: VoiceBank, options: TTSOptions | None = None,
+                 prefix_cache: PrefixCache | None = None):
+        options = options or TTSOptions()
         self.backend = backend
         self.config: ModelConfig = backend.config
         self.tokenizer = tokenizer
         self.voice_bank = voice_bank
-        if prefix_cache is True:
-            if prefix_cache_mb is None or prefix_cache_mb < 0:
-                raise VoxtralError(f"the prefix cache's budget must be at least 0 MB, got {prefix_cache_mb}")
-            prefix_cache = PrefixCache(int(prefix_cache_mb) << 20)
-        self.scheduler = Scheduler(backend, self.prompt, prefix_cache or None, stream_chunks)
+        if prefix_cache is None and options.prefix_cache:
+            prefix_cache = PrefixCache(options.prefix_cache_mb << 20)
+        self.scheduler = Scheduler(backend, self.prompt, prefix_cache, options.stream_chunks)
 
     @property
     def voices(self) -> list[str]:

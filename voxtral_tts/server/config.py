@@ -10,12 +10,12 @@ import argparse
 import functools
 from dataclasses import dataclass
 
-from ..api import load
-from ..cli import add_backend_arguments, options_from_args
+from ..api import open_tts
+from ..cli_options import add_backend_arguments, options_from_args
 from ..errors import ArgumentParser, VoxtralError
 from ..hub import model_path
-from ..runtime.codec import parse_stream_chunks
 from ..runtime.constants import STREAM_CHUNKS
+from ..runtime.load_options import LoadPlan
 from .schemas import ServerOptions
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
@@ -58,27 +58,24 @@ class ServeConfig:
 
     model: str
     backend: str
-    load_options: dict
+    load_options: LoadPlan
     server: ServerOptions
     max_batch: int
 
     @property
     def load(self):
         """The model's loader: a picklable callable (Ray sends it to each replica)."""
-        return functools.partial(load, self.model, self.backend, **self.load_options)
+        return functools.partial(open_tts, self.model, self.load_options)
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
     """The model path, backend and options from parsed flags (checked here, before anything loads)."""
-    if args.max_batch < 1:
-        raise VoxtralError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.max_queue < 0:
         raise VoxtralError(f"--max-queue must be at least 0, got {args.max_queue}")
     model = model_path(args.model)
-    backend, options = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
-                                         max_batch=args.max_batch)
-    options["stream_chunks"] = parse_stream_chunks(args.stream_chunks)
-    return ServeConfig(str(model), backend, options, ServerOptions(max_queue=args.max_queue,
+    plan = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
+                             max_batch=args.max_batch, stream_chunks=args.stream_chunks)
+    return ServeConfig(str(model), plan.backend, plan, ServerOptions(max_queue=args.max_queue,
                                                                    max_frames=args.max_frames,
                                                                    max_input_chars=args.max_input_chars,
                                                                    web=args.web),

@@ -181,10 +181,11 @@ class VoxtralTTS:
 
 def replica_resources(config: ServeConfig) -> dict:
     """What a replica asks Ray for: a GPU for the CUDA paths, else its CPU threads (1 by default)."""
-    device = str(config.load_options.get("device") or "")
+    options = config.load_options.options
+    device = str(options.device or "")
     if config.backend == "tensorrt" or device.startswith("cuda") or device == "tensorrt":
         return {"num_cpus": 1, "num_gpus": 1}
-    return {"num_cpus": config.load_options.get("threads") or 1}
+    return {"num_cpus": getattr(options, "threads", None) or 1}
 
 
 def application(load: Callable[[], TTS], options: ServerOptions, *, max_batch: int, replicas: int = 1,

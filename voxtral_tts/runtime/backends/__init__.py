@@ -3,7 +3,9 @@
 onnxruntime, tensorrt, coremltools) is imported only when that backend is chosen.
 
 Adding a backend: write ``backends/<name>.py`` with a :class:`Backend` subclass (``from_path``,
-``_prefill``, ``_step``, ``_flow``, ``_codec``) and add one line to :data:`REGISTRY`.
+``_prefill``, ``_step``, ``_flow``, ``_codec``; an engine directory's backend starts from
+:class:`.engine_backend.EngineBackend`), its options type in :mod:`..load_options` (named by the
+class's ``options_type``, listed in :data:`..load_options.OPTIONS`), and one line in :data:`REGISTRY`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from pathlib import Path
 
 from ...engine import MANIFEST, is_engine_dir
-from ...errors import VoxtralError
+from ..load_options import LoadOptions
 
 #: name → (module under this package, class)
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -28,8 +30,7 @@ TARGET_BACKENDS = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "coreml": "cor
 
 
 def backend_class(name: str):
-    if name not in REGISTRY:
-        raise VoxtralError(f"unknown backend '{name}'; available: {', '.join(BACKENDS)}")
+    """The class of a registered backend (a name checked by :func:`..load_options.load_plan`)."""
     module, cls = REGISTRY[name]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
@@ -50,6 +51,6 @@ def default_backend(path: str | Path) -> str:
     return "torch" if target is None else TARGET_BACKENDS.get(target, "onnxruntime")
 
 
-def open_backend(path: str | Path, backend: str | None = None, **options):
-    """The backend ``backend`` (default: :func:`default_backend`) for a model or engine directory."""
-    return backend_class(backend or default_backend(path)).from_path(path, **options)
+def open_backend(path: str | Path, options: LoadOptions):
+    """The backend ``options`` are for (their type names it), for a model or engine directory."""
+    return backend_class(options.backend).from_path(path, options)

@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from ...engine import Engine, is_engine_dir, open_engine
+from ...engine import Engine
 from ...errors import VoxtralError
-from ..backend import Backend
 from ..codec import pad_codec_chunk
-from .host_embeddings import HostEmbeddings
+from ..load_options import CoreMLOptions
+from .engine_backend import EngineBackend
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +49,29 @@ def coreml_unavailable() -> str | None:
     return None
 
 
-class CoreMLBackend(Backend):
-    """``models``: the three packages already loaded (anything with MLModel's ``predict`` and, for
-    the backbone, ``make_state``); loaded from the engine with ``device``'s compute units if None.
+class CoreMLBackend(EngineBackend):
+    """An engine directory exported with ``--target coreml``. ``options.device``: all (default:
+    CPU, GPU and Neural Engine), cpu, gpu or ane (CPU and Neural Engine). ``models``: the three
+    packages already loaded (anything with MLModel's ``predict`` and, for the backbone,
+    ``make_state``); loaded from the engine with the device's compute units if None.
     ``max_batch`` sequences may be in flight, each with its own state; a step for several runs one
     backbone call per sequence (the package's batch is 1)."""
 
     name = "coreml"
+    options_type = CoreMLOptions
+    export_flags = " --target coreml"
 
-    def __init__(self, engine: Engine, models: dict | None = None, capacity: int | None = None, device: str = "all",
-                 max_batch: int = 1):
-        if engine.target != "coreml":
-            raise VoxtralError(f"{engine.path}: is a {engine.target} engine; the coreml backend runs engines "
-                               "exported with voxtral-export --target coreml")
-        if capacity is not None and not 2 <= capacity <= engine.capacity:
-            raise VoxtralError(f"{engine.path}: capacity {capacity} is not available: this Core ML engine's KV cache "
-                               f"holds {engine.capacity} positions (re-export with --capacity to change it)")
-        super().__init__(engine.config, capacity or engine.capacity, max_batch, HostEmbeddings(engine))
-        self.engine = engine
+    def __init__(self, engine: Engine, options: CoreMLOptions | None = None, models: dict | None = None):
+        options = options or CoreMLOptions()
+        super().__init__(engine, options)
+        if self.capacity > engine.capacity:
+            raise VoxtralError(f"{engine.path}: capacity {options.capacity} is not available: this Core ML engine's "
+                               f"KV cache holds {engine.capacity} positions (re-export with --capacity to change it)")
+        self.device = options.device or "all"
         self._codec_frames = int(engine.manifest["codec_frames"])
         if models is None:
-            models = self._load(engine, device)
+            models = self._load(engine, self.device)
         self._models = models
-        self.device = device
         self._states: list = [None] * self.max_batch  # one Core ML state (KV cache) per slot
         # the state's names, where this coremltools can read and write a state from Python (9+)
         try:
@@ -84,18 +83,10 @@ class CoreMLBackend(Backend):
             self._state_names = [state.name for state in models["backbone"].get_spec().description.state]
 
     @classmethod
-    def from_path(cls, path: str | Path, capacity: int | None = None, progress: bool = True, device: str | None = None,
-                  threads: int | None = None, max_batch: int = 1) -> "CoreMLBackend":
-        """An engine directory exported with ``--target coreml``. ``device``: all (default: CPU, GPU
-        and Neural Engine), cpu, gpu or ane (CPU and Neural Engine). ``progress`` is unused."""
-        path = Path(path)
-        if not is_engine_dir(path):
-            raise VoxtralError(f"{path}: the coreml backend needs an engine directory "
-                               "(voxtral-export MODEL_DIR -o ENGINE_DIR --target coreml)")
-        engine = open_engine(path)
-        if threads:
-            raise VoxtralError("--threads applies to the onnxruntime backend; Core ML schedules its own threads")
-        return cls(engine, capacity=capacity, device=device or "all", max_batch=max_batch)
+    def check_engine(cls, engine: Engine) -> None:
+        if engine.target != "coreml":
+            raise VoxtralError(f"{engine.path}: is a {engine.target} engine; the coreml backend runs engines "
+                               "exported with voxtral-export --target coreml")
 
     @staticmethod
     def _load(engine: Engine, device: str) -> dict:
@@ -133,7 +124,9 @@ class CoreMLBackend(Backend):
         data = {name: np.array(state.read_state(name)[..., :length, :]) for name in self._state_names}
         return length, sum(a.nbytes for a in data.values()), data
 
-    def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
+    def _prefill(self, items) -> list[np.ndarray]:
+        """One prompt into a fresh state for its slot (after its prefix's rows, when given)."""
+        ((embeds, slot, prefix),) = items
         state = self._models["backbone"].make_state()  # a fresh cache for this sequence
         start = 0
         if prefix is not None:  # written whole: MLState.write_state takes the state's full shape
@@ -144,7 +137,7 @@ class CoreMLBackend(Backend):
                 state.write_state(name, full)
         hidden = self._backbone(embeds, np.arange(start, start + embeds.shape[0]), state)[-1].copy()
         self._states[slot] = state
-        return hidden
+        return [hidden]
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         out = []

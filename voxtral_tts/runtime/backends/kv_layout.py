@@ -38,10 +38,6 @@ class Copy2D:
     def nbytes(self) -> int:
         return self.width * self.height
 
-    def reversed(self) -> "Copy2D":
-        """The same rows copied the other way (from ``dst`` back to ``src``)."""
-        return Copy2D(self.src, self.src_pitch, self.dst, self.dst_pitch, self.width, self.height)
-
     def runs(self) -> list[tuple[int, int, int]]:
         """The same copy as contiguous pieces (dst, src, nbytes): one when both sides are dense."""
         if self.dst_pitch == self.width and self.src_pitch == self.width:

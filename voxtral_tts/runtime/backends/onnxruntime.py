@@ -25,15 +25,15 @@ import logging
 import os
 import struct
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...engine import Engine, is_engine_dir, open_engine
+from ...engine import Engine
 from ...errors import EngineError, VoxtralError
-from ..backend import Backend, PrefillItem, PrefixKV
-from .host_embeddings import HostEmbeddings
+from ..backend import PrefillItem
+from ..load_options import OnnxOptions
+from .engine_backend import EngineBackend
 from .kv_layout import KVLayout
 
 log = logging.getLogger(__name__)
@@ -249,49 +249,36 @@ class DeviceKV(_KVStore):
         return self._rows[ptr, nbytes]
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(EngineBackend):
+    """An engine directory's graphs in ONNX Runtime (a model directory is exported first by
+    :func:`voxtral_tts.load`). ``options.device``: cpu (default), cuda or tensorrt (execution
+    providers); ``options.kv_placement``: ``host`` (numpy) or ``device`` (OrtValues on the
+    provider's device), by default host for the CPU and device for CUDA / TensorRT (``device`` on
+    the CPU runs the GPU path's binding and copy logic on host memory, for tests)."""
+
     name = "onnxruntime"
-    #: can prefill several prompts in one padded call; by default one after another, which measured
-    #: as fast or faster on the CPU (README) and is the choice last measured on a GPU
-    batched_prefill = True
+    options_type = OnnxOptions
+    #: by default one prompt after another, which measured as fast or faster on the CPU (README)
+    #: and is the choice last measured on a GPU
+    can_batch_prefill = True
 
-    @classmethod
-    def from_path(cls, path: str | Path, capacity: int | None = None, device: str | None = None,
-                  threads: int | None = None, max_batch: int = 1, progress: bool = True,
-                  kv_placement: str | None = None) -> "OnnxBackend":
-        """An engine directory (``voxtral-export``; a model directory is exported first by
-        :func:`voxtral_tts.load`). ``device``: cpu (default), cuda or tensorrt (execution providers).
-        ``progress`` is accepted like every backend's (loading has no long step to report)."""
-        path = Path(path)
-        if not is_engine_dir(path):
-            raise VoxtralError(f"{path}: the onnxruntime backend runs an engine directory; make one with "
-                               f"voxtral-export {path} -o ENGINE_DIR")
-        return cls(open_engine(path), capacity=capacity, device=device or "cpu", threads=threads, max_batch=max_batch,
-                   kv_placement=kv_placement)
-
-    def __init__(self, engine: Engine, capacity: int | None = None, device: str = "cpu", threads: int | None = None,
-                 max_batch: int = 1, kv_placement: str | None = None):
-        """``kv_placement``: ``host`` (numpy) or ``device`` (OrtValues on the provider's device);
-        by default host for the CPU and device for CUDA / TensorRT (``device`` on the CPU runs the
-        GPU path's binding and copy logic on host memory, for tests)."""
+    def __init__(self, engine: Engine, options: OnnxOptions | None = None):
         import onnxruntime as ort
 
-        super().__init__(engine.config, capacity or engine.capacity, max_batch, HostEmbeddings(engine))
-        self.engine = engine
-        self.batched_prefill = False
+        options = options or OnnxOptions()
+        super().__init__(engine, options)
+        device = options.device or "cpu"
         self.providers = providers_for(device)
-        kv_placement = kv_placement or KV_PLACEMENT[device]
-        if kv_placement not in ("host", "device"):
-            raise VoxtralError(f"kv_placement must be 'host' or 'device', got '{kv_placement}'")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or physical_cores()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.threads or physical_cores()
+        session_options.inter_op_num_threads = 1
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._sessions = {}
         for name in ("backbone", "flow_frame", "codec"):
             log.info("loading %s", engine.graph_path(name).name)
             try:
-                session = ort.InferenceSession(str(engine.graph_path(name)), options, providers=self.providers)
+                session = ort.InferenceSession(str(engine.graph_path(name)), session_options,
+                                               providers=self.providers)
             except Exception as exc:  # onnxruntime's own errors: a truncated graph or weights file
                 log.info("onnxruntime cannot load %s: %s", engine.graph_path(name), exc)
                 files = [engine.graph_path(name)] + [engine.path / f for f in engine.manifest["graphs"][name].get(
@@ -303,23 +290,15 @@ class OnnxBackend(Backend):
                                    "CUDA/cuDNN libraries are missing); see onnxruntime-gpu's requirements")
             self._sessions[name] = session
 
-        b, a = self.config.backbone, self.config.audio
-        slots = self.max_batch
+        b, slots = self.config.backbone, self.max_batch
         self._n_layers, self._kv = b.n_layers, (b.n_kv_heads, b.head_dim)
         self.layout = KVLayout.for_config(self.config, self.capacity, slots)
-        if kv_placement == "host":
+        if (options.kv_placement or KV_PLACEMENT[device]) == "host":
             self._cache = HostKV(self.layout)
         else:
             self._cache = DeviceKV(self.layout, "cuda" if device != "cpu" else "cpu")
-        self._step_embeds = np.zeros((slots, 1, b.dim), np.float32)
-        self._step_positions = np.zeros((slots, 1), np.int64)
+        self._host_buffers(flow_rows=1)
         self._step_lengths = np.zeros(slots, np.int64)
-        self._step_hidden = np.zeros((slots, 1, b.dim), np.float32)
-        self._flow_hidden = np.zeros((1, b.dim), np.float32)
-        self._flow_noise = np.zeros((1, a.n_acoustic_codebook), np.float32)
-        self._flow_semantic = np.zeros((1, a.semantic_head_rows), np.float32)  # zeros unless sampling
-        self._flow_sampled = False  # whether _flow_semantic holds a sample (to be zeroed for greedy)
-        self._flow_codes = np.zeros((1, a.num_codebooks), np.int64)
         self._step_binding = self._sessions["backbone"].io_binding()
         self._bind(self._step_binding, "input", "embeds", self._step_embeds)
         self._bind(self._step_binding, "input", "positions", self._step_positions)
@@ -360,14 +339,9 @@ class OnnxBackend(Backend):
         _, present = self._run_prefill(embeds[None], np.arange(length, dtype=np.int64)[None], np.zeros(1, np.int64))
         return length, 2 * self.layout.n_layers * length * self.layout.row_bytes, present
 
-    def _prefill(self, embeds: np.ndarray, slot: int, prefix: PrefixKV | None = None) -> np.ndarray:
-        return self._prefill_many([PrefillItem(embeds, slot, prefix)])[0]
-
-    def _prefill_many(self, items: list[PrefillItem]) -> list[np.ndarray]:
+    def _prefill(self, items: list[PrefillItem]) -> list[np.ndarray]:
         """One backbone call for every item: rows padded at the end to the longest (causal, so the
         padding is never seen), each row at its own positions after its own prefix (``past_lengths``)."""
-        if len(items) > 1 and not self.batched_prefill:
-            return super()._prefill_many(items)
         batch, dim = len(items), self.config.backbone.dim
         starts = [item.start for item in items]
         lengths = [item.embeds.shape[0] for item in items]
@@ -426,14 +400,9 @@ class OnnxBackend(Backend):
         return hidden, present
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """One backbone call for every slot; the slots not named decode a dummy token whose rows
-        are never stored."""
-        self._step_embeds.fill(0.0)
-        self._step_positions.fill(0)
-        self._step_lengths.fill(0)
-        self._step_embeds[slots, 0] = embeds
-        self._step_positions[slots, 0] = positions
-        self._step_lengths[slots] = positions  # the sequence's filled positions before this one
+        """One backbone call for every slot (:meth:`_stage_step`)."""
+        self._stage_step(embeds, positions, slots)
+        self._step_lengths[:] = self._step_positions[:, 0]  # each sequence's filled positions before this one
         # the filled prefix grows by one each step
         self._cache.bind_past(self._step_binding, int(positions.max()))
         self._sessions["backbone"].run_with_iobinding(self._step_binding)
@@ -443,13 +412,7 @@ class OnnxBackend(Backend):
     # --- flow and codec ----------------------------------------------------------------------------
     def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         if len(hidden) == 1:  # the common case, through fixed bindings
-            self._flow_hidden[0] = hidden[0]
-            self._flow_noise[0] = noise[0]
-            if semantic is not None:
-                self._flow_semantic[0] = semantic[0]
-            elif self._flow_sampled:
-                self._flow_semantic.fill(0.0)
-            self._flow_sampled = semantic is not None
+            self._stage_flow(hidden, noise, semantic)
             self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
             return self._flow_codes.copy()
         if semantic is None:

@@ -27,20 +27,16 @@ order on one CUDA stream; the activation memory of every context is one shared b
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from ...config import ModelConfig
-from ...engine import Engine, is_engine_dir, open_engine
+from ...engine import Engine
 from ...errors import EngineError, VoxtralError
-from ..backend import Backend
 from ..codec import pad_codec_chunk
-from ..constants import CODEC_FRAMES
+from ..load_options import TensorRTOptions
 from .buckets import bucket_for
-from .host_embeddings import HostEmbeddings
+from .engine_backend import EngineBackend
 from .kv_layout import Copy2D, KVLayout
+from .tensorrt_buffers import TensorBinding, backbone_bindings, buffer_plan, codec_bindings, flow_bindings
 from .tensorrt_plans import DECODE_BUCKET, decode_buckets, ensure_plans
 
 log = logging.getLogger(__name__)
@@ -122,100 +118,6 @@ def check_engine(engine: Engine) -> None:
     raise VoxtralError(f"{engine.path}: {what}; export one with voxtral-export --target tensorrt")
 
 
-# --- the device buffer plan --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DeviceBuffer:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # float32 | int64
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-
-@dataclass(frozen=True)
-class TensorBinding:
-    """A graph tensor bound to ``buffer`` at byte ``offset``, with its largest shape."""
-
-    tensor: str
-    buffer: str
-    offset: int
-    shape: tuple[int, ...]
-
-
-def buffer_plan(config: ModelConfig, capacity: int, max_batch: int,
-                codec_frames: int = CODEC_FRAMES) -> list[DeviceBuffer]:
-    """Every device buffer the backend allocates (once), besides TensorRT's activation memory."""
-    layout = KVLayout.for_config(config, capacity, max_batch)
-    dim, a, slots = config.backbone.dim, config.audio, max_batch
-    f32, i64 = "float32", "int64"
-    return [
-        DeviceBuffer("kv.k", layout.shape, f32),
-        DeviceBuffer("kv.v", layout.shape, f32),
-        DeviceBuffer("prefill.embeds", (1, capacity, dim), f32),
-        DeviceBuffer("prefill.positions", (1, capacity), i64),
-        DeviceBuffer("prefill.past_lengths", (1,), i64),
-        DeviceBuffer("prefill.past", (1, 1, *layout.row_shape), f32),  # one masked zero row for every layer
-        DeviceBuffer("prefill.hidden", (1, capacity, dim), f32),
-        DeviceBuffer("prefill.present_k", layout.present_shape(capacity, 1), f32),
-        DeviceBuffer("prefill.present_v", layout.present_shape(capacity, 1), f32),
-        DeviceBuffer("step.embeds", (slots, 1, dim), f32),
-        DeviceBuffer("step.positions", (slots, 1), i64),
-        DeviceBuffer("step.past_lengths", (slots,), i64),
-        DeviceBuffer("step.hidden", (slots, 1, dim), f32),
-        DeviceBuffer("step.present_k", layout.present_shape(1, slots), f32),
-        DeviceBuffer("step.present_v", layout.present_shape(1, slots), f32),
-        DeviceBuffer("flow.hidden", (slots, dim), f32),
-        DeviceBuffer("flow.noise", (slots, a.n_acoustic_codebook), f32),
-        DeviceBuffer("flow.semantic_noise", (slots, a.semantic_head_rows), f32),
-        DeviceBuffer("flow.codes", (slots, a.num_codebooks), i64),
-        DeviceBuffer("codec.codes", (1, codec_frames, a.num_codebooks), i64),
-        DeviceBuffer("codec.audio", (1, codec_frames * config.samples_per_frame), f32),
-    ]
-
-
-def backbone_bindings(layout: KVLayout, dim: int, bucket: int | None = None) -> list[TensorBinding]:
-    """The backbone's tensors: prefill (``bucket`` None, shapes at their maximum) or the decode
-    step of one past bucket, whose ``past_*`` inputs are the cache prefixes."""
-    pasts = [(f"past_{kind}.{i}", kind, i) for i in range(layout.n_layers) for kind in ("k", "v")]
-    if bucket is None:
-        length = layout.capacity
-        return [
-            TensorBinding("embeds", "prefill.embeds", 0, (1, length, dim)),
-            TensorBinding("positions", "prefill.positions", 0, (1, length)),
-            TensorBinding("past_lengths", "prefill.past_lengths", 0, (1,)),
-            *[TensorBinding(name, "prefill.past", 0, (1, 1, *layout.row_shape)) for name, _, _ in pasts],
-            TensorBinding("hidden", "prefill.hidden", 0, (1, length, dim)),
-            TensorBinding("present_k", "prefill.present_k", 0, layout.present_shape(length, 1)),
-            TensorBinding("present_v", "prefill.present_v", 0, layout.present_shape(length, 1)),
-        ]
-    slots = layout.slots
-    return [
-        TensorBinding("embeds", "step.embeds", 0, (slots, 1, dim)),
-        TensorBinding("positions", "step.positions", 0, (slots, 1)),
-        TensorBinding("past_lengths", "step.past_lengths", 0, (slots,)),
-        *[TensorBinding(name, f"kv.{kind}", *layout.prefix(i, bucket)) for name, kind, i in pasts],
-        TensorBinding("hidden", "step.hidden", 0, (slots, 1, dim)),
-        TensorBinding("present_k", "step.present_k", 0, layout.present_shape(1, slots)),
-        TensorBinding("present_v", "step.present_v", 0, layout.present_shape(1, slots)),
-    ]
-
-
-def flow_bindings(config: ModelConfig, slots: int) -> list[TensorBinding]:
-    a = config.audio
-    return [TensorBinding("hidden", "flow.hidden", 0, (slots, config.backbone.dim)),
-            TensorBinding("noise", "flow.noise", 0, (slots, a.n_acoustic_codebook)),
-            TensorBinding("semantic_noise", "flow.semantic_noise", 0, (slots, a.semantic_head_rows)),
-            TensorBinding("codes", "flow.codes", 0, (slots, a.num_codebooks))]
-
-
-def codec_bindings(config: ModelConfig, frames: int = CODEC_FRAMES) -> list[TensorBinding]:
-    return [TensorBinding("codes", "codec.codes", 0, (1, frames, config.audio.num_codebooks)),
-            TensorBinding("audio", "codec.audio", 0, (1, frames * config.samples_per_frame))]
-
-
 # --- the backend -------------------------------------------------------------------------------------
 
 class DevicePrefix:
@@ -236,33 +138,22 @@ class DevicePrefix:
         self.ptr = {}
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(EngineBackend):
+    """A TensorRT engine directory (``voxtral-export --target tensorrt``), or an fp32/fp16 ONNX
+    engine directory (its graphs built as they are): plans built on first use, cached."""
+
     name = "tensorrt"
+    options_type = TensorRTOptions
+    export_flags = " --target tensorrt"
+    check_engine = staticmethod(check_engine)
 
-    @classmethod
-    def from_path(cls, path: str | Path, capacity: int | None = None, progress: bool = True, device=None,
-                  threads: int | None = None, max_batch: int = 1) -> "TensorRTBackend":
-        """The backend of a TensorRT engine directory (``voxtral-export --target tensorrt``), or of
-        an fp32/fp16 ONNX engine directory (its graphs built as they are). ``progress`` is accepted
-        like every backend's (plan building logs its own progress)."""
-        path = Path(path)
-        if not is_engine_dir(path):
-            raise VoxtralError(f"{path}: the tensorrt backend runs an engine directory; make one with "
-                               f"voxtral-export {path} -o ENGINE_DIR --target tensorrt")
-        engine = open_engine(path)
-        check_engine(engine)
-        if threads:
-            raise VoxtralError("--threads does not apply to the tensorrt backend")
-        return cls(engine, capacity=capacity, max_batch=max_batch, device=device)
-
-    def __init__(self, engine: Engine, capacity: int | None = None, max_batch: int = 1, device=None,
-                 bucket_width: int = DECODE_BUCKET):
+    def __init__(self, engine: Engine, options: TensorRTOptions | None = None, bucket_width: int = DECODE_BUCKET):
+        options = options or TensorRTOptions()
         self._closed = True
-        super().__init__(engine.config, capacity or engine.capacity, max_batch)
+        super().__init__(engine, options)
         trt, cudart = require_libraries()
-        self._device_index = device_index(device)
+        self._device_index = device_index(options.device)
         gpu, capability = open_cuda(cudart, self._device_index)
-        self.engine = engine
         self._slots = self.max_batch
         self.layout = KVLayout.for_config(self.config, self.capacity, self._slots)
         self.buckets = decode_buckets(self.capacity, bucket_width)
@@ -298,16 +189,7 @@ class TensorRTBackend(Backend):
         self._contexts["codec", None] = self._context("codec", 0, codec_bindings(self.config), scratch)
         self._cuda("cudaStreamSynchronize", self._stream)
 
-        a = self.config.audio
-        self._step_embeds = np.zeros((self._slots, 1, dim), np.float32)
-        self._step_positions = np.zeros((self._slots, 1), np.int64)
-        self._step_hidden = np.zeros((self._slots, 1, dim), np.float32)
-        self._flow_hidden = np.zeros((self._slots, dim), np.float32)
-        self._flow_noise = np.zeros((self._slots, a.n_acoustic_codebook), np.float32)
-        self._flow_semantic = np.zeros((self._slots, a.semantic_head_rows), np.float32)
-        self._flow_sampled = False  # whether the device's flow.semantic_noise holds samples
-        self._flow_codes = np.zeros((self._slots, a.num_codebooks), np.int64)
-        self.embeddings = HostEmbeddings(engine)
+        self._host_buffers(flow_rows=self._slots)
         total = sum(b.nbytes for b in self.buffers.values()) + scratch
         log.info("TensorRT %s on %s (sm_%d%d), %s: %.2f GB of buffers, %d decode buckets", trt.__version__, gpu,
                  *capability, engine.precision, total / 1e9, len(self.buckets))
@@ -411,7 +293,10 @@ class TensorRTBackend(Backend):
         self._cuda("cudaStreamSynchronize", self._stream)
         return length, 2 * nbytes, prefix
 
-    def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
+    def _prefill(self, items) -> list[np.ndarray]:
+        """One prompt (TensorRT's prefill profile has batch 1): the prefill context, then the
+        prefix's rows and the new ones copied into the slot."""
+        ((embeds, slot, prefix),) = items
         dim = self.config.backbone.dim
         length, start = embeds.shape[0], 0 if prefix is None else prefix.length
         self._run_prefill(embeds, prefix)
@@ -424,7 +309,7 @@ class TensorRTBackend(Backend):
                        self._ptr[f"prefill.present_{kind}"])
         hidden = np.empty(dim, np.float32)
         self._d2h(hidden, "prefill.hidden", (length - 1) * dim * 4)
-        return hidden
+        return [hidden]
 
     def _run_prefill(self, embeds: np.ndarray, prefix) -> None:
         """The prefill context on ``embeds`` after ``prefix`` (its buffers bound as each layer's past),
@@ -449,11 +334,8 @@ class TensorRTBackend(Backend):
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """One replay of the step graph of the smallest past bucket that holds every sequence; the
-        slots not named decode a dummy token whose rows are never stored."""
-        self._step_embeds.fill(0.0)
-        self._step_positions.fill(0)
-        self._step_embeds[slots, 0] = embeds
-        self._step_positions[slots, 0] = positions
+        slots not named decode a dummy token whose rows are never stored (:meth:`_stage_step`)."""
+        self._stage_step(embeds, positions, slots)
         self._h2d("step.embeds", self._step_embeds)
         self._h2d("step.positions", self._step_positions)
         self._h2d("step.past_lengths", self._step_positions[:, 0])  # filled positions before this one
@@ -464,17 +346,11 @@ class TensorRTBackend(Backend):
 
     def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         n = len(hidden)
-        self._flow_hidden.fill(0.0)
-        self._flow_noise.fill(0.0)
-        self._flow_hidden[:n], self._flow_noise[:n] = hidden, noise
+        changed = self._stage_flow(hidden, noise, semantic)
         self._h2d("flow.hidden", self._flow_hidden)
         self._h2d("flow.noise", self._flow_noise)
-        if semantic is not None or self._flow_sampled:  # zeros stay on the device while decoding greedily
-            self._flow_semantic.fill(0.0)
-            if semantic is not None:
-                self._flow_semantic[:n] = semantic
+        if changed:  # zeros stay on the device while decoding greedily
             self._h2d("flow.semantic_noise", self._flow_semantic)
-        self._flow_sampled = semantic is not None
         self._replay(("flow", None))
         self._d2h(self._flow_codes, "flow.codes")
         return self._flow_codes[:n].copy()

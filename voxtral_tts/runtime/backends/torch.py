@@ -32,9 +32,10 @@ import torch
 
 from ...engine import is_engine_dir
 from ...errors import VoxtralError
-from ..backend import Backend, PrefillItem
+from ..backend import Backend
 from ..constants import DEFAULT_CAPACITY, MAX_BATCH
 from ..hardware import cpu_bf16
+from ..load_options import TORCH_DTYPES, TorchOptions
 from .buckets import bucket_for, power_buckets
 from .host_embeddings import HostEmbeddings
 
@@ -45,18 +46,16 @@ log = logging.getLogger(__name__)
 
 #: The smallest KV bucket: a step reads at most this many positions more than it needs.
 MIN_KV_BUCKET = 256
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the options' dtype names (:data:`..load_options.TORCH_DTYPES`) → torch dtypes
+DTYPES = dict(zip(TORCH_DTYPES, (torch.float32, torch.bfloat16, torch.float16)))
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Compute dtype: unless asked otherwise bf16 on CUDA and on a CPU with native bf16 dot
-    products (:func:`..hardware.cpu_bf16`), else float32 (emulated bf16 is slower)."""
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """Compute dtype (a name of :data:`DTYPES`, checked by :class:`TorchOptions`): unless asked
+    otherwise bf16 on CUDA and on a CPU with native bf16 dot products (:func:`..hardware.cpu_bf16`),
+    else float32 (emulated bf16 is slower)."""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" or cpu_bf16() else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise VoxtralError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -180,26 +179,30 @@ def set_precision(model: VoxtralModel, dtype: torch.dtype) -> None:
 
 
 class TorchBackend(Backend):
-    name = "torch"
-    #: can prefill several waiting prompts in one padded call; done by default on the CPU, where
-    #: that measured faster (README: 1.09× for 4 requests, bf16); on CUDA one after another, the
-    #: faster choice last measured there (for whole prompts: padded ones were slower on an H200)
-    batched_prefill = True
+    """The reference modules of ``model`` with ``options`` (:class:`TorchOptions`: device,
+    compute dtype, CUDA graphs, torch.compile, capacity and slots)."""
 
-    def __init__(self, model: VoxtralModel, capacity: int = DEFAULT_CAPACITY, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, max_batch: int = 1, cuda_graphs: bool | None = None,
-                 compile: bool = False):
+    name = "torch"
+    options_type = TorchOptions
+    #: batched by default on the CPU, where that measured faster (README: 1.09× for 4 requests,
+    #: bf16); on CUDA one after another, the faster choice last measured there (for whole prompts:
+    #: padded ones were slower on an H200)
+    can_batch_prefill = True
+
+    def __init__(self, model: VoxtralModel, options: TorchOptions | None = None):
         from ...model.kv import StaticCache
 
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        super().__init__(model.config, capacity, max_batch)
-        self.batched_prefill = self.device.type == "cpu"
-        self.graphs = GraphCache(self.device.type == "cuda" if cuda_graphs is None else bool(cuda_graphs))
+        options = options or TorchOptions()
+        self.device = resolve_device(options.device or "cpu")
+        self.dtype = resolve_dtype(options.dtype, self.device)
+        super().__init__(model.config, options.capacity or DEFAULT_CAPACITY, options.max_batch)
+        self.batch_prefill = self.device.type == "cpu"
+        graphs = options.cuda_graphs
+        self.graphs = GraphCache(self.device.type == "cuda" if graphs is None else graphs)
         if self.graphs.enabled and self.device.type != "cuda":
             raise VoxtralError("CUDA graphs need device 'cuda'")
         # oneDNN-packed weights on the CPU in bf16 (torch.compile's inductor cannot lower them: not with compile)
-        packed = self.device.type == "cpu" and self.dtype == torch.bfloat16 and not compile
+        packed = self.device.type == "cpu" and self.dtype == torch.bfloat16 and not options.compile
         if getattr(model, "packed_for_onednn", False) and not packed:
             raise VoxtralError("this model's weights were packed for bf16 on the CPU by another torch backend; "
                                "load the model again for another device or dtype")
@@ -220,7 +223,7 @@ class TorchBackend(Backend):
         self._noise = torch.zeros(self._slots, a.n_acoustic_codebook, dtype=torch.float32, device=self.device)
         self._semantic = torch.zeros(self._slots, a.semantic_head_rows, dtype=torch.float32, device=self.device)
         self._sampled = False  # whether _semantic holds samples (zeroed again for a greedy frame)
-        self._fused = FusedBlocks(self.model) if compile else None
+        self._fused = FusedBlocks(self.model) if options.compile else None
         # feedback sums on the host, in float32; text rows are looked up by the module (on its device)
         table = self.model.backbone.mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight
         self.embeddings = HostEmbeddings.from_tables(None, table.detach().float().cpu().numpy(), a.codebook_offsets)
@@ -229,23 +232,21 @@ class TorchBackend(Backend):
                  "on" if self.graphs.enabled else "off")
 
     @classmethod
-    def from_path(cls, path: str | Path, capacity: int | None = None, device: str | None = None,
-                  dtype: str | torch.dtype | None = None, weight_dtype: torch.dtype | None = None,
-                  max_batch: int = 1, cuda_graphs: bool | None = None, compile: bool = False,
-                  progress: bool = True) -> "TorchBackend":
-        """A model directory's checkpoint in the reference modules. ``dtype``: compute (default:
-        :func:`resolve_dtype`); ``weight_dtype``: storage (see ``load_model``)."""
+    def from_path(cls, path: str | Path, options: TorchOptions | None = None) -> "TorchBackend":
+        """A model directory's checkpoint in the reference modules, its weights stored in
+        ``options.weight_dtype`` (default: bf16 when computing in a 16-bit dtype, else see ``load_model``)."""
         from ...model.loading import load_model
 
+        options = options or TorchOptions()
         path = Path(path)
         if is_engine_dir(path):
             raise VoxtralError(f"{path}: is an engine directory; the torch backend needs a model directory")
-        device = device or "cpu"
-        compute = resolve_dtype(dtype, resolve_device(device))
+        compute = resolve_dtype(options.dtype, resolve_device(options.device or "cpu"))
+        weight_dtype = DTYPES[options.weight_dtype] if options.weight_dtype else None
         if weight_dtype is None and compute != torch.float32:
             weight_dtype = torch.bfloat16  # read straight into bf16: no float32 copy on the host
-        model = load_model(path, weight_dtype=weight_dtype, progress=progress)
-        return cls(model, capacity or DEFAULT_CAPACITY, device, compute, max_batch, cuda_graphs, compile)
+        model = load_model(path, weight_dtype=weight_dtype, progress=options.progress)
+        return cls(model, options)
 
     def _captured(self, key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``fn`` as a replayed CUDA graph (or eagerly), through the fused blocks if compiled."""
@@ -294,16 +295,8 @@ class TorchBackend(Backend):
             layer.k[slot, :, : prefix.length] = k[i]
             layer.v[slot, :, : prefix.length] = v[i]
 
-    def _prefill(self, embeds: np.ndarray, slot: int, prefix=None) -> np.ndarray:
-        """One prompt (or the rest after ``prefix``) into ``slot``."""
-        return self._prefill_rows([PrefillItem(embeds, slot, prefix)])[0]
-
-    def _prefill_many(self, items) -> list[np.ndarray]:
-        """One call for all, where :attr:`batched_prefill`; else one after another."""
-        return self._prefill_rows(items) if self.batched_prefill else super()._prefill_many(items)
-
     @torch.no_grad()
-    def _prefill_rows(self, items) -> list[np.ndarray]:
+    def _prefill(self, items) -> list[np.ndarray]:
         """Prompts as the rows of one call, padded at the end to the longest; a padding token sits at
         the scratch position (causal: no real token sees it)."""
         starts = [item.start for item in items]
