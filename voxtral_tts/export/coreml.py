@@ -335,8 +335,8 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
     data = _validation_inputs(model, np.random.default_rng(seed))
     embeds, prompt = data["embeds"], data["prompt"]
     results: dict[str, dict] = {}
-    print(f"validating {engine_dir} ({manifest['precision']} engine) with Core ML against the PyTorch reference, "
-          "computed in float32:")
+    print(f"validating the {manifest['precision']} packages of {engine_dir} with Core ML against the PyTorch "
+          "reference, computed in float32:")
     with torch.no_grad():
         ref = model.backbone(embeds, torch.arange(embeds.shape[1]))[0]
         results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())

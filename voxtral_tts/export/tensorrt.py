@@ -146,8 +146,8 @@ def build_tensorrt_engine(model_dir: str | Path, engine_dir: str | Path, precisi
     available = tensorrt_available()
     if isinstance(available, str):
         manifest["tensorrt"]["deferred_reason"] = available
-        log.warning("TensorRT plans not built here (%s); they are built on first load on a machine with an "
-                    "NVIDIA GPU, TensorRT >= 10 and cuda-python", available)
+        log.warning("TensorRT plans not built here (%s): they are built on the engine's first load where they can "
+                    "be", available)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if not isinstance(available, str):
         trt, capability = available
