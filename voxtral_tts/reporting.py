@@ -5,8 +5,9 @@ claim only what is known.
   "0.00 B parameters" for a small model nor "0.0 MB" for a small cache entry.
 - :func:`steps`: a bar over steps of unequal, unknown length — tensors of very different sizes,
   graphs, the parts of a text. It shows steps done of steps to do and the time so far; a rate or
-  a remaining time extrapolated from such steps is untrue (a first tensor that waited for a trace
-  made tqdm promise 25 minutes for an 11-second export), so :data:`STEPS_FORMAT` has neither.
+  a remaining time extrapolated from such steps is untrue (one slow first step — a tensor that
+  waits for a trace — makes tqdm's default promise minutes for a seconds-long export), so
+  :data:`STEPS_FORMAT` has neither.
 """
 
 from __future__ import annotations
