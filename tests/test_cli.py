@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,16 @@ import pytest
 from voxtral_tts.audio import read_wav
 
 pytest.importorskip("torch")
+
+
+def bars(stderr: str) -> list[str]:
+    """The progress bars drawn on stderr, each state of each bar."""
+    return [line for line in re.split(r"[\r\n]", stderr) if "%|" in line]
+
+
+def promises_nothing(bar: str) -> bool:
+    """No remaining time ("<04:26", "<?") and no rate ("6.66s/part", "2.10part/s") in a bar."""
+    return "<" not in bar and "/s" not in bar
 
 
 def voxtral_run(*args, stdin: str | None = None, env: dict | None = None):
@@ -49,6 +60,26 @@ def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "split into 2 parts" in proc.stderr
     assert read_wav(tmp_path / "long.wav")[0].shape == (2 * 2 * 1920,)
+    # parts take unequal, unknown times: the bar counts them and promises no remaining time
+    speaking = [bar for bar in bars(proc.stderr) if bar.startswith("speaking")]
+    assert speaking and "2/2 part" in speaking[-1] and all(map(promises_nothing, speaking)), speaking
+
+
+def test_one_run_says_each_fact_once_and_truly(reference_model_dir, tmp_path):
+    """The fixture's checkpoint (2.2 M parameters, BF16 in the file) read into bf16 and computed
+    in bf16: the count and storage dtype said once by loading, the compute dtype once by the
+    backend — never "computed in float32" next to "bfloat16 compute"."""
+    proc = voxtral_run(reference_model_dir, "-t", "Hello.", "-o", tmp_path / "a.wav", "--max-frames", "3",
+                       "--backend", "torch", "--dtype", "bf16")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    path = reference_model_dir / "consolidated.safetensors"
+    assert [line for line in lines if "parameters" in line] == [
+        f"loading {path}: 2.2 M parameters stored as BF16, read into bfloat16 (the codec into float32)"]
+    computes = [line for line in lines if "comput" in line]
+    assert len(computes) == 1 and computes[0].startswith("torch backend on cpu: bfloat16 compute,"), lines
+    loading = [bar for bar in bars(proc.stderr) if bar.startswith("loading weights")]
+    assert loading and "155/155 tensor" in loading[-1] and all(map(promises_nothing, loading)), loading
 
 
 def test_list_voices(tiny_model_dir):

@@ -191,3 +191,41 @@ def test_loading_a_bad_checkpoint_fails_before_reading_weights(tiny_copy):
     _rewrite(tiny_copy, config, lambda s: s.pop("audio_tokenizer.output_proj.conv.parametrizations.weight.original0"))
     with pytest.raises(CheckpointError, match="missing: audio_tokenizer.output_proj"):
         load_model(tiny_copy, progress=False)
+
+
+# --- what loading says ---------------------------------------------------------------------------
+
+def test_the_checkpoint_is_described_by_its_file(reference_model_dir, tiny_copy):
+    """Parameter count and storage dtype come from the file's header: the fixture is all BF16,
+    2,208,112 parameters (never "0.00 B parameters", never the dtype it is read into)."""
+    from voxtral_tts.checkpoint import CheckpointReader
+    from voxtral_tts.tensors import read_safetensors_header
+
+    infos, _ = read_safetensors_header(reference_model_dir / "consolidated.safetensors")
+    assert {info.dtype for info in infos.values()} == {"BF16"}
+    reader = CheckpointReader(reference_model_dir, ModelConfig.from_file(reference_model_dir))
+    assert reader.n_params == 2_208_112 and reader.describe() == "2.2 M parameters stored as BF16"
+    config = ModelConfig.from_file(tiny_copy)
+    _rewrite(tiny_copy, config, lambda s: s.__setitem__("norm.weight", ("F32", s["norm.weight"][1])))
+    assert CheckpointReader(tiny_copy, config).describe() == "2.2 M parameters stored as BF16 (64 of them as F32)"
+
+
+def test_loading_says_what_it_reads_from_what_into_what_once(reference_model_dir, caplog):
+    """One line: the file's count and storage dtype, and the dtype read into — no compute dtype,
+    which is the backend's to say. A block read for validation says nothing at INFO."""
+    torch = pytest.importorskip("torch")
+    import logging
+
+    from voxtral_tts.model.loading import load_model
+
+    path = reference_model_dir / "consolidated.safetensors"
+    for dtype, into in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16 (the codec into float32)")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="voxtral_tts"):
+            load_model(reference_model_dir, weight_dtype=dtype, progress=False)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"loading {path}: 2.2 M parameters stored as BF16, read into {into}"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="voxtral_tts"):
+        load_model(reference_model_dir, progress=False, blocks=("backbone",))
+    assert caplog.records == []

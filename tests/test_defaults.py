@@ -33,8 +33,8 @@ def test_default_choice_follows_the_cpu(monkeypatch, caplog, tiny_model_dir, tin
     lines = [r.getMessage() for r in caplog.records]
     if feature:
         assert choice == ("torch", "bf16") and lines == [
-            "this CPU has AVX-512 BF16: the torch backend computes in bf16, the release's own precision "
-            "(--dtype fp32 for float32)"]
+            "this CPU has AVX-512 BF16, native bf16 dot products: the torch backend by default "
+            "(--dtype fp32 for the float32 reference)"]
     else:
         assert choice == ("onnxruntime", None) and len(lines) == 1
         assert lines[0].startswith("this CPU has no native bf16 dot products")

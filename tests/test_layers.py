@@ -16,7 +16,7 @@ The rules:
    ``voxtral_tts`` (:data:`LAYER`); a module of a new name must be given one here. A layer may
    import only the layers :data:`MAY_IMPORT` lists for it:
 
-   - the shared modules (``config, tokenizer, voices, text, audio, encoding, normalize, errors,
+   - the shared modules (``config, tokenizer, voices, text, audio, encoding, normalize, errors, reporting,
      hub, engine, tensors, checkpoint``): only each other;
    - ``runtime/``: the shared modules (nothing from ``model``, ``export``, ``server``, ``api``,
      ``cli``);
@@ -45,7 +45,7 @@ PACKAGE = "voxtral_tts"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 SHARED = ("config", "tokenizer", "voices", "text", "audio", "encoding", "normalize", "errors", "hub", "engine",
-          "tensors", "checkpoint")
+          "tensors", "checkpoint", "reporting")
 #: a module's first name under the package → its layer
 LAYER = {**{name: "shared" for name in SHARED},
          **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},

@@ -58,6 +58,29 @@ def test_exporting_again_in_one_process_reuses_the_trace(reference_engine_dir, r
             assert filecmp.cmp(again / file, reference_engine_dir / file, shallow=False), file
 
 
+def test_export_says_what_it_exports_once_and_its_bars_count(reference_engine_dir, reference_model_dir, tmp_path,
+                                                              caplog, capsys):
+    """The checkpoint's count and storage dtype (from the file: BF16) beside the engine's own
+    precision, in one line; each graph's bar counts the tensors written to its data file, to the
+    last, with no remaining time or rate (the first tensor waits for the trace)."""
+    import logging
+    import re
+
+    from voxtral_tts.export.build import build_engine
+
+    out = tmp_path / "int8"
+    with caplog.at_level(logging.INFO, logger="voxtral_tts"):
+        build_engine(reference_model_dir, out, precision="int8", with_velocity=True, validate=False)
+    assert [r.getMessage() for r in caplog.records if "parameters" in r.getMessage()] == [
+        f"exporting {reference_model_dir} (2.2 M parameters stored as BF16) to an ONNX int8 engine in {out}"]
+    assert sum(r.getMessage().startswith("engine written to") for r in caplog.records) == 1
+    drawn = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if "%|" in line]
+    for name in ("backbone", "flow_frame", "codec", "flow_velocity"):
+        states = [line for line in drawn if line.startswith(f"{name}.onnx:")]
+        done, total = re.search(r"(\d+)/(\d+) tensor", states[-1]).groups()
+        assert done == total and all("<" not in s and "/s" not in s for s in states), states
+
+
 def test_graphs_have_no_if_nodes_and_a_static_cache_interface(reference_engine_dir):
     import onnx
 
@@ -204,6 +227,8 @@ def test_export_check_on_existing_engine(reference_engine_dir, reference_model_d
     proc = _cli("voxtral-export", reference_model_dir, "-o", reference_engine_dir, "--check")
     assert proc.returncode == 0, proc.stderr
     assert "backbone decode step" in proc.stdout and "every graph within its precision's tolerance" in proc.stdout
+    assert f"validating the fp32 graphs of {reference_engine_dir} against the PyTorch reference, computed in " \
+        "float32:" in proc.stdout.splitlines()
 
 
 def test_export_errors_are_one_line(tmp_path):

@@ -40,8 +40,8 @@ def default_choice(path: str | Path, device: str | None = None, dtype: str | Non
         return "onnxruntime", None
     feature = cpu_bf16()
     if feature:
-        log.info("this CPU has %s: the torch backend computes in bf16, the release's own precision "
-                 "(--dtype fp32 for float32)", feature)
+        log.info("this CPU has %s, native bf16 dot products: the torch backend by default "
+                 "(--dtype fp32 for the float32 reference)", feature)
         return "torch", "bf16"
     log.info("this CPU has no native bf16 dot products (AVX-512 BF16, AMX, Arm BF16): an ONNX Runtime fp32 engine, "
              "exported once into %s (--backend torch for PyTorch)", cache_root() / "engines")

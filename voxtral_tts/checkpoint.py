@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from .config import ModelConfig
 from .engine import sha256_file
 from .errors import CheckpointError
+from .reporting import count_text
 from .tensors import TensorFileError, TensorInfo, as_float32, read_safetensors_array, read_safetensors_header
 
 CHECKPOINT_FILE = "consolidated.safetensors"
@@ -199,6 +201,22 @@ class CheckpointReader:
     @property
     def n_params(self) -> int:
         return sum(int(np.prod(i.shape, dtype=np.int64)) for i in self.infos.values())
+
+    @property
+    def storage_dtype(self) -> str:
+        """The dtype the file stores its values in ("BF16" for the release): the commonest by
+        parameter count, and the others with their counts when the file mixes dtypes."""
+        counts: Counter[str] = Counter()
+        for info in self.infos.values():
+            counts[info.dtype] += int(np.prod(info.shape, dtype=np.int64))
+        (first, _), *others = counts.most_common()
+        if not others:
+            return first
+        return f"{first} ({', '.join(f'{count_text(n)} of them as {dtype}' for dtype, n in others)})"
+
+    def describe(self) -> str:
+        """What the file holds, in a log line's words: "4.0 B parameters stored as BF16"."""
+        return f"{count_text(self.n_params)} parameters stored as {self.storage_dtype}"
 
     def is_plain(self, name: str) -> bool:
         """Stored as is in the file (no transform): may be read as raw BF16 bits."""

@@ -24,6 +24,7 @@ from .encoding import AudioFile, audio_format
 from .errors import ArgumentParser, VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
+from .reporting import STEPS_FORMAT
 from .runtime.decoding import FINISHED_END, check_temperature
 from .runtime.scheduler import AudioChunk, PartFinished, RequestFailed
 from .runtime.constants import MAX_TEMPERATURE
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     finished, frames = True, 0
     with AudioFile(args.output, tts.sample_rate) as out, \
             tqdm(total=len(request.parts), unit="part", disable=args.quiet or len(request.parts) == 1,
-                 desc="speaking") as bar:
+                 desc="speaking", bar_format=STEPS_FORMAT) as bar:
         for event in tts.events(request):  # each part's audio written as it is done: memory of one part
             if isinstance(event, AudioChunk):
                 out.write(event.audio)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT_FILE, expected_tensors
 from .config import ModelConfig
 from .errors import VoxtralError
+from .reporting import STEPS_FORMAT
 from .runtime.backend import Backend
 from .tensors import float32_to_bf16, write_safetensors
 from .voices import VOICE_DIR
@@ -170,7 +171,8 @@ def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = N
         return float32_to_bf16(_random_tensor(name, specs[name][1], rng))
 
     if checkpoint:
-        bar = tqdm(total=len(specs), desc="writing checkpoint", unit="tensor", disable=not progress)
+        bar = tqdm(total=len(specs), desc="writing checkpoint", unit="tensor", disable=not progress,
+                   bar_format=STEPS_FORMAT)
         write_safetensors(out / CHECKPOINT_FILE, specs, produce, metadata={"format": "pt"},
                           progress=lambda _: bar.update())
         bar.close()

@@ -161,7 +161,8 @@ def convert_graphs(traced: dict, config: ModelConfig, capacity: int, precision: 
                    progress: bool = True) -> dict[str, dict]:
     """Convert the traced modules to ``out/<name>.mlpackage``; returns each graph's manifest entry."""
     import coremltools as ct
-    from tqdm.auto import tqdm
+
+    from ..reporting import steps
 
     _register_index_copy()
     b, a = config.backbone, config.audio
@@ -183,7 +184,7 @@ def convert_graphs(traced: dict, config: ModelConfig, capacity: int, precision: 
                       compute_precision=_compute_precision(precision)),
     }
     entries = {}
-    for name in tqdm(GRAPHS, desc="converting to Core ML", unit="graph", disable=not progress):
+    for name in steps(GRAPHS, desc="converting to Core ML", unit="graph", disable=not progress):
         path = out / f"{name}.mlpackage"
         started = time.perf_counter()
         with _quiet_coremltools():
@@ -334,7 +335,8 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
     data = _validation_inputs(model, np.random.default_rng(seed))
     embeds, prompt = data["embeds"], data["prompt"]
     results: dict[str, dict] = {}
-    print(f"validating {engine_dir} with Core ML against the PyTorch reference ({manifest['precision']}):")
+    print(f"validating the {manifest['precision']} packages of {engine_dir} with Core ML against the PyTorch "
+          "reference, computed in float32:")
     with torch.no_grad():
         ref = model.backbone(embeds, torch.arange(embeds.shape[1]))[0]
         results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())
@@ -371,7 +373,7 @@ def build_coreml_engine(model_dir: str | Path, engine_dir: str | Path, precision
 
     from ..model.loading import load_model
 
-    draft = start_engine_dir(model_dir, engine_dir, f"Core ML {precision} packages")
+    draft = start_engine_dir(model_dir, engine_dir, f"a Core ML {precision} engine")
     model_dir, out, config = draft.model_dir, draft.out, draft.config
 
     model = load_model(model_dir, weight_dtype=torch.float32, progress=progress)

@@ -60,7 +60,6 @@ def cached_engine(model_dir: str | Path, precision: str = "fp32", progress: bool
     except ImportError as exc:
         raise VoxtralError(f"{model_dir}: exporting a model directory for onnxruntime needs the export extras "
                            f"(pip install 'voxtral-tts[export]'): {exc}") from None
-    log.info("first use of %s with onnxruntime: exporting to %s", model_dir, target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,6 +69,8 @@ def cached_engine(model_dir: str | Path, precision: str = "fp32", progress: bool
         raise VoxtralError(f"{target.parent}: the engine cache is not writable; point VOXTRAL_TTS_CACHE at a "
                            "writable directory")
     staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    log.info("first use of %s with onnxruntime: exporting to %s (written as %s, renamed when complete)", model_dir,
+             target, staging.name)
     shutil.rmtree(staging, ignore_errors=True)
     build_engine(model_dir, staging, precision=precision, progress=progress)
     shutil.rmtree(target, ignore_errors=True)

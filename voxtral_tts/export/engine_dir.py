@@ -122,7 +122,7 @@ def start_engine_dir(model_dir: str | Path, engine_dir: str | Path, what: str) -
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VoxtralError(f"{out}: cannot create the engine directory ({exc.strerror or exc})") from None
-    log.info("exporting %s (%.2f B parameters) to %s in %s", model_dir, reader.n_params / 1e9, what, out)
+    log.info("exporting %s (%s) to %s in %s", model_dir, reader.describe(), what, out)
     shutil.copyfile(model_dir / "params.json", out / "params.json")
     shutil.copyfile(tokenizer.path, out / "tekken.json")
     voices = _write_voices(model_dir, out, tokenizer, config)

@@ -110,15 +110,16 @@ def optimize(model: ir.Model) -> None:
 
 
 def save(model: ir.Model, path: Path, progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Write ``path`` and its external-data file (streamed); returns the data file names."""
+    """Write ``path`` and its external-data file (streamed); returns the data file names.
+    ``progress(done, total)`` counts the tensors written to the data file (the small ones stay
+    inline in the graph and are not counted)."""
     data = path.name + ".data"
-    total = len(model.graph.initializers)
     done = [0]
 
     def callback(tensor, info):
         done[0] += 1
         if progress:
-            progress(done[0], total)
+            progress(done[0], info.total)
 
     ir.save(model, path, external_data=data, size_threshold_bytes=1024, callback=callback, max_workers=1)
     return [data] if (path.parent / data).exists() else []

@@ -9,10 +9,9 @@ import logging
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..engine import MANIFEST
 from ..errors import VoxtralError
+from ..reporting import steps
 from ..runtime.constants import DEFAULT_CAPACITY
 from .engine_dir import start_engine_dir
 from .graphs import graph_defs
@@ -25,9 +24,11 @@ PRECISIONS = ("fp32", "fp16", "int8", "int4", "int8-backbone")
 
 def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: str | None = None,
                       capacity: int = DEFAULT_CAPACITY, with_velocity: bool = False, validate: bool = True,
-                      progress: bool = True, target: str = "onnx") -> Path:
+                      progress: bool = True, target: str = "onnx", label: str | None = None) -> Path:
     """Export ``model_dir``'s ONNX graphs to ``engine_dir``; returns the engine path. ``target``
-    names the manifest's target (a TensorRT engine directory starts as an ONNX one)."""
+    names the manifest's target (a TensorRT engine directory starts as an ONNX one); ``label``,
+    what the log calls the export when another target builds on it (that target then says when
+    its engine is written)."""
     from ..model.loading import build_on_meta
 
     precision = precision or "fp32"
@@ -35,7 +36,7 @@ def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: 
         raise VoxtralError(f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}")
     if capacity < 2:
         raise VoxtralError("capacity must be at least 2 positions")
-    draft = start_engine_dir(model_dir, engine_dir, f"ONNX ({precision})")
+    draft = start_engine_dir(model_dir, engine_dir, label or f"an ONNX {precision} engine")
     model_dir, out, config, reader = draft.model_dir, draft.out, draft.config, draft.reader
     model = build_on_meta(config)
     constants = {name: buf.clone() for name, buf in model.named_buffers() if not buf.is_meta}
@@ -43,12 +44,19 @@ def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: 
     graphs = {}
     for gdef in graph_defs(config, capacity, with_velocity):
         path = out / f"{gdef.name}.onnx"
-        with tqdm(desc=f"writing {path.name}", unit="tensor", disable=not progress) as bar:
-            def report(done, total, bar=bar):
-                bar.total = total
-                bar.update(done - bar.n)
+        bar = None
 
+        def report(done, total, name=path.name):
+            nonlocal bar
+            if bar is None:  # opened when writing starts: the trace before it is no step of the bar
+                bar = steps(desc=name, unit="tensor", total=total, disable=not progress)
+            bar.update(done - bar.n)
+
+        try:
             data_files = export_graph(gdef, model, reader, constants, path, precision, report)
+        finally:
+            if bar is not None:
+                bar.close()
         graphs[gdef.name] = {"file": path.name, "data_files": data_files, **gdef.io_spec()}
     del model
 
@@ -58,5 +66,6 @@ def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: 
 
         manifest["validation"] = validate_engine(out, model_dir, manifest=manifest)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    log.info("engine written to %s in %.1f s", out, time.perf_counter() - draft.started)
+    if label is None:
+        log.info("engine written to %s in %.1f s", out, time.perf_counter() - draft.started)
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ def build_tensorrt_engine(model_dir: str | Path, engine_dir: str | Path, precisi
         raise VoxtralError(f"precision '{precision}' is not available for target tensorrt; "
                            f"available: {', '.join(PRECISIONS)}")
     model_dir, out = Path(model_dir), Path(engine_dir)
-    build_onnx_engine(model_dir, out, precision="fp16", capacity=capacity, validate=validate, progress=progress)
+    started = time.perf_counter()
+    graphs = "fp16 ONNX graphs" + (", retyped to bf16 after validation" if precision == "bf16" else "")
+    build_onnx_engine(model_dir, out, precision="fp16", capacity=capacity, validate=validate, progress=progress,
+                      label=f"a TensorRT {precision} engine ({graphs})")
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).unlink()  # the directory is incomplete until the manifest is rewritten below
     if precision == "bf16":
@@ -142,12 +146,13 @@ def build_tensorrt_engine(model_dir: str | Path, engine_dir: str | Path, precisi
     available = tensorrt_available()
     if isinstance(available, str):
         manifest["tensorrt"]["deferred_reason"] = available
-        log.warning("TensorRT plans not built here (%s); they are built on first load on a machine with an "
-                    "NVIDIA GPU, TensorRT >= 10 and cuda-python", available)
+        log.warning("TensorRT plans not built here (%s): they are built on the engine's first load where they can "
+                    "be", available)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if not isinstance(available, str):
         trt, capability = available
         directory, _ = ensure_plans(open_engine(out), capacity, max_batch, capability, trt)
         manifest["tensorrt"]["plans"] = directory.name
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log.info("engine written to %s in %.1f s", out, time.perf_counter() - started)
     return out

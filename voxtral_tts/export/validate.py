@@ -64,7 +64,8 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
             results[label] = _error(actual, expected)
             print(f"  {label:24s} max |Δ| {results[label]['max_abs']:.3e}  ({results[label]['relative']:.2e} of peak)")
 
-    print(f"validating {engine_dir} against the PyTorch reference ({manifest['precision']}):")
+    print(f"validating the {manifest['precision']} graphs of {engine_dir} against the PyTorch reference, computed "
+          "in float32:")
     b = config.backbone
     # one block of the reference at a time, next to one graph: the full model fits a small machine
     with torch.inference_mode():

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..checkpoint import CODEC_PREFIX, CheckpointReader
 from ..config import ModelConfig
 from ..errors import CheckpointError
+from ..reporting import steps
 from .backbone import Backbone
 from .codec import CodecDecoder
 from .flow import FlowHead
@@ -88,10 +88,15 @@ def load_model(model_dir: str | Path, weight_dtype: torch.dtype | None = None, p
     reader = CheckpointReader(model_dir, config)
     names = sorted(n for n in reader.shapes if blocks is None or n.split(".", 1)[0] in blocks)
     dtype = weight_dtype or default_weight_dtype(reader.n_params)
-    log.info("loading %s (%.1f M parameters, weights stored as %s, computed in float32)",
-             reader.path, reader.n_params / 1e6, str(dtype).replace("torch.", ""))
+    # what is read, from what, into what; the compute dtype is the caller's to say (the modules
+    # compute in float32 until a backend sets another)
+    held = "float32" if dtype == torch.float32 else f"{str(dtype).replace('torch.', '')} (the codec into float32)"
+    if blocks is None:
+        log.info("loading %s: %s, read into %s", reader.path, reader.describe(), held)
+    else:  # one block of several a caller reads in turn (validation): said once by that caller
+        log.debug("loading %s of %s, read into %s", ", ".join(blocks), reader.path, held)
     model = build_on_meta(config)
-    for name in tqdm(names, desc="loading weights", unit="tensor", disable=not progress):
+    for name in steps(names, desc="loading weights", unit="tensor", disable=not progress):
         # the codec is small: always float32; backbone and flow weights in `dtype`
         target = torch.float32 if name.startswith(CODEC_PREFIX) else dtype
         raw = target == torch.bfloat16 and reader.is_plain(name)

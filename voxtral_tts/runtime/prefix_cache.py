@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..reporting import bytes_text
 from .backend import Backend, PrefixKV
 from .constants import DEFAULT_PREFIX_CACHE_MB
 
@@ -71,18 +72,18 @@ class PrefixCache:
         self.misses += 1
         entry = backend.compute_prefix(prefix)
         if entry.nbytes > self.budget_bytes:
-            log.info("a %d-position prompt prefix takes %.1f MB, more than the prefix cache's budget (%.1f MB): "
-                     "used, not kept", entry.length, entry.nbytes / 2**20, self.budget_bytes / 2**20)
+            log.info("a %d-position prompt prefix takes %s, more than the prefix cache's budget (%s): used, not kept",
+                     entry.length, bytes_text(entry.nbytes), bytes_text(self.budget_bytes))
             return entry
         while self._entries and self._bytes + entry.nbytes > self.budget_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.nbytes
             self.evictions += 1
-            log.info("prefix cache: evicted a %d-position prefix (%.1f MB)", evicted.length, evicted.nbytes / 2**20)
+            log.info("prefix cache: evicted a %d-position prefix (%s)", evicted.length, bytes_text(evicted.nbytes))
         self._entries[key] = entry
         self._bytes += entry.nbytes
-        log.info("prefix cache: kept a %d-position voice prefix, %.1f MB (%d entries, %.1f of %.1f MB)", entry.length,
-                 entry.nbytes / 2**20, len(self._entries), self._bytes / 2**20, self.budget_bytes / 2**20)
+        log.info("prefix cache: kept a %d-position voice prefix of %s (%d in the cache, %s of %s)", entry.length,
+                 bytes_text(entry.nbytes), len(self._entries), bytes_text(self._bytes), bytes_text(self.budget_bytes))
         return entry
 
     def clear(self) -> None:
