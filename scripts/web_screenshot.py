@@ -1,4 +1,4 @@
-"""A screenshot of voxtral-serve's page (README's docs/web.png), in the browser the tests use.
+"""A screenshot of voxtral-serve's page (docs/web.png, shown in docs/server.md), in the browser the tests use.
 
     voxtral-serve ENGINE_OR_MODEL_DIR --port 8080 &
     python scripts/web_screenshot.py http://127.0.0.1:8080 docs/web.png [--text "..."] [--chromium PATH]

@@ -110,7 +110,7 @@ class Backend(ABC):
     @property
     def batch_prefill(self) -> bool:
         """Whether :meth:`prefill_many` runs several prompts as one padded call (False: one after
-        another); each backend sets its default where that measured faster (the README has the figures)."""
+        another); each backend sets its default where that is faster (docs/performance.md has the figures)."""
         return self._batch_prefill
 
     @batch_prefill.setter

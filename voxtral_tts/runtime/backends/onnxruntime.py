@@ -258,8 +258,8 @@ class OnnxBackend(EngineBackend):
 
     name = "onnxruntime"
     options_type = OnnxOptions
-    #: by default one prompt after another, which measured as fast or faster on the CPU (README)
-    #: and is the choice last measured on a GPU
+    #: by default one prompt after another, as fast or faster on the CPU and the GPU
+    #: (docs/performance.md)
     can_batch_prefill = True
 
     def __init__(self, engine: Engine, options: OnnxOptions | None = None):

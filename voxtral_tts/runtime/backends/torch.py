@@ -2,8 +2,8 @@
 is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
 
 - CPU: bf16 compute where the CPU has native bf16 dot products (AVX-512 BF16, AMX, Arm BF16), its
-  matmul weights packed once for oneDNN (:func:`pack_linears`: bit-identical, 1.9× faster per frame
-  here); float32 elsewhere or with ``dtype="fp32"`` (the reference: weights stored in float32 or
+  matmul weights packed once for oneDNN (:func:`pack_linears`: bit-identical and faster per frame;
+  docs/performance.md); float32 elsewhere or with ``dtype="fp32"`` (the reference: weights stored in float32 or
   bf16, see :func:`load_model`).
 - CUDA: bf16 weights and bf16 matmuls by default (``dtype="fp32"`` for a float32 GPU path), with
   norms' statistics, RoPE, softmax, the semantic logits, the Euler updates and FSQ in float32
@@ -184,9 +184,8 @@ class TorchBackend(Backend):
 
     name = "torch"
     options_type = TorchOptions
-    #: batched by default on the CPU, where that measured faster (README: 1.09× for 4 requests,
-    #: bf16); on CUDA one after another, the faster choice last measured there (for whole prompts:
-    #: padded ones were slower on an H200)
+    #: batched by default on the CPU, where that is faster; on CUDA one after another, where padded
+    #: whole prompts were slower (docs/performance.md)
     can_batch_prefill = True
 
     def __init__(self, model: VoxtralModel, options: TorchOptions | None = None):
@@ -354,7 +353,7 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def _codec(self, codes: np.ndarray) -> np.ndarray:
-        # cuDNN runs float32 convolutions in TF32 by default (error ~5e-4 of peak, measured on an
-        # H200): the float32 path asks for true float32; the bf16 path keeps the faster TF32
+        # cuDNN runs float32 convolutions in TF32 by default, short of float32's precision: the
+        # float32 path asks for true float32; the bf16 path keeps the faster TF32
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=self.dtype != torch.float32):
             return self._host(self.model.audio_tokenizer(self._tensor(codes, torch.int64)[None])[0])
