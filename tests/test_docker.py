@@ -47,7 +47,7 @@ GRACE_S = 10  # docker stop's default: SIGTERM, then SIGKILL this many seconds l
 
 
 def run(*args: str, timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    result = subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args[:3])} … exited {result.returncode}:\n{(result.stdout + result.stderr)[-4000:]}")
     return result
@@ -57,7 +57,7 @@ def docker_available() -> str | None:
     """Why docker cannot be used here, or None."""
     if shutil.which("docker") is None:
         return "docker is not installed (.ci/run installs Debian's docker.io)"
-    if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
+    if subprocess.run(["docker", "info"], check=False, capture_output=True, timeout=30).returncode != 0:
         return "the docker daemon is not running or not reachable (.ci/run starts it)"
     return None
 
@@ -71,10 +71,10 @@ def debian_mirror() -> str:
         except OSError:
             continue
         for stanza in re.split(r"\n\s*\n", text):
-            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
-            if uris and re.search(r"^Suites:.*\bbookworm\b(?!-)", stanza, re.M):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.MULTILINE)
+            if uris and re.search(r"^Suites:.*\bbookworm\b(?!-)", stanza, re.MULTILINE):
                 return uris.group(1)
-        line = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", text, re.M)
+        line = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", text, re.MULTILINE)
         if line:
             return line.group(1)
     return "http://deb.debian.org/debian"
@@ -113,7 +113,7 @@ def ensure_base_image() -> None:
 
 def dockerfile_torch() -> str:
     """The Dockerfile's torch requirement (ARG TORCH=…), e.g. torch==2.13.0+cpu."""
-    match = re.search(r"^ARG TORCH=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    match = re.search(r"^ARG TORCH=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert match, "the Dockerfile has no ARG TORCH=…"
     return match.group(1)
 
@@ -128,7 +128,7 @@ def local_torch_index() -> Path | None:
         got = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-index", "--no-deps",
                               "--only-binary=:all:", "--python-version", "3.11",
                               "--platform", f"manylinux_2_28_{platform.machine()}", "--dest", str(wheels),
-                              dockerfile_torch()], capture_output=True, timeout=300)
+                              dockerfile_torch()], check=False, capture_output=True, timeout=300)
         if got.returncode != 0:
             return None
     return index
