@@ -249,3 +249,21 @@ def test_malformed_fields(tmp_path: Path, reference_model_dir: Path, breakage, m
     breakage(data)
     with pytest.raises(TokenizerError, match=r"tekken\.json: .*" + message):
         Tekken.from_file(_write(tmp_path, data))
+
+
+def test_random_models_can_take_the_released_vocabulary(tmp_path):
+    """``python -m voxtral_tts.testing --vocab tekken`` (the default for --size full): a random model
+    whose prompts have the released tokenizer's ids and token counts, for speed work."""
+    pytest.importorskip("mistral_common")
+    from voxtral_tts.testing import main, tiny_params, write_random_model
+
+    # the released vocabulary size: only its first 131072 - 1000 entries are merge candidates
+    model = write_random_model(tmp_path / "m", tiny_params(vocab_size=131072), checkpoint=False, vocabulary="tekken")
+    tekken = Tekken.from_file(model)
+    for text, ids in GOLDEN_TEXT_IDS.items():
+        assert tekken.encode(text) == ids
+    byte_level = Tekken.from_file(write_random_model(tmp_path / "b", tiny_params(), checkpoint=False))
+    assert len(byte_level.encode("Paris is a beautiful city!")) == 26  # one token a byte
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "x"), "--vocab", "words"])
+    assert exit_.value.code == 2

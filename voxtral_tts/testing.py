@@ -9,7 +9,7 @@ as ``.pt`` (when torch is importable) and ``.safetensors``. Weights are random: 
 but the arithmetic and the cost are those of the real model. Torch-free except for the ``.pt``
 voice files.
 
-    python -m voxtral_tts.testing OUT_DIR [--size tiny|full] [--seed 0]
+    python -m voxtral_tts.testing OUT_DIR [--size tiny|full] [--seed 0] [--vocab bytes|tekken]
 """
 
 from __future__ import annotations
@@ -113,9 +113,34 @@ def full_params() -> dict[str, Any]:
     return params
 
 
-def tekken_dict(vocab_size: int, voices: Mapping[str, int], n_special: int = 1000) -> dict[str, Any]:
-    """A v7 tekken.json with a byte-level vocabulary (256 entries: every text byte is one token)."""
-    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": chr(i)} for i in range(256)]
+#: the vocabularies a generated tekken.json can have: every text byte one token, or the Tekken
+#: vocabulary that mistral_common bundles (the released tokenizer's text tokens, spec §3: the same ids)
+VOCABULARIES = ("bytes", "tekken")
+
+
+def tekken_vocabulary() -> list[dict[str, Any]]:
+    """The Tekken vocabulary bundled with mistral_common (``tekken_240911.json``: 150000 entries, the
+    released tokenizer's regular tokens), so that a random model's prompts have the real token counts."""
+    try:
+        import mistral_common
+    except ImportError:
+        raise VoxtralError("the Tekken vocabulary comes from mistral_common, which is not installed: pip install "
+                           "mistral-common (or --vocab bytes)") from None
+    bundled = Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+    return json.loads(bundled.read_text(encoding="utf-8"))["vocab"]
+
+
+def tekken_dict(vocab_size: int, voices: Mapping[str, int], n_special: int = 1000,
+                vocabulary: str = "bytes") -> dict[str, Any]:
+    """A v7 tekken.json with a byte-level vocabulary (256 entries: every text byte is one token) or,
+    with ``vocabulary="tekken"``, the released tokenizer's (:func:`tekken_vocabulary`)."""
+    if vocabulary not in VOCABULARIES:
+        raise VoxtralError(f"unknown vocabulary '{vocabulary}'; choose one of {', '.join(VOCABULARIES)}")
+    if vocabulary == "tekken":
+        vocab = tekken_vocabulary()
+    else:
+        vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": chr(i)}
+                 for i in range(256)]
     specials = [{"rank": i, "token_str": SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>"), "is_control": True}
                 for i in range(n_special)]
     return {
@@ -144,10 +169,11 @@ def _random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator) 
 
 def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = None,
                        voices: Mapping[str, int] | None = None, seed: int = 0, progress: bool = False,
-                       checkpoint: bool = True) -> Path:
+                       checkpoint: bool = True, vocabulary: str = "bytes") -> Path:
     """Write a model directory with random weights; returns its path. ``checkpoint=False`` leaves
     out ``consolidated.safetensors`` (config, tokenizer and voices only: for a benchmark that makes
-    its random weights in place, see ``model.loading.random_model``).
+    its random weights in place, see ``model.loading.random_model``). ``vocabulary``: the
+    tokenizer's text tokens (:data:`VOCABULARIES`).
 
     ``voices`` maps name → [AUDIO] token count (default: those listed in params' voice table, or two
     small voices). Each tensor gets its own generator seeded from (seed, name): the file is
@@ -177,7 +203,7 @@ def write_random_model(out_dir: str | Path, params: Mapping[str, Any] | None = N
                           progress=lambda _: bar.update())
         bar.close()
 
-    tekken = tekken_dict(config.backbone.vocab_size, voices)
+    tekken = tekken_dict(config.backbone.vocab_size, voices, vocabulary=vocabulary)
     (out / "tekken.json").write_text(json.dumps(tekken))
     for i, (name, rows) in enumerate(sorted(voices.items())):
         rng = np.random.default_rng([seed, 7, i])
@@ -264,11 +290,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny",
                         help="tiny (dim 64, seconds) or full (the released sizes, 8 GB of random BF16 weights)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab", choices=VOCABULARIES,
+                        help="the tokenizer's text tokens: bytes (every byte a token) or tekken (the released "
+                             "tokenizer's, from mistral_common, so prompts have the real token counts; the default "
+                             "for --size full)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = full_params() if args.size == "full" else tiny_params()
     voices = RELEASED_VOICES if args.size == "full" else None
-    write_random_model(args.out_dir, params, voices=voices, seed=args.seed, progress=True)
+    vocabulary = args.vocab or ("tekken" if args.size == "full" else "bytes")
+    try:
+        write_random_model(args.out_dir, params, voices=voices, seed=args.seed, progress=True, vocabulary=vocabulary)
+    except VoxtralError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":
