@@ -10,8 +10,9 @@ FSQ rounding of the acoustic values, spec §6.3.4) and refines with a straight-t
 forward pass decodes the snapped latents, the gradient flows to the continuous ones. The codes
 that decode closest to the target (before or after refinement) are returned.
 
-One global gain on the decoded audio is optimised too: the reference's loudness is a property of
-the recording, not of the voice, so the codes are asked to match the spectra up to level.
+The loss is level-free: the decoded audio is scaled to the target's RMS before it is compared (the
+reference's loudness is a property of the recording, not of the voice, and the recording is
+level-set before this), so the codes are asked to match the spectra up to one global gain.
 
 Long audio is decoded as a batch of windows of ``context + chunk`` frames: each window's first
 ``context`` frames only give the decoder its left context (its receptive field is about 21 frames,
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import N_AUDIO_SPECIAL
 from ..reporting import steps as progress_steps
@@ -44,7 +44,7 @@ class Inversion:
     """The codes found for a waveform and how well they decode to it."""
 
     codes: np.ndarray  # int64 [T, 37], with the +2 offset
-    loss: float  # the STFT loss of the snapped codes' decoded audio (with the fitted gain)
+    loss: float  # the STFT loss of the snapped codes' decoded audio, scaled to the target's RMS
     continuous_loss: float  # the loss of the continuous latents before snapping
     steps: int  # optimisation steps taken, both passes together
 
@@ -100,6 +100,7 @@ class _Decode:
         self.first_specs = [spectrum(self.first_target, n, h) for n, h in RESOLUTIONS]
         self.rest_specs = ([spectrum(self.rest_target, n, h) for n, h in RESOLUTIONS]
                            if self.rest_target is not None else None)
+        self.target_rms = target.pow(2).mean().sqrt()
         self.weight_first = self.spans[0][1] / (self.spans[0][1] + CHUNK_FRAMES * (len(self.spans) - 1))
 
     def audio(self, latent: torch.Tensor) -> torch.Tensor:
@@ -110,8 +111,9 @@ class _Decode:
         x = self.decoder.output_proj(x)
         return x.transpose(1, 2).reshape(x.shape[0], -1)
 
-    def loss(self, latent: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        audio = self.audio(latent) * gain
+    def loss(self, latent: torch.Tensor) -> torch.Tensor:
+        audio = self.audio(latent)
+        audio = audio * (self.target_rms / audio.pow(2).mean().sqrt().clamp_min(1e-8))
         first = stft_loss(audio[:1, :self.first_target.shape[-1]], self.first_target, self.first_specs)
         if self.rest_target is None:
             return first
@@ -121,7 +123,7 @@ class _Decode:
 
 
 class _Latents(torch.nn.Module):
-    """The free parameters: semantic vectors [T, S], pre-tanh acoustic values [T, 36], log gain."""
+    """The free parameters: semantic vectors [T, S] and pre-tanh acoustic values [T, 36]."""
 
     def __init__(self, codebook: torch.Tensor, n_frames: int, n_acoustic: int, generator: torch.Generator):
         super().__init__()
@@ -132,7 +134,6 @@ class _Latents(torch.nn.Module):
         noise = torch.randn(n_frames, codebook.shape[1], generator=generator, device=device)
         self.semantic = torch.nn.Parameter(codebook.mean(dim=0) + 0.1 * spread * noise)
         self.acoustic = torch.nn.Parameter(0.1 * torch.randn(n_frames, n_acoustic, generator=generator, device=device))
-        self.log_gain = torch.nn.Parameter(torch.zeros((), device=device))
 
     def continuous(self) -> torch.Tensor:
         return torch.cat((self.semantic, torch.tanh(self.acoustic)), dim=-1)
@@ -172,10 +173,6 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
     levels = args.acoustic_codebook_size
     decode = _Decode(decoder, target, n_frames)
     latents = _Latents(codebook, n_frames, args.acoustic_dim, generator)
-    with torch.no_grad():  # the gain that matches the initial decode's level to the target's
-        initial = decode.audio(latents.continuous())
-        latents.log_gain.fill_(math.log(float(target.std() / initial.std().clamp_min(1e-8))))
-
     refine_steps = max(1, int(steps * refine_fraction)) if steps > 0 else 0
     bar = progress_steps(range(steps + refine_steps), desc="finding codes", unit="step", disable=not progress)
     optimiser = torch.optim.Adam(latents.parameters(), lr=lr)
@@ -195,7 +192,7 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
         if phase == "refine":  # decode the snapped latents, send the gradient to the continuous ones
             index, level = snap(codebook, latents.semantic, torch.tanh(latents.acoustic), levels)
             latent = latent + (dequantize_levels(codebook, index, level, levels) - latent).detach()
-        loss = decode.loss(latent, latents.log_gain.exp())
+        loss = decode.loss(latent)
         loss.backward()
         optimiser.step()
         value = loss.item()
@@ -219,6 +216,6 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
 def _snapped(decode: _Decode, latents: _Latents, codebook: torch.Tensor, levels: int) -> tuple[np.ndarray, float]:
     """The codes of the current latents and the loss of their decoded audio."""
     index, level = snap(codebook, latents.semantic, torch.tanh(latents.acoustic), levels)
-    loss = float(decode.loss(dequantize_levels(codebook, index, level, levels), latents.log_gain.exp()))
+    loss = float(decode.loss(dequantize_levels(codebook, index, level, levels)))
     codes = torch.cat((index[:, None], level), dim=-1) + N_AUDIO_SPECIAL
     return codes.cpu().numpy().astype(np.int64), loss
