@@ -50,7 +50,8 @@ from voxtral_tts.config import END_AUDIO  # noqa: E402
 from voxtral_tts.runtime.backend import Backend  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
-from voxtral_tts.runtime.scheduler import AudioChunk, RequestFailed, Scheduler  # noqa: E402
+from voxtral_tts.runtime.request import AudioChunk, RequestFailed  # noqa: E402
+from voxtral_tts.runtime.scheduler import Scheduler  # noqa: E402
 from voxtral_tts.runtime.tts import TTS  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
 from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
@@ -124,7 +125,7 @@ def _measure(tts: TTS, text: str, voice: str, n: int, frames: int, cache: bool, 
         scheduler.prefix_cache.get(backend, embeds[: tts.voice_bank.get(voice).n_audio_tokens + PREFIX_OVERHEAD])
     for _ in range(rounds):
         backend.prefill_ms.clear()
-        requests = [tts.request(text, voice, max_frames=frames, seed=i, max_chars=None) for i in range(n)]
+        requests = [tts.request(text, voice=voice, max_frames=frames, seed=i, part_chars=None) for i in range(n)]
         synchronize()
         start = time.perf_counter()
         for request in requests:

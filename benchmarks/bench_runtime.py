@@ -133,7 +133,7 @@ def print_first_audio(rows: list[dict]) -> None:
 def run_one(args) -> dict:
     import voxtral_tts
     from voxtral_tts.runtime.codec import codec_audio
-    from voxtral_tts.runtime.decoding import NoiseSource
+    from voxtral_tts.runtime.noise import NoiseSource
     from voxtral_tts.testing import flow_one, step_one
 
     path, options = load_arguments(args)
@@ -175,7 +175,7 @@ def run_one(args) -> dict:
     frame_ms = float(np.median(step_ms) + np.median(flow_ms) + np.median(feed_ms))
     batch_fps = {}
     if args.backend == "onnxruntime":
-        from voxtral_tts.runtime.decoding import FrameLoop, Utterance
+        from voxtral_tts.runtime.decoding import FrameLoop, Sequence
 
         width = tts.config.audio.n_acoustic_codebook
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -187,7 +187,7 @@ def run_one(args) -> dict:
                 model = voxtral_tts.load(path, args.backend, max_batch=batch, **options).backend
             loop = FrameLoop(model)
             for i in range(batch):
-                loop.join(Utterance(embeds, NoiseSource(width, seed=i), 10**6))
+                loop.join(Sequence(embeds, NoiseSource(width, seed=i), 10**6))
             loop.step()  # warm-up
             start, produced = time.perf_counter(), 0
             for _ in range(args.frames):

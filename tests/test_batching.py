@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 import voxtral_tts  # noqa: E402
-from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance  # noqa: E402
+from voxtral_tts.runtime.decoding import FrameLoop, Sequence  # noqa: E402
+from voxtral_tts.runtime.noise import NoiseSource  # noqa: E402
 from voxtral_tts.testing import flow_one  # noqa: E402
 
 REQUESTS = [  # text, voice, seed, frames
@@ -37,7 +38,7 @@ def test_batched_codes_equal_one_at_a_time(batched, alone):
     utterances = []
     for text, voice, seed, frames in REQUESTS:
         _, embeds = batched.prompt(text, batched.voice_bank.get(voice))
-        utterances.append(Utterance(embeds, NoiseSource(36, seed=seed), frames))
+        utterances.append(Sequence(embeds, NoiseSource(36, seed=seed), frames))
     got = {id(u): [] for u in utterances}
     waiting = list(utterances)
     loop.join(waiting.pop(0))

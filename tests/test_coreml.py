@@ -311,7 +311,7 @@ def test_backend_host_logic_against_the_fixture(host_tts, golden):
     np.testing.assert_array_equal(r.codes, golden["codes_decoded"])  # fp16 cache: no code flipped here
     assert r.finished and relative(r.audio, golden["waveform"]) < 1e-4
     # more frames than one codec call: chunked with left context, equal to a one-shot decode
-    long = host_tts.decode(np.concatenate([golden["codes_decoded"]] * 10))
+    long = host_tts.codes_to_audio(np.concatenate([golden["codes_decoded"]] * 10))
     assert long.shape == (90 * 1920,)
     assert relative(long[: 9 * 1920], golden["waveform"]) < 1e-4
     with pytest.raises(VoxtralError, match="beyond the KV cache"):
@@ -330,13 +330,14 @@ def test_backend_feeds_the_semantic_noise(host_tts, golden):
 
 
 def test_backend_sequences_in_flight_keep_their_own_state(host_tts, golden):
-    from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance
+    from voxtral_tts.runtime.decoding import FrameLoop, Sequence
+    from voxtral_tts.runtime.noise import NoiseSource
 
     voice = host_tts.voice_bank.get("casual_male")
     texts = ("Hello world.", "A second, longer sentence.")
     alone = [host_tts.generate(t, voice="casual_male", max_frames=8, seed=5).codes for t in texts]
     loop = FrameLoop(host_tts.backend)
-    utterances = [Utterance(host_tts.prompt(t, voice)[1], NoiseSource(36, seed=5), 8) for t in texts]
+    utterances = [Sequence(host_tts.prompt(t, voice)[1], NoiseSource(36, seed=5), 8) for t in texts]
     frames = {id(u): [] for u in utterances}
     for utterance in utterances:
         loop.join(utterance)

@@ -72,12 +72,12 @@ def test_capacity_and_argument_errors(tts):
     with pytest.raises(VoxtralError, match="noise has 2 rows but max_frames is 3"):
         tts.generate("Short noise.", noise=np.zeros((2, 36), np.float32), max_frames=3)
     with pytest.raises(VoxtralError, match="codes must be"):
-        tts.decode(np.zeros((3, 5), np.int64))
+        tts.codes_to_audio(np.zeros((3, 5), np.int64))
 
 
 def test_synthesize_splits_long_text(tts):
     text = " ".join(["Sentence one is here."] * 3)
-    r = tts.synthesize(text, max_frames=3, seed=2, max_chars=30)
+    r = tts.synthesize(text, max_frames=3, seed=2, part_chars=30)
     assert len(r.parts) == 3
     assert r.codes.shape == (9, 37) and r.audio.shape == (9 * 1920,)
     np.testing.assert_array_equal(r.audio[: 3 * 1920], r.parts[0].audio)
@@ -93,7 +93,8 @@ def test_runtime_import_is_torch_free():
 
 
 def test_frame_budget_follows_the_text_and_names_its_limit():
-    from voxtral_tts.runtime.decoding import NoiseSource, frame_budget
+    from voxtral_tts.runtime.decoding import frame_budget
+    from voxtral_tts.runtime.noise import NoiseSource
 
     seeded, rows = NoiseSource(36, seed=0), NoiseSource(36, noise=np.zeros((30, 36), np.float32))
     assert frame_budget(4096, 300, None, seeded, text_chars=3) == (62, "text length")  # 50 + 4 × 3
@@ -108,10 +109,13 @@ def test_a_part_that_never_ends_stops_at_its_text_budget(tts, caplog):
     frames (not 2048), reported as cut, with the limit named."""
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="voxtral_tts.runtime.tts"):
+    with caplog.at_level(logging.INFO):
         r = tts.generate("Hi.", seed=0)
     assert r.n_frames == 62 and not r.finished
     assert "part 1 of 1 stopped at its frame budget (62 frames, the text length limit)" in caplog.text
+    said = [record for record in caplog.records if "frame budget" in record.getMessage() or "frame cap" in
+            record.getMessage()]
+    assert len(said) == 1  # once: no second line from the frame loop
 
 
 def test_every_part_is_checked_against_the_cache_before_generating(tts):

@@ -153,23 +153,23 @@ def test_normalised_by_default_in_the_voices_language_and_off_as_given(ort_tts, 
     from voxtral_tts.normalize import normalize_text
 
     tts = ort_tts
-    assert tts.request("I have 3 apples.", "casual_male").parts == ("I have three apples.",)
-    assert tts.request("J'ai 3 pommes.", "casual_male", language="fr").parts == ("J'ai trois pommes.",)
-    assert tts.request("  I have 3 apples. ", "casual_male", normalize=False).parts == ("I have 3 apples.",)
+    assert tts.request("I have 3 apples.", voice="casual_male").parts == ("I have three apples.",)
+    assert tts.request("J'ai 3 pommes.", voice="casual_male", language="fr").parts == ("J'ai trois pommes.",)
+    assert tts.request("  I have 3 apples. ", voice="casual_male", normalize=False).parts == ("I have 3 apples.",)
     # a voice file speaks English unless told otherwise
     src = next(tts.voice_bank.directory.glob("casual_male.*"))
     mine = tmp_path / f"mine{src.suffix}"
     shutil.copy(src, mine)
-    assert tts.request("Am 3. Oktober.", str(mine)).parts == (normalize_text("Am 3. Oktober.", "en"),)
-    assert tts.request("Am 3. Oktober.", str(mine), language="de").parts == ("Am dritten Oktober.",)
+    assert tts.request("Am 3. Oktober.", voice=str(mine)).parts == (normalize_text("Am 3. Oktober.", "en"),)
+    assert tts.request("Am 3. Oktober.", voice=str(mine), language="de").parts == ("Am dritten Oktober.",)
     # the prompt's text ids: the tokenizer's (mistral_common's, tests/test_tokenizer.py) of what is spoken
-    r = tts.generate("I have 3 apples.", "casual_male", max_frames=1, seed=0, normalize=False)
+    r = tts.generate("I have 3 apples.", voice="casual_male", max_frames=1, seed=0, normalize=False)
     n = tts.voice_bank.get("casual_male").n_audio_tokens
     assert r.prompt_ids[n + 3:-2].tolist() == tts.tokenizer.encode("I have 3 apples.")
     with pytest.raises(TextError, match="empty once normalised"):
-        tts.request("👍👍", "casual_male")
+        tts.request("👍👍", voice="casual_male")
     with pytest.raises(TextError, match="unknown language 'xx'"):
-        tts.request("Hi.", "casual_male", language="xx", normalize=False)
+        tts.request("Hi.", voice="casual_male", language="xx", normalize=False)
 
 
 def test_voice_names_are_case_insensitive(ort_tts):

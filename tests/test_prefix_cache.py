@@ -19,7 +19,7 @@ from voxtral_tts.runtime.backend import PrefillItem  # noqa: E402
 from voxtral_tts.runtime.codec import parse_stream_chunks, stream_chunk_frames  # noqa: E402
 from voxtral_tts.runtime.load_options import TTSOptions  # noqa: E402
 from voxtral_tts.runtime.prefix_cache import PrefixCache  # noqa: E402
-from voxtral_tts.runtime.scheduler import AudioChunk, PartFinished  # noqa: E402
+from voxtral_tts.runtime.request import AudioChunk, PartFinished  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
 from voxtral_tts.tokenizer import PREFIX_OVERHEAD  # noqa: E402
 
@@ -190,7 +190,7 @@ def test_requests_arriving_together_are_prefilled_in_one_call(tts, cached, batch
     counting = CountingPrefill(tts.backend)
     together = voxtral_tts.TTS(counting, tts.tokenizer, tts.voice_bank, TTSOptions(prefix_cache=cached))
     voices = ["casual_male", "neutral_female", "casual_male"]
-    requests = [together.request(text, voice, max_frames=6, seed=i)
+    requests = [together.request(text, voice=voice, max_frames=6, seed=i)
                 for i, (text, voice) in enumerate(zip(TEXTS, voices))]
     scheduler = together.scheduler
     for request in requests:
@@ -202,7 +202,7 @@ def test_requests_arriving_together_are_prefilled_in_one_call(tts, cached, batch
     assert all((prefix > 0) == cached for _, prefix in counting.calls[0])
     solo = same_model(tts, prefix_cache=cached)
     for i, (request, text, voice) in enumerate(zip(requests, TEXTS, voices)):
-        alone = solo.generate(text, voice, max_frames=6, seed=i)
+        alone = solo.generate(text, voice=voice, max_frames=6, seed=i)
         codes = [e.codes for e in events if isinstance(e, PartFinished) and e.request is request][0]
         np.testing.assert_array_equal(codes, alone.codes)
         audio = np.concatenate([e.audio for e in events if isinstance(e, AudioChunk) and e.request is request])
@@ -232,7 +232,7 @@ def test_device_placed_kv_with_prefixes_and_batches(tiny_engine_dir, ort_tts):
     """The GPU path's copies (OrtValues, DLPack views), run on the CPU: same codes as numpy's."""
     device = voxtral_tts.load(tiny_engine_dir, max_batch=3, capacity=256, kv_placement="device")
     device.backend.batch_prefill = True  # the padded call's copies too
-    requests = [device.request(text, "neutral_female", max_frames=5, seed=i) for i, text in enumerate(TEXTS)]
+    requests = [device.request(text, voice="neutral_female", max_frames=5, seed=i) for i, text in enumerate(TEXTS)]
     for request in requests:
         device.scheduler.submit(request)
     codes = {}
@@ -241,7 +241,7 @@ def test_device_placed_kv_with_prefixes_and_batches(tiny_engine_dir, ort_tts):
             if isinstance(event, PartFinished):
                 codes[event.request] = event.codes
     for i, (request, text) in enumerate(zip(requests, TEXTS)):
-        np.testing.assert_array_equal(codes[request], ort_tts.generate(text, "neutral_female", max_frames=5,
+        np.testing.assert_array_equal(codes[request], ort_tts.generate(text, voice="neutral_female", max_frames=5,
                                                                        seed=i).codes)
 
 
@@ -260,12 +260,12 @@ def test_stream_schedule():
 
 
 def test_first_chunk_after_two_frames_and_a_schedule_of_ones_own(ort_tts):
-    default = [len(c) // 1920 for c in ort_tts.stream("Streamed.", "casual_male", max_frames=12, seed=2)]
+    default = [len(c) // 1920 for c in ort_tts.stream("Streamed.", voice="casual_male", max_frames=12, seed=2)]
     assert default == [2, 3, 5, 2]
     old = same_model(ort_tts, stream_chunks="5,25")
-    chunks = list(old.stream("Streamed.", "casual_male", max_frames=12, seed=2))
+    chunks = list(old.stream("Streamed.", voice="casual_male", max_frames=12, seed=2))
     assert [len(c) // 1920 for c in chunks] == [5, 7]  # 5, then 25s: the rest at the end
-    whole = ort_tts.generate("Streamed.", "casual_male", max_frames=12, seed=2).audio
+    whole = ort_tts.generate("Streamed.", voice="casual_male", max_frames=12, seed=2).audio
     np.testing.assert_allclose(np.concatenate(chunks), whole, atol=1e-5)
 
 

@@ -151,4 +151,4 @@ def test_api_reproduces_the_fixture(reference_model_dir, golden):
         np.testing.assert_array_equal(r.codes, golden["codes_decoded"])
         assert r.finished and r.sample_rate == 24000 and r.audio.dtype == np.float32
         assert_close(r.audio, golden["waveform"], f"waveform via API {sorted(kwargs)}")
-        assert_close(tts.decode(r.codes), golden["waveform"], "tts.decode")
+        assert_close(tts.codes_to_audio(r.codes), golden["waveform"], "tts.codes_to_audio")

@@ -10,7 +10,7 @@ import pytest
 import voxtral_tts
 from voxtral_tts.config import EMPTY_AUDIO, END_AUDIO
 from voxtral_tts.errors import VoxtralError
-from voxtral_tts.runtime.decoding import NoiseSource, check_temperature
+from voxtral_tts.runtime.noise import NoiseSource, check_temperature
 from voxtral_tts.testing import flow_one
 
 ROWS = 8320  # semantic_head_rows of the fixture and of the tiny models
@@ -146,4 +146,4 @@ def test_cli_temperature(tiny_engine_dir, tmp_path, capsys):
     np.testing.assert_array_equal(to_pcm16(read_wav(out)[0]), to_pcm16(expected.audio))
     assert main([str(tiny_engine_dir), "-t", "Hi.", "-o", str(out), "--temperature", "2.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["voxtral-run: error: temperature must be a number from 0 (greedy) to 2, got 2.5"]
+    assert err == ["voxtral-run: error: --temperature must be a number from 0 (greedy) to 2, got 2.5"]

@@ -11,9 +11,10 @@ pytest.importorskip("onnxruntime")
 import voxtral_tts  # noqa: E402
 from voxtral_tts.config import END_AUDIO  # noqa: E402
 from voxtral_tts.errors import CapacityError  # noqa: E402
-from voxtral_tts.runtime.decoding import NoiseSource  # noqa: E402
-from voxtral_tts.runtime.scheduler import (AudioChunk, Cancelled, PartFinished, Request, RequestDone,  # noqa: E402
-                                           RequestFailed, Scheduler, Usage)
+from voxtral_tts.runtime.noise import NoiseSource  # noqa: E402
+from voxtral_tts.runtime.request import (AudioChunk, Cancelled, PartFinished, Request, RequestDone,  # noqa: E402
+                                         RequestFailed, Usage)
+from voxtral_tts.runtime.scheduler import Scheduler  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
 
 TEXTS = [("Hello there.", 1, 12), ("A second request, somewhat longer than the first!", 2, 7),
@@ -37,13 +38,13 @@ def run_all(scheduler: Scheduler, requests) -> list:
 def test_requests_in_flight_together_get_their_solo_audio(tts):
     """Three requests on two slots: the third joins when a slot frees; each one's chunks, part
     events and usage are exactly what it gets alone."""
-    requests = [tts.request(text, "casual_male", max_frames=n, seed=seed) for text, seed, n in TEXTS]
+    requests = [tts.request(text, voice="casual_male", max_frames=n, seed=seed) for text, seed, n in TEXTS]
     events = run_all(Scheduler(tts.backend, tts.prompt), requests)
     for request, (text, seed, frames) in zip(requests, TEXTS):
         mine = [e for e in events if e.request is request]
         kinds = [type(e) for e in mine]
         assert kinds == [AudioChunk] * (len(kinds) - 2) + [PartFinished, RequestDone]
-        alone = list(tts.stream(text, "casual_male", max_frames=frames, seed=seed))
+        alone = list(tts.stream(text, voice="casual_male", max_frames=frames, seed=seed))
         chunks = [e.audio for e in mine if isinstance(e, AudioChunk)]
         assert [len(c) for c in chunks] == [len(c) for c in alone]
         np.testing.assert_array_equal(np.concatenate(chunks), np.concatenate(alone))
@@ -96,7 +97,7 @@ def test_end_audio_ends_a_part_and_parts_run_in_order(tts):
             return codes
 
     scheduler = Scheduler(EndsAtFrame3(tts.backend), tts.prompt)
-    request = tts.request("First sentence here. Second one follows.", seed=5, max_chars=25, max_frames=10)
+    request = tts.request("First sentence here. Second one follows.", seed=5, part_chars=25, max_frames=10)
     assert len(request.parts) == 2
     events = run_all(scheduler, [request])
     parts = [e for e in events if isinstance(e, PartFinished)]

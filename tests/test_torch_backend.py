@@ -18,7 +18,8 @@ import voxtral_tts  # noqa: E402
 from voxtral_tts.model.loading import load_model  # noqa: E402
 from voxtral_tts.runtime.backends.buckets import bucket_for, power_buckets  # noqa: E402
 from voxtral_tts.runtime.backends.torch import MIN_KV_BUCKET, TorchBackend  # noqa: E402
-from voxtral_tts.runtime.decoding import FrameLoop, NoiseSource, Utterance  # noqa: E402
+from voxtral_tts.runtime.decoding import FrameLoop, Sequence  # noqa: E402
+from voxtral_tts.runtime.noise import NoiseSource  # noqa: E402
 from voxtral_tts.runtime.load_options import TorchOptions  # noqa: E402
 from voxtral_tts.testing import step_one  # noqa: E402
 
@@ -117,7 +118,7 @@ def decode_together(tts, requests, join_after: int = 2) -> dict:
     texts, waiting = {}, []
     for text, voice, seed, frames in requests:
         _, embeds = tts.prompt(text, tts.voice_bank.get(voice))
-        waiting.append(Utterance(embeds, NoiseSource(36, seed=seed), frames))
+        waiting.append(Sequence(embeds, NoiseSource(36, seed=seed), frames))
         texts[id(waiting[-1])] = text
     got = {text: [] for text in texts.values()}
     loop.join(waiting.pop(0))

@@ -11,10 +11,13 @@ Importing this package never imports torch; the torch backend is loaded on deman
 
 from .api import load
 from .errors import VoxtralError
-from .runtime.tts import SynthesisResult, TTS
+from .runtime.options import SpeechOptions
+from .runtime.results import SynthesisResult
+from .runtime.tts import TTS
 
 __version__ = "0.1.0"
-__all__ = ["load", "TTS", "SynthesisResult", "VoxtralError", "create_voice", "voice_from_codes", "__version__"]
+__all__ = ["load", "TTS", "SpeechOptions", "SynthesisResult", "VoxtralError", "create_voice", "voice_from_codes",
+           "__version__"]
 _LAZY = {"create_voice", "voice_from_codes"}
 
 

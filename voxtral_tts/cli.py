@@ -21,13 +21,13 @@ from tqdm import tqdm
 from .api import open_tts
 from .cli_options import add_backend_arguments, options_from_args
 from .encoding import AudioFile, audio_format
-from .errors import ArgumentParser, VoxtralError, run_cli
+from .errors import ArgumentParser, OptionError, VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
 from .reporting import STEPS_FORMAT
-from .runtime.decoding import FINISHED_END, check_temperature
-from .runtime.scheduler import AudioChunk, PartFinished, RequestFailed
 from .runtime.constants import MAX_TEMPERATURE
+from .runtime.decoding import FINISHED_END
+from .runtime.options import SpeechOptions
 from .runtime.tts import read_model_dir
 from .text import check_text
 from .voices import OPENAI_ALIASES, voice_gender, voice_language
@@ -97,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise VoxtralError(f"{args.output}: writing {args.output.suffix} needs PyAV (pip install "
                                "'voxtral-tts[server]'); .wav and .pcm need nothing more") from None
-    if args.seed is not None and not 0 <= args.seed < 2**63:
-        raise VoxtralError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
-    check_temperature(args.temperature)
     folder = args.output.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):  # before minutes of generation, not after
         raise VoxtralError(f"{args.output}: cannot write there ({folder} is not a writable directory)")
@@ -111,31 +108,28 @@ def run(args: argparse.Namespace) -> int:
             extra = f"  (alias {aliases[name]})" if name in aliases else ""
             print(f"{name:18s} {voice_language(name)}  {voice_gender(name) or '-':6s}{extra}")
         return 0
-    # check what is cheap to check before loading gigabytes of weights
+    # check what is cheap to check before loading gigabytes of weights: each input once, here
     text = check_text(_read_text(args), max_chars=None)
-    voices.get(args.voice)
+    try:
+        options = SpeechOptions(voice=voices.get(args.voice), seed=args.seed, temperature=args.temperature,
+                                max_frames=args.max_frames, normalize=args.normalize, language=args.language)
+    except OptionError as exc:
+        raise VoxtralError(exc.flag()) from None
     tts = open_tts(args.model, options_from_args(args, progress=not args.quiet))
-    request = tts.request(text, voice=args.voice, max_frames=args.max_frames, seed=args.seed, streaming=False,
-                          normalize=args.normalize, language=args.language, temperature=args.temperature)
-    finished, frames = True, 0
+    request = tts.request(text, options, streaming=False)
+    collector = tts.collector(request)
     with AudioFile(args.output, tts.sample_rate) as out, \
             tqdm(total=len(request.parts), unit="part", disable=args.quiet or len(request.parts) == 1,
                  desc="speaking", bar_format=STEPS_FORMAT) as bar:
-        for event in tts.events(request):  # each part's audio written as it is done: memory of one part
-            if isinstance(event, AudioChunk):
-                out.write(event.audio)
-            elif isinstance(event, PartFinished):
-                frames += len(event.codes)
-                finished = finished and event.finish_reason == FINISHED_END
-                tts.warn_if_cut(event, len(request.parts))
-                bar.update(1)
-                bar.set_postfix_str(f"{out.samples / tts.sample_rate:.1f} s of audio")
-            elif isinstance(event, RequestFailed):
-                raise event.error
+        for audio in collector.audio(tts.events(request)):  # each part's audio written as it is done
+            out.write(audio)
+            bar.update(len(collector.parts) - bar.n)
+            bar.set_postfix_str(f"{collector.seconds:.1f} s of audio")
+        bar.update(len(collector.parts) - bar.n)
     seed = f", seed {request.noise.seed}" if request.noise.seed is not None else ""
-    stop = "" if finished else " (cut at a frame budget: see the warning above)"
-    log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, frames,
-             out.samples / tts.sample_rate, request.voice.name, seed, stop)
+    stop = "" if collector.finish_reason == FINISHED_END else " (cut at a frame budget: see the warning above)"
+    log.info("wrote %s: %d frames, %.2f s of audio, voice %s%s%s", args.output, collector.frames,
+             collector.seconds, request.voice.name, seed, stop)
     return 0
 
 

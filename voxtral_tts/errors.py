@@ -34,6 +34,20 @@ class TextError(VoxtralError):
     """Empty or too-long input text."""
 
 
+class OptionError(VoxtralError):
+    """A request option out of its range: ``field`` names it (the server's ``param``; the command
+    line's flag is ``--`` + the field with dashes), ``problem`` says what is wrong with it
+    (``sentence``: the whole message, where it concerns more than the one field)."""
+
+    def __init__(self, field: str, problem: str, sentence: str | None = None):
+        super().__init__(sentence or f"{field} {problem}")
+        self.field, self.problem, self.sentence = field, problem, sentence
+
+    def flag(self) -> str:
+        """The same error worded for a command line: ``--max-frames must be …``."""
+        return self.sentence or f"--{self.field.replace('_', '-')} {self.problem}"
+
+
 class CapacityError(VoxtralError):
     """A request needs more positions than the KV cache was built for."""
 

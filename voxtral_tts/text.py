@@ -26,7 +26,12 @@ _UNSAYABLE = re.compile(f"[{_UNSAYABLE_CHARS}]+")
 SAYABLE_PATTERN = f"[^{_UNSAYABLE_CHARS}]"
 
 
-def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> str:
+class CheckedText(str):
+    """Text :func:`check_text` has passed: checked once where it enters (the command line before the
+    model loads, the server against its limit) and taken as it is by ``TTS.request``."""
+
+
+def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> CheckedText:
     """The text stripped of surrounding whitespace; empty text (nothing but whitespace and control
     characters) or over-long text is an error."""
     if not isinstance(text, str):
@@ -36,7 +41,7 @@ def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> str:
         raise TextError("text is empty")
     if max_chars is not None and len(stripped) > max_chars:
         raise TextError(f"text is {len(stripped)} characters long; the limit is {max_chars}")
-    return stripped
+    return CheckedText(stripped)
 
 
 def _cut(window: str) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .language import Language, currency
+from .language import Language, currency, gendered_ordinal
 from .number_words import cardinal, ordinal, year
 
 #: the months, with the variant "setiembre", after which "N°" is an ordinal
@@ -45,10 +45,9 @@ class Spanish(Language):
         return f"{cardinal(day, self)} de {self.months[month - 1]} de {year(year_number, self)}"
 
     def say_ordinal(self, m: re.Match) -> str:
-        words = ordinal(int(m.group(1)), self)
         if m.group(3):  # "1.er piso" → "primer"
-            return re.sub(r"(primer|tercer)o$", r"\1", words)
-        return re.sub(r"o\b", "a", words) if m.group(2) == "ª" else words
+            return re.sub(r"(primer|tercer)o$", r"\1", ordinal(int(m.group(1)), self))
+        return gendered_ordinal(self, m)
 
     def ampersand(self, after: str) -> str:
         if (after[:1] in "ií" or after[:2] in ("hi", "hí")) \

@@ -40,6 +40,13 @@ class Currency:
     subunit: Unit | None = None
 
 
+def gendered_ordinal(language: "Language", m: re.Match) -> str:
+    """An ordinal in words, feminine after the "ª" mark (group 2): the Iberian and Italian rule
+    (1º primero / primo / primeiro, 1ª primera / prima / primeira)."""
+    words = ordinal(int(m.group(1)), language)
+    return re.sub(r"o\b", "a", words) if m.group(2) == "ª" else words
+
+
 def currency(singular: str, plural: str, gender: str = "m",
              sub: tuple[str, ...] | None = None) -> Currency:
     """A :class:`Currency` in one line: ``currency("livre", "livres", "f", sub=("penny",

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from .language import Language, currency
-from .number_words import cardinal, ordinal, year
+from .language import Language, currency, gendered_ordinal
+from .number_words import cardinal, year
 
 _MONTHS = tuple("janeiro fevereiro março abril maio junho julho agosto setembro outubro "
                 "novembro dezembro".split())
@@ -43,9 +43,7 @@ class Portuguese(Language):
         d = "primeiro" if day == 1 else cardinal(day, self)
         return f"{d} de {self.months[month - 1]} de {year(year_number, self)}"
 
-    def say_ordinal(self, m: re.Match) -> str:
-        words = ordinal(int(m.group(1)), self)
-        return re.sub(r"o\b", "a", words) if m.group(2) == "ª" else words
+    say_ordinal = gendered_ordinal
 
 
 LANGUAGE = Portuguese(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,39 +18,22 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine import check_not_partial_engine
 from ..errors import TextError, VoxtralError
-from ..normalize import normalize_text, resolve_language
-from ..text import MAX_CHUNK_CHARS, check_text, split_text
+from ..normalize import normalize_text
+from ..text import CheckedText, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
 from .backend import Backend
 from .codec import codec_audio
-from .decoding import FINISHED_END, LIMIT_CAPACITY, NoiseSource, frame_budget
+from .decoding import frame_budget
 from .load_options import TTSOptions
+from .noise import NoiseSource
+from .options import SpeechOptions
 from .prefix_cache import PrefixCache
-from .scheduler import AudioChunk, Event, PartFinished, Request, RequestFailed, Scheduler
+from .request import Event, Request
+from .results import Collector, SynthesisResult
+from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SynthesisResult:
-    text: str
-    voice: str
-    prompt_ids: np.ndarray  # int64 [P]: ids fed to the backbone ([AUDIO] at the voice rows)
-    codes: np.ndarray  # int64 [T, 37]: frames turned into audio, +2 offset
-    audio: np.ndarray  # float32 [T · 1920], unclipped
-    sample_rate: int
-    finished: bool  # True when END_AUDIO ended generation, False when the frame cap did
-    seed: int | None = None  # the seed that reproduces this result (None with explicit noise)
-    parts: tuple["SynthesisResult", ...] = field(default=(), repr=False)  # per text part, if split
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.codes.shape[0])
-
-    @property
-    def duration(self) -> float:
-        return self.audio.shape[0] / self.sample_rate
 
 
 class TTS:
@@ -92,23 +75,20 @@ class TTS:
         return ids, embeds
 
     # --- requests ----------------------------------------------------------------------------------
-    def request(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
-                seed: int | None = None, noise: np.ndarray | None = None, max_chars: int | None = MAX_CHUNK_CHARS,
-                streaming: bool = True, normalize: bool = True, language: str | None = None,
-                temperature: float = 0.0) -> Request:
-        """A checked :class:`Request` for the scheduler: the text (any length) normalised for speech
-        in ``language`` — by default the voice's, English for a voice file (:mod:`..normalize`;
-        ``normalize=False``: as given, only stripped of surrounding whitespace) — split into parts
-        of ≤ ``max_chars`` characters at sentence ends (None: one part), the voice resolved, the
-        noise fixed. ``temperature``: 0 (the default) takes the semantic code by argmax, as the
-        reference does; above 0 (up to 2) it is sampled at that temperature, reproducibly for a
-        seed or an explicit noise array (see :class:`.decoding.NoiseSource`)."""
-        if seed is not None and noise is not None:
-            raise VoxtralError("give either seed or noise, not both")
-        text = check_text(text, max_chars=None)
-        chosen = self.voice_bank.get(voice)
-        if normalize:
-            said = normalize_text(text, language or chosen.language or "en")
+    def request(self, text: str, options: SpeechOptions | None = None, /, *, streaming: bool = True,
+                **fields) -> Request:
+        """A checked :class:`Request` for the scheduler, from ``text`` (any length) and the
+        :class:`.options.SpeechOptions` (or keyword fields that build them): the text normalised
+        for speech in the options' language — by default the voice's, English for a voice file
+        (:mod:`..normalize`; ``normalize=False``: as given, only stripped of surrounding
+        whitespace) —, split into parts of ≤ ``part_chars`` characters at sentence ends, the voice
+        resolved, the noise fixed, every part checked against the KV cache before anything is
+        generated. ``streaming``: audio in chunks as frames arrive rather than one piece per part."""
+        options = SpeechOptions.build(options, **fields)
+        text = text if isinstance(text, CheckedText) else check_text(text, max_chars=None)
+        voice = options.voice if isinstance(options.voice, Voice) else self.voice_bank.get(options.voice)
+        if options.normalize:
+            said = normalize_text(text, options.language or voice.language or "en")
             if said != text:
                 log.debug("normalised for speech: %r", said[:200])
             try:
@@ -116,110 +96,68 @@ class TTS:
             except VoxtralError:
                 raise TextError("text is empty once normalised for speech (only symbols or emoji?); "
                                 "normalize=False / --no-normalize speaks it as given") from None
-        elif language is not None:
-            resolve_language(language)  # an unknown language is still an error
-        parts = [text] if max_chars is None else split_text(text, max_chars)
+        parts = [text] if options.part_chars is None else split_text(text, options.part_chars)
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))
-        source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=seed, noise=noise, temperature=temperature,
-                             logits=self.config.audio.semantic_head_rows)
+        source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=options.seed, noise=options.noise,
+                             temperature=options.temperature, logits=self.config.audio.semantic_head_rows)
         for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
-            prompt_len = self.tokenizer.speech_prompt_length(part, chosen.n_audio_tokens)
+            prompt_len = self.tokenizer.speech_prompt_length(part, voice.n_audio_tokens)
             try:
-                frame_budget(self.backend.capacity, prompt_len, max_frames, source, len(part))
+                frame_budget(self.backend.capacity, prompt_len, options.max_frames, source, len(part))
             except VoxtralError as exc:
                 if len(parts) == 1:
                     raise
                 raise type(exc)(f"part {i + 1} of {len(parts)}: {exc}") from None
-        return Request(text, tuple(parts), chosen, source, max_frames, streaming)
+        return Request(text, tuple(parts), voice, source, options.max_frames, streaming)
 
     def events(self, request: Request, cancelled: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Run ``request`` through the scheduler and yield its typed events."""
         return self.scheduler.run(request, cancelled)
 
-    # --- generation --------------------------------------------------------------------------------
-    def generate(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
-                 seed: int | None = None, noise: np.ndarray | None = None, normalize: bool = True,
-                 language: str | None = None, temperature: float = 0.0) -> SynthesisResult:
-        """Synthesise one prompt. ``noise`` [max_frames, 36] fixes x0 per frame; ``seed`` alone also
-        makes the output reproducible (row n of ``default_rng(seed).standard_normal``). ``normalize``
-        / ``language`` / ``temperature``: see :meth:`request`."""
-        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars=None, streaming=False,
-                                             normalize=normalize, language=language, temperature=temperature))
+    def collector(self, request: Request, keep_audio: bool = False, log_parts: bool = False) -> Collector:
+        """The one consumer of ``request``'s events (:class:`.results.Collector`)."""
+        return Collector(request, self.sample_rate, keep_audio, log_parts)
 
-    def synthesize(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
-                   seed: int | None = None, noise: np.ndarray | None = None,
-                   max_chars: int = MAX_CHUNK_CHARS, normalize: bool = True,
-                   language: str | None = None, temperature: float = 0.0) -> SynthesisResult:
-        """Like :meth:`generate`, for text of any length: parts of ≤ ``max_chars`` characters cut at
+    # --- generation --------------------------------------------------------------------------------
+    def generate(self, text: str, options: SpeechOptions | None = None, /, **fields) -> SynthesisResult:
+        """Synthesise ``text`` from one prompt, whatever its length (``part_chars`` does not apply).
+        ``noise`` [max_frames, 36] fixes x0 per frame; ``seed`` alone also makes the output
+        reproducible (row n of ``default_rng(seed).standard_normal``). The options:
+        :class:`.options.SpeechOptions`, given whole or as keyword fields."""
+        options = SpeechOptions.build(options, **fields)
+        return self._synthesize(self.request(text, replace(options, part_chars=None), streaming=False))
+
+    def synthesize(self, text: str, options: SpeechOptions | None = None, /, **fields) -> SynthesisResult:
+        """Like :meth:`generate`, for text of any length: parts of ≤ ``part_chars`` characters cut at
         sentence ends, each generated with a fresh prompt (``max_frames`` applies per part), the
         audio concatenated; progress is logged part by part. Noise continues across parts. (To
-        write a long text to a file without holding its audio, iterate :meth:`events`.)"""
-        return self._synthesize(self.request(text, voice, max_frames, seed, noise, max_chars, streaming=False,
-                                             normalize=normalize, language=language, temperature=temperature))
+        write a long text to a file without holding its audio, see ``voxtral-run``: a
+        :meth:`collector` over :meth:`events`.)"""
+        return self._synthesize(self.request(text, options, streaming=False, **fields))
 
-    def stream(self, text: str, voice: str | Path | None = None, max_frames: int | None = None,
-               seed: int | None = None, noise: np.ndarray | None = None,
-               max_chars: int = MAX_CHUNK_CHARS, cancelled: Callable[[], bool] | None = None,
-               normalize: bool = True, language: str | None = None, temperature: float = 0.0) -> Iterator[np.ndarray]:
+    def stream(self, text: str, options: SpeechOptions | None = None, /,
+               cancelled: Callable[[], bool] | None = None, **fields) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks as frames are produced, on the scheduler's stream schedule
         (by default the first after 2 frames — 160 ms of audio — then 3 more, then every 5 frames
         up to 25, then every 25). Each chunk is decoded with up to 25
         frames of left context, so the chunks concatenate to :meth:`synthesize`'s audio (same
-        arguments) up to float rounding. Long text is streamed part by part. ``cancelled`` is
-        polled every frame; when it returns True, :class:`.scheduler.Cancelled` is raised."""
-        request = self.request(text, voice, max_frames, seed, noise, max_chars, streaming=True, normalize=normalize,
-                               language=language, temperature=temperature)
-        for event in self.events(request, cancelled):
-            if isinstance(event, AudioChunk):
-                yield event.audio
-            elif isinstance(event, RequestFailed):
-                raise event.error
+        options) up to float rounding. Long text is streamed part by part. ``cancelled`` is
+        polled every frame; when it returns True, :class:`.request.Cancelled` is raised."""
+        request = self.request(text, options, streaming=True, **fields)
+        yield from self.collector(request).audio(self.events(request, cancelled))
 
     def _synthesize(self, request: Request) -> SynthesisResult:
         started = time.perf_counter()
-        audio: dict[int, np.ndarray] = {}
-        parts: list[SynthesisResult] = []
-        seed = request.noise.seed
-        for event in self.events(request):
-            if isinstance(event, AudioChunk):
-                audio[event.part] = event.audio
-            elif isinstance(event, PartFinished):
-                self.warn_if_cut(event, len(request.parts))
-                parts.append(SynthesisResult(
-                    text=event.text, voice=request.voice.name, prompt_ids=event.prompt_ids, codes=event.codes,
-                    audio=audio.pop(event.part, np.zeros(0, np.float32)), sample_rate=self.sample_rate,
-                    finished=event.finish_reason == FINISHED_END, seed=seed))
-                if len(request.parts) > 1:
-                    log.info("part %d of %d done: %.1f s of audio so far", len(parts), len(request.parts),
-                             sum(r.duration for r in parts))
-            elif isinstance(event, RequestFailed):
-                raise event.error
-        elapsed = time.perf_counter() - started
-        if len(parts) == 1:
-            result = parts[0]
-        else:
-            result = SynthesisResult(
-                text=request.text, voice=request.voice.name,
-                prompt_ids=np.concatenate([r.prompt_ids for r in parts]),
-                codes=np.concatenate([r.codes for r in parts]), audio=np.concatenate([r.audio for r in parts]),
-                sample_rate=self.sample_rate, finished=all(r.finished for r in parts), seed=seed, parts=tuple(parts))
-        log.info("%d frames (%.2f s of audio) in %.2f s, voice %s", result.n_frames, result.duration, elapsed,
-                 request.voice.name)
+        collector = self.collector(request, keep_audio=True, log_parts=True)
+        for _ in collector.audio(self.events(request)):
+            pass
+        result = collector.result()
+        log.info("%d frames (%.2f s of audio) in %.2f s, voice %s", result.n_frames, result.duration,
+                 time.perf_counter() - started, request.voice.name)
         return result
 
-    @staticmethod
-    def warn_if_cut(event: PartFinished, n_parts: int) -> None:
-        """A part with no audio, or stopped at its frame budget before END_AUDIO: a warning naming the limit."""
-        if event.codes.shape[0] == 0:
-            log.warning("END_AUDIO at the first frame: no audio for %r", event.text[:60])
-        if event.finish_reason != FINISHED_END:
-            log.warning("part %d of %d stopped at its frame budget (%d frames, the %s limit) before END_AUDIO: its "
-                        "audio is cut%s", event.part + 1, n_parts, len(event.codes), event.limit,
-                        "; raise --max-frames / max_frames to allow more" if event.limit != LIMIT_CAPACITY
-                        else "; raise --capacity to allow more")
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
+    def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
         """Codes [T, 37] (+2 offset) → float32 waveform [T · 1920]: the codec, chunked with left context."""
         codes = np.asarray(codes, dtype=np.int64)
         n_codebooks = self.config.audio.num_codebooks

@@ -26,9 +26,9 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response, StreamingResponse
 
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
-from ..errors import VoiceError, VoxtralError
-from ..runtime.decoding import check_temperature
-from ..runtime.scheduler import RequestDone, RequestFailed
+from ..errors import OptionError, VoiceError, VoxtralError
+from ..runtime.options import SpeechOptions
+from ..runtime.request import RequestDone, RequestFailed
 from ..runtime.tts import TTS
 from ..text import check_text
 from ..voices import voice_gender, voice_language
@@ -125,20 +125,19 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except ValueError:
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
         try:
-            temperature = check_temperature(body.temperature)
-        except VoxtralError as exc:
-            raise APIError(400, str(exc), param="temperature") from None
-
+            speech_options = SpeechOptions(voice=voice, seed=body.seed, temperature=body.temperature,
+                                           max_frames=options.max_frames, normalize=body.normalize)
+        except OptionError as exc:
+            raise APIError(400, str(exc), param=exc.field) from None
         try:  # every part checked against the KV cache before anything is generated
-            speech_request = tts.request(text, voice, max_frames=options.max_frames, seed=body.seed,
-                                         normalize=body.normalize, temperature=temperature)
+            speech_request = tts.request(text, speech_options)
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
             log.error("voice %s cannot be read: %s", voice, exc)
             raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",
                            code="voice_unavailable") from None
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
-        job = Job(speech_request, asyncio.get_running_loop())
+        job = Job(speech_request, tts.collector(speech_request), asyncio.get_running_loop())
         synth.submit(job)
         job.watch(request.receive)
         streamed = False
@@ -169,7 +168,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             if not streamed:
                 job.close()
         content = await asyncio.to_thread(encoder.finish)
-        return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.finish_reason})
+        return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.collector.finish_reason})
 
     if options.web:
         add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from ..api import open_tts
 from ..cli_options import add_backend_arguments, options_from_args
-from ..errors import ArgumentParser, VoxtralError
+from ..errors import ArgumentParser, OptionError, VoxtralError
 from ..hub import model_path
 from ..runtime.constants import STREAM_CHUNKS
 from ..runtime.load_options import LoadPlan
+from ..runtime.options import SpeechOptions
 from .schemas import ServerOptions
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
@@ -72,6 +73,10 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     """The model path, backend and options from parsed flags (checked here, before anything loads)."""
     if args.max_queue < 0:
         raise VoxtralError(f"--max-queue must be at least 0, got {args.max_queue}")
+    try:  # the per-part frame cap every request gets: checked once, as a request's own would be
+        SpeechOptions(max_frames=args.max_frames)
+    except OptionError as exc:
+        raise VoxtralError(exc.flag()) from None
     model = model_path(args.model)
     plan = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
                              max_batch=args.max_batch, stream_chunks=args.stream_chunks)

@@ -13,8 +13,7 @@ import json
 import logging
 
 from ..encoding import StreamEncoder
-from ..runtime.decoding import FINISHED_END
-from ..runtime.scheduler import AudioChunk, Cancelled, PartFinished, RequestDone, RequestFailed, Usage
+from ..runtime.request import AudioChunk, Cancelled, PartFinished, RequestDone, RequestFailed
 from .errors import as_api_error, error_body
 from .worker import GONE, Job
 
@@ -22,15 +21,14 @@ log = logging.getLogger(__name__)
 
 
 async def next_event(job: Job) -> AudioChunk | RequestDone | RequestFailed | None:
-    """The job's next audio chunk or end (done or failed); :data:`GONE` once the client has gone away."""
+    """The job's next audio chunk or end (done or failed), taken by its collector; :data:`GONE` once
+    the client has gone away."""
     while True:
         event = await job.out.get()
         if event is GONE or (isinstance(event, RequestFailed) and isinstance(event.error, Cancelled)):
             return GONE
-        if not isinstance(event, PartFinished):
+        if not isinstance(job.collector.take(event), PartFinished):
             return event
-        if event.finish_reason != FINISHED_END:
-            job.finish_reason = event.finish_reason
 
 
 class StreamAborted(Exception):
@@ -71,24 +69,21 @@ async def server_sent_events(job: Job, first, fmt: str, speed: float):
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     encoder = StreamEncoder(fmt, speed=speed)
-    usage = Usage()
-    parts, part = len(job.request.parts), 0  # the text part being spoken: progress for the client
+    collector = job.collector  # the part being spoken (progress for the client), the usage at the end
     async for item in _stream(job, first):
         if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
             error = as_api_error(item.error)
             yield event({"type": "error", **error_body(error.message, error.type, error.param, error.code)})
             return
         if isinstance(item, RequestDone):
-            usage = item.usage
             continue
-        part = item.part
         if data := encoder.encode(item.audio):
-            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(), "part": part,
-                         "parts": parts})
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode(),
+                         "part": collector.part, "parts": collector.n_parts})
     tail = encoder.finish()
     if tail:
-        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode(), "part": part,
-                     "parts": parts})
-    tokens, frames = usage.text_tokens, usage.frames
-    yield event({"type": "speech.audio.done", "finish_reason": job.finish_reason, "parts": parts,
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(tail).decode(), "part": collector.part,
+                     "parts": collector.n_parts})
+    tokens, frames = collector.usage.text_tokens, collector.usage.frames
+    yield event({"type": "speech.audio.done", "finish_reason": collector.finish_reason, "parts": collector.n_parts,
                  "usage": {"input_tokens": tokens, "output_tokens": frames, "total_tokens": tokens + frames}})

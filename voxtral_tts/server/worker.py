@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import VoxtralError
-from ..runtime.decoding import FINISHED_END
-from ..runtime.scheduler import Event, PartFinished, Request, RequestDone, RequestFailed
+from ..runtime.request import Event, Request, RequestDone, RequestFailed
+from ..runtime.results import Collector
 from ..runtime.tts import TTS
 from .errors import APIError
 from .schemas import ServerOptions
@@ -30,16 +30,17 @@ GONE = None
 
 @dataclass(eq=False)
 class Job:
-    """A request of this server: the scheduler's :class:`Request`, where its events go (the request
-    handler's event loop), and a watch on the client's connection: when the client goes away
-    (ASGI ``http.disconnect``) the request is cancelled — it leaves the scheduler at its next step
-    — and the handler is woken with :data:`GONE`."""
+    """A request of this server: the scheduler's :class:`Request`, the :class:`Collector` its
+    handler reads its events with (finish reason, usage, the cut-part warning), where its events go
+    (the request handler's event loop), and a watch on the client's connection: when the client goes
+    away (ASGI ``http.disconnect``) the request is cancelled — it leaves the scheduler at its next
+    step — and the handler is woken with :data:`GONE`."""
 
     request: Request
+    collector: Collector
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     watcher: asyncio.Task | None = None
-    finish_reason: str = FINISHED_END  # "length" once a part stopped at its frame budget before END_AUDIO
 
     def put(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, event)
@@ -129,8 +130,6 @@ class Synthesizer:
                 pass
             for event in scheduler.step():
                 job = self._jobs[event.request]
-                if isinstance(event, PartFinished):
-                    TTS.warn_if_cut(event, len(event.request.parts))
                 if isinstance(event, (RequestDone, RequestFailed)):
                     del self._jobs[event.request]
                     with self._lock:  # counted out before its handler can answer: a client's next
