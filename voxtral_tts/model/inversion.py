@@ -4,8 +4,10 @@ The release has no codec encoder (spec §2.3), but its decoder is differentiable
 the decoder's input is a 292-value latent: a semantic codebook row (256 values) and 36 FSQ values
 in [−1, 1] (spec §7.1). :func:`invert` optimises those latents as free continuous values — the
 semantic vector as is, the acoustic values as ``tanh`` of free parameters so they stay in range —
-with Adam against a multi-resolution STFT loss (spectral convergence + log-magnitude L1) between
-the decoded audio and the target. It then snaps them to codes (the nearest semantic codebook row,
+with Adam (cosine-decayed step size) against a multi-resolution STFT loss (spectral convergence +
+log-magnitude L1) plus a waveform L1 term between the decoded audio and the target: the decoder is
+deterministic, so the waveform term pulls towards the codes themselves where magnitudes alone leave
+the acoustic values loose. It then snaps them to codes (the nearest semantic codebook row,
 FSQ rounding of the acoustic values, spec §6.3.4) and refines with a straight-through pass: the
 forward pass decodes the snapped latents, the gradient flows to the continuous ones. The codes
 that decode closest to the target (before or after refinement) are returned.
@@ -33,6 +35,8 @@ from .codec import CodecDecoder
 
 #: (FFT size, hop) of the STFT loss at 24 kHz: from 85 ms down to 10.7 ms windows
 RESOLUTIONS = ((2048, 512), (1024, 256), (512, 128), (256, 64))
+#: weight of the waveform L1 term (relative to the target's mean magnitude) beside the spectral terms
+WAVEFORM_WEIGHT = 1.0
 #: frames of left context in front of each decoded window (≥ the decoder's receptive field, §7.7)
 CONTEXT_FRAMES = 24
 #: frames the loss reads per window after the first
@@ -44,14 +48,15 @@ class Inversion:
     """The codes found for a waveform and how well they decode to it."""
 
     codes: np.ndarray  # int64 [T, 37], with the +2 offset
-    loss: float  # the STFT loss of the snapped codes' decoded audio, scaled to the target's RMS
+    loss: float  # the loss (:func:`stft_loss`) of the snapped codes' decoded audio, scaled to the target's RMS
     continuous_loss: float  # the loss of the continuous latents before snapping
     steps: int  # optimisation steps taken, both passes together
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor, target_specs: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Multi-resolution STFT loss of waveforms [B, L]: spectral convergence + log-magnitude L1,
-    averaged over :data:`RESOLUTIONS`."""
+    """Loss of waveforms [B, L]: spectral convergence + log-magnitude L1 averaged over
+    :data:`RESOLUTIONS`, plus :data:`WAVEFORM_WEIGHT` × the waveform L1 relative to the target's
+    mean magnitude."""
     total = pred.new_zeros(())
     for i, (n_fft, hop) in enumerate(RESOLUTIONS):
         window = torch.hann_window(n_fft, device=pred.device)
@@ -59,7 +64,8 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, target_specs: list[torch
         s_ref = target_specs[i] if target_specs is not None else spectrum(target, n_fft, hop)
         convergence = torch.linalg.vector_norm(s_ref - s_pred) / torch.linalg.vector_norm(s_ref).clamp_min(1e-7)
         total = total + convergence + (s_ref.log() - s_pred.log()).abs().mean()
-    return total / len(RESOLUTIONS)
+    waveform = (pred - target).abs().mean() / target.abs().mean().clamp_min(1e-7)
+    return total / len(RESOLUTIONS) + WAVEFORM_WEIGHT * waveform
 
 
 def spectrum(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
@@ -177,16 +183,19 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
     bar = progress_steps(range(steps + refine_steps), desc="finding codes", unit="step", disable=not progress)
     optimiser = torch.optim.Adam(latents.parameters(), lr=lr)
     best, since_best, taken, continuous_loss = math.inf, 0, 0, math.inf
-    phase = "continuous"
+    phase, end = "continuous", steps
     best_codes, best_snapped = None, math.inf
     for step in bar:
         if phase == "continuous" and (step >= steps or since_best >= patience):
             continuous_loss = best
             best_codes, best_snapped = _snapped(decode, latents, codebook, levels)
-            phase, best, since_best = "refine", math.inf, 0
+            phase, best, since_best, end = "refine", math.inf, 0, step + refine_steps
             optimiser = torch.optim.Adam(latents.parameters(), lr=lr * 0.3)
-        if phase == "refine" and step >= steps + refine_steps:
+        if step >= end:
             break
+        if phase == "continuous":  # cosine decay to a tenth: large moves first, then settling
+            for group in optimiser.param_groups:
+                group["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
         optimiser.zero_grad(set_to_none=True)
         latent = latents.continuous()
         if phase == "refine":  # decode the snapped latents, send the gradient to the continuous ones
@@ -201,8 +210,9 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
             best, since_best = value, 0
         else:
             since_best += 1
-        if hasattr(bar, "set_postfix_str") and (step % 10 == 0):
+        if step % 10 == 0:
             bar.set_postfix_str(f"{phase} loss {value:.4f}")
+    bar.close()
     if phase == "continuous":  # steps == 0, or the loop ended in the first phase
         continuous_loss = best
         best_codes, best_snapped = _snapped(decode, latents, codebook, levels)
