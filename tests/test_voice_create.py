@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import wave
 
 import numpy as np
 import pytest
 
 from voxtral_tts.audio import write_wav
 from voxtral_tts.errors import VoiceError, VoxtralError
+from voxtral_tts.runtime.tts import read_model_dir
 from voxtral_tts.reference_audio import ReferenceAudioError, prepare, window_db
 from voxtral_tts.voice_create import check_codes, voice_from_codes, write_voice
 from voxtral_tts.voices import read_voice_file
@@ -32,7 +32,6 @@ def random_codes(n: int, seed: int) -> np.ndarray:
 def test_voice_from_codes_is_the_feedback_the_runtime_computes(reference_model_dir, golden):
     torch = pytest.importorskip("torch")
     from voxtral_tts.model.loading import load_model
-    from voxtral_tts.runtime.backends.torch import TorchBackend  # noqa: F401 (the backend exists)
     import voxtral_tts
 
     codes = golden["codes_decoded"]
@@ -74,25 +73,46 @@ def round_trip(reference_model_dir):
         found = find_voice(reference_model_dir, audio, 24000, steps=STEPS, seed=0, device="cpu", progress=False)
     finally:
         torch.set_num_threads(threads)
-    return truth, found
+    return truth, found, decoder, audio
+
+
+def spectral_distance(decoder, codes: np.ndarray, reference: np.ndarray) -> float:
+    """The multi-resolution STFT part of the inversion's loss between the codes' decoded audio and the reference."""
+    import torch
+
+    from voxtral_tts.model import inversion
+
+    with torch.no_grad():
+        audio = decoder(torch.from_numpy(codes)[None])
+        reference = torch.from_numpy(reference)[None]
+        return float(inversion.stft_loss(audio, reference)
+                     - inversion.WAVEFORM_WEIGHT * (audio - reference).abs().mean() / reference.abs().mean())
 
 
 def test_round_trip_recovers_the_codes_better_than_shuffled_codes(reference_model_dir, round_trip):
-    truth, found = round_trip
+    """Measured at 150 steps: semantic 72 % (shuffled ≤ 5 %), acoustic within one level 35 % (≤ 18 %),
+    rows' relative error 1.30 (1.35–1.38), spectral distance 0.62 (1.35–1.37)."""
+    truth, found, decoder, audio = round_trip
     assert found.codes.shape == truth.shape and found.rows.shape == (FRAMES, 64)
-    shuffled = truth[np.random.default_rng(0).permutation(FRAMES)]
+    rng = np.random.default_rng(0)
+    shuffles = [truth[rng.permutation(FRAMES)] for _ in range(3)]
     semantic = (found.codes[:, 0] == truth[:, 0]).mean()
     acoustic_near = (np.abs(found.codes[:, 1:] - truth[:, 1:]) <= 1).mean()
-    base_semantic = (shuffled[:, 0] == truth[:, 0]).mean()
-    base_near = (np.abs(shuffled[:, 1:] - truth[:, 1:]) <= 1).mean()
-    assert semantic >= max(0.25, 5 * base_semantic), (semantic, base_semantic)
-    assert acoustic_near >= base_near + 0.05, (acoustic_near, base_near)
+    base_semantic = max((s[:, 0] == truth[:, 0]).mean() for s in shuffles)
+    base_near = max((np.abs(s[:, 1:] - truth[:, 1:]) <= 1).mean() for s in shuffles)
+    assert semantic >= max(0.45, 5 * base_semantic), (semantic, base_semantic)
+    assert acoustic_near >= base_near + 0.08, (acoustic_near, base_near)
+
     true_rows = voice_from_codes(reference_model_dir, truth)
-    error = np.linalg.norm(found.rows - true_rows) / np.linalg.norm(true_rows)
-    base_error = np.linalg.norm(voice_from_codes(reference_model_dir, shuffled) - true_rows) / np.linalg.norm(true_rows)
-    assert error < 0.8 * base_error, (error, base_error)
-    assert np.array_equal(found.rows, true_rows) or error > 0  # rows are the codes' embedding, nothing else
+    def error(rows):
+        return np.linalg.norm(rows - true_rows) / np.linalg.norm(true_rows)
+    base_error = np.mean([error(voice_from_codes(reference_model_dir, s)) for s in shuffles])
+    assert error(found.rows) < base_error, (error(found.rows), base_error)
     np.testing.assert_array_equal(found.rows, voice_from_codes(reference_model_dir, found.codes))
+
+    distance = spectral_distance(decoder, found.codes, audio)
+    base_distance = min(spectral_distance(decoder, s, audio) for s in shuffles)
+    assert distance < 0.7 * base_distance, (distance, base_distance)
 
 
 def test_a_created_voice_speaks_through_the_torch_backend(reference_model_dir, round_trip, tmp_path):
@@ -100,8 +120,9 @@ def test_a_created_voice_speaks_through_the_torch_backend(reference_model_dir, r
 
     path = write_voice(tmp_path / "mine.safetensors", round_trip[1].rows, {"source": "test"})
     np.testing.assert_array_equal(read_voice_file(path), round_trip[1].rows)
+    _, _, voices = read_model_dir(reference_model_dir)
+    assert voices.get(str(path)).embedding.shape == (FRAMES, 64)  # the VoiceBank reads it as a voice file
     tts = voxtral_tts.load(reference_model_dir, backend="torch", progress=False)
-    assert tts.voices.get(str(path)).embedding.shape == (FRAMES, 64)
     result = tts.generate("Hello.", voice=str(path), max_frames=4, seed=0)
     assert result.audio.size > 0 and np.isfinite(result.audio).all()
 
@@ -151,26 +172,29 @@ def test_unusable_recordings_are_one_line(audio, message):
 
 # --- the command line ----------------------------------------------------------------------------
 
-def run_voice_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voxtral_tts.voice_cli", *args], capture_output=True, text=True)
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.wav", "not found"),
     (lambda d: (d / "notes.wav").write_text("not audio") and d / "notes.wav", "not an audio file"),
     (lambda d: write_wav(d / "short.wav", tone(1.0)), "at least 3 s"),
     (lambda d: write_wav(d / "silent.wav", np.zeros(24000 * 5, np.float32)), "silence only"),
 ])
-def test_cli_errors_are_one_line_and_exit_2(reference_model_dir, tmp_path, make, message):
+def test_cli_errors_are_one_line_and_exit_2(reference_model_dir, tmp_path, capsys, make, message):
     from voxtral_tts.voice_cli import main
 
     reference = make(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", "import sys; from voxtral_tts.voice_cli import main; "
-                           "sys.exit(main(sys.argv[1:]))", str(reference_model_dir), str(reference),
-                           "-o", str(tmp_path / "v.safetensors"), "-q"], capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and message in proc.stderr and proc.stderr.startswith("voxtral-voice: error:")
+    assert main([str(reference_model_dir), str(reference), "-o", str(tmp_path / "v.safetensors"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("voxtral-voice: error:"), err
     assert main([str(reference_model_dir), str(reference), "-o", str(tmp_path / "v.wav")]) == 2  # not .safetensors
+    assert ".safetensors" in capsys.readouterr().err
+
+
+def test_cli_exit_status_in_a_process(reference_model_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "voxtral_tts.voice_cli", str(reference_model_dir),
+                           str(tmp_path / "missing.wav"), "-o", str(tmp_path / "v.safetensors")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"voxtral-voice: error: {tmp_path / 'missing.wav'}: not found"]
 
 
 def test_cli_writes_a_voice_file(reference_model_dir, tmp_path):
@@ -178,8 +202,8 @@ def test_cli_writes_a_voice_file(reference_model_dir, tmp_path):
 
     reference = write_wav(tmp_path / "ref.wav", tone(3.5))
     out = tmp_path / "v.safetensors"
-    assert main([str(reference_model_dir), str(reference), "-o", str(out), "--steps", "5", "--device", "cpu", "-q"]) == 0
-    assert read_voice_file(out).shape == (int(3.5 * 24000 * 0 + len(prepare(reference)) // 1920), 64)
+    assert main([str(reference_model_dir), str(reference), "-o", str(out), "--steps", "2", "--device", "cpu", "-q"]) == 0
+    assert read_voice_file(out).shape == (len(prepare(reference)) // 1920, 64)
 
 
 def test_import_stays_torch_free_and_creation_names_the_extra(reference_model_dir, tmp_path):
@@ -197,4 +221,3 @@ def test_import_stays_torch_free_and_creation_names_the_extra(reference_model_di
 def test_write_voice_wants_safetensors(tmp_path):
     with pytest.raises(VoxtralError, match="safetensors"):
         write_voice(tmp_path / "v.pt", np.zeros((2, 64), np.float32))
-    assert wave  # the module reads and writes WAV through voxtral_tts.audio
