@@ -221,3 +221,26 @@ def test_import_stays_torch_free_and_creation_names_the_extra(reference_model_di
 def test_write_voice_wants_safetensors(tmp_path):
     with pytest.raises(VoxtralError, match="safetensors"):
         write_voice(tmp_path / "v.pt", np.zeros((2, 64), np.float32))
+
+
+@pytest.mark.slow  # two loads of the torch backend: seconds
+def test_voxtral_run_speaks_in_the_voice_of_a_recording_and_caches_it(reference_model_dir, tmp_path, monkeypatch,
+                                                                      engine_cache, caplog):
+    """``voxtral-run --reference-audio``: the voice is created once (few steps here), found in the cache
+    the second time, and spoken."""
+    import functools
+
+    import voxtral_tts.cli as cli
+    from voxtral_tts.voice_create import cached_voice
+
+    monkeypatch.setattr(cli, "cached_voice", functools.partial(cached_voice, steps=2))
+    reference = write_wav(tmp_path / "ref.wav", tone(3.5))
+    args = [str(reference_model_dir), "--reference-audio", str(reference), "-t", "Hi.", "--max-frames", "3",
+            "--backend", "torch", "--device", "cpu", "--seed", "0", "-q"]
+    with caplog.at_level("INFO", logger="voxtral_tts"):
+        assert cli.main([*args, "-o", str(tmp_path / "a.wav")]) == 0
+        assert cli.main([*args, "-o", str(tmp_path / "b.wav")]) == 0
+    assert "from the cache" in caplog.text
+    assert len(list((engine_cache / "voices").glob("*.safetensors"))) == 1
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    assert cli.main([*args, "-v", "casual_male", "-o", str(tmp_path / "c.wav")]) == 2
