@@ -244,3 +244,26 @@ def test_voxtral_run_speaks_in_the_voice_of_a_recording_and_caches_it(reference_
     assert len(list((engine_cache / "voices").glob("*.safetensors"))) == 1
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     assert cli.main([*args, "-v", "casual_male", "-o", str(tmp_path / "c.wav")]) == 2
+
+
+def test_windowed_decoding_reads_what_one_decode_gives(reference_model_dir):
+    """The inversion decodes long audio as windows with 24 frames of left context: the frames its loss
+    reads equal one decode of the whole sequence (the decoder's receptive field is about 21 frames)."""
+    torch = pytest.importorskip("torch")
+    from voxtral_tts.model.inversion import _Decode, dequantize_levels, windows
+    from voxtral_tts.model.loading import load_model
+
+    assert windows(50) == [(0, 50, 0)]
+    assert windows(150) == [(0, 72, 0), (48, 120, 72), (78, 150, 102)]
+    decoder = load_model(reference_model_dir, progress=False, blocks=("audio_tokenizer",)).audio_tokenizer
+    codes = torch.from_numpy(random_codes(150, seed=5))
+    with torch.no_grad():
+        whole = decoder(codes[None])[0]
+        decode = _Decode(decoder, whole, 150)
+        latent = dequantize_levels(decoder, codes[:, 0] - 2, codes[:, 1:] - 2)
+        np.testing.assert_array_equal(latent.numpy(), decoder.dequantize(codes[None])[0].numpy())
+        parts = decode.audio(latent)
+    spf = 1920
+    for (start, end, read), part in zip(decode.spans, parts):
+        np.testing.assert_allclose(part[(read - start) * spf:].numpy(), whole[read * spf:end * spf].numpy(),
+                                   atol=1e-4, rtol=0)

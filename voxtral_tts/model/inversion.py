@@ -154,9 +154,10 @@ def snap(codebook: torch.Tensor, semantic: torch.Tensor, acoustic: torch.Tensor,
     return index, level
 
 
-def dequantize_levels(codebook: torch.Tensor, index: torch.Tensor, level: torch.Tensor, levels: int) -> torch.Tensor:
-    """(semantic indices, FSQ levels) → latent [T, S + 36], as :meth:`CodecDecoder.dequantize`."""
-    return torch.cat((codebook[index], level.float() * (2.0 / (levels - 1)) - 1.0), dim=-1)
+def dequantize_levels(decoder: CodecDecoder, index: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """(semantic indices [T], FSQ levels [T, 36]) → latent [T, S + 36], by the decoder's own dequantisation."""
+    codes = torch.cat((index[:, None], level), dim=-1) + N_AUDIO_SPECIAL
+    return decoder.dequantize(codes[None])[0]
 
 
 def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: int = 0, lr: float = 0.1,
@@ -200,7 +201,7 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
         latent = latents.continuous()
         if phase == "refine":  # decode the snapped latents, send the gradient to the continuous ones
             index, level = snap(codebook, latents.semantic, torch.tanh(latents.acoustic), levels)
-            latent = latent + (dequantize_levels(codebook, index, level, levels) - latent).detach()
+            latent = latent + (dequantize_levels(decode.decoder, index, level) - latent).detach()
         loss = decode.loss(latent)
         loss.backward()
         optimiser.step()
@@ -226,6 +227,6 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
 def _snapped(decode: _Decode, latents: _Latents, codebook: torch.Tensor, levels: int) -> tuple[np.ndarray, float]:
     """The codes of the current latents and the loss of their decoded audio."""
     index, level = snap(codebook, latents.semantic, torch.tanh(latents.acoustic), levels)
-    loss = float(decode.loss(dequantize_levels(codebook, index, level, levels)))
+    loss = float(decode.loss(dequantize_levels(decode.decoder, index, level)))
     codes = torch.cat((index[:, None], level), dim=-1) + N_AUDIO_SPECIAL
     return codes.cpu().numpy().astype(np.int64), loss
