@@ -153,6 +153,11 @@ def test_prepare_trims_resamples_and_sets_the_level(tmp_path):
     assert abs(len(prepare(stereo, 16000)) / 24000 - 4.0) < 0.05
     path = write_wav(tmp_path / "ref.wav", tone(4.0, 16000), 16000)
     assert abs(len(prepare(path)) / 24000 - 4.0) < 0.05
+    from voxtral_tts.encoding import encode_audio  # another format PyAV reads: FLAC at 48 kHz
+
+    flac = tmp_path / "ref.flac"
+    flac.write_bytes(encode_audio(tone(4.0, 48000), "flac", sample_rate=48000))
+    assert abs(len(prepare(flac)) / 24000 - 4.0) < 0.05
 
 
 def test_a_long_recording_is_cut_at_a_pause(caplog):
