@@ -17,15 +17,15 @@ The rules:
    import only the layers :data:`MAY_IMPORT` lists for it:
 
    - the shared modules (``config, tokenizer, voices, text, audio, encoding, normalize, errors, reporting,
-     hub, engine, tensors, checkpoint``): only each other;
+     hub, engine, tensors, checkpoint, reference_audio``): only each other;
    - ``runtime/``: the shared modules (nothing from ``model``, ``export``, ``server``, ``api``,
      ``cli``);
    - ``model/``: the shared modules and ``runtime`` (nothing from ``export``, ``server``, ``api``,
      ``cli``);
    - ``export/``: the shared modules, ``runtime`` and ``model`` (nothing from ``server``, ``api``,
      ``cli``);
-   - ``api``: all of the above (nothing from ``cli``, ``server``); ``cli`` (and ``cli_options``, the
-     flags both command lines share): those and ``api``;
+   - ``api`` (and ``voice_create``): all of the above (nothing from ``cli``, ``server``); ``cli`` (and ``cli_options``, the
+     flags both command lines share, and ``voice_cli``): those and ``api``;
    - ``testing`` (fixture builders for the tests): the shared modules, ``runtime``, ``model``,
      ``export``;
    - the package's ``__init__``: anything but ``server``, ``cli`` and ``testing``;
@@ -45,11 +45,13 @@ PACKAGE = "voxtral_tts"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 SHARED = ("config", "tokenizer", "voices", "text", "audio", "encoding", "normalize", "errors", "hub", "engine",
-          "tensors", "checkpoint", "reporting")
+          "tensors", "checkpoint", "reporting", "reference_audio")
 #: a module's first name under the package → its layer
 LAYER = {**{name: "shared" for name in SHARED},
          **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},
-         "cli_options": "cli"}  # the flags voxtral-run and voxtral-serve share
+         "cli_options": "cli",  # the flags voxtral-run and voxtral-serve share
+         "voice_create": "api",  # voice_from_codes, create_voice: the api layer's voice functions
+         "voice_cli": "cli"}  # voxtral-voice
 BELOW_API = {"shared", "runtime", "model", "export"}
 MAY_IMPORT = {
     "shared": {"shared"},

@@ -5,7 +5,8 @@
     result = tts.generate("Hello world.", voice="neutral_female", seed=0)
     result.audio  # float32, 24 kHz
 
-Importing this package never imports torch; the torch backend is loaded on demand.
+Importing this package never imports torch; the torch backend is loaded on demand, and so are
+``voice_from_codes`` and ``create_voice`` (:mod:`voxtral_tts.voice_create`).
 """
 
 from .api import load
@@ -15,4 +16,15 @@ from .runtime.results import SynthesisResult
 from .runtime.tts import TTS
 
 __version__ = "0.1.0"
-__all__ = ["load", "TTS", "SpeechOptions", "SynthesisResult", "VoxtralError", "__version__"]
+__all__ = ["load", "TTS", "SpeechOptions", "SynthesisResult", "VoxtralError", "create_voice", "voice_from_codes",
+           "__version__"]
+_LAZY = {"create_voice", "voice_from_codes"}
+
+
+def __getattr__(name: str):
+    """``create_voice`` and ``voice_from_codes``, imported on first use."""
+    if name in _LAZY:
+        from . import voice_create
+
+        return getattr(voice_create, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

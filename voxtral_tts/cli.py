@@ -4,6 +4,7 @@
     echo "Hello." | voxtral-run MODEL_DIR -o hello.mp3
     voxtral-run MODEL_DIR --text-file chapter.txt -o chapter.opus     # any length, part by part
     voxtral-run MODEL_DIR --list-voices
+    voxtral-run MODEL_DIR --reference-audio me.wav -t "Hello."        # a voice from 3–25 s of audio
 
 Errors caused by input are printed as one line (no traceback) with exit status 2.
 """
@@ -30,16 +31,10 @@ from .runtime.decoding import FINISHED_END
 from .runtime.options import SpeechOptions
 from .runtime.tts import read_model_dir
 from .text import check_text
+from .voice_create import cached_voice
 from .voices import OPENAI_ALIASES, voice_gender, voice_language
 
 log = logging.getLogger("voxtral_tts")
-
-NO_ENCODER = (
-    "voice cloning from reference audio needs the codec encoder, which the released "
-    "Voxtral-4B-TTS-2603 checkpoint does not include; use a preset voice, or pass a voice "
-    "embedding file with --voice path/to/voice.pt"
-)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="voxtral-run", description="Synthesise speech with Voxtral-4B-TTS-2603.")
@@ -66,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference's argmax); reproducible with --seed")
     add_backend_arguments(p)
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
-    p.add_argument("--reference-audio", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--reference-audio", type=Path,
+                   help="speak in the voice of 3–25 s of this recording: a voice created by codec inversion (needs "
+                        "torch; minutes on a CPU) and cached by the audio's content and the model (see voxtral-voice)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return p
 
@@ -85,8 +82,8 @@ def _read_text(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.reference_audio is not None:
-        raise VoxtralError(NO_ENCODER)
+    if args.reference_audio is not None and args.voice is not None:
+        raise VoxtralError("give --voice or --reference-audio, not both")
     try:
         fmt = audio_format(args.output)
     except ValueError as exc:
@@ -110,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     # check what is cheap to check before loading gigabytes of weights: each input once, here
     text = check_text(_read_text(args), max_chars=None)
+    if args.reference_audio is not None:  # the voice file of this recording, created once into the user cache
+        args.voice = str(cached_voice(args.model, args.reference_audio, device=args.device, progress=not args.quiet))
     try:
         options = SpeechOptions(voice=voices.get(args.voice), seed=args.seed, temperature=args.temperature,
                                 max_frames=args.max_frames, normalize=args.normalize, language=args.language)
