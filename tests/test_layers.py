@@ -49,7 +49,8 @@ SHARED = ("config", "tokenizer", "voices", "text", "audio", "encoding", "normali
 #: a module's first name under the package → its layer
 LAYER = {**{name: "shared" for name in SHARED},
          **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},
-         "cli_options": "cli"}  # the flags voxtral-run and voxtral-serve share
+         "cli_options": "cli",  # the flags voxtral-run and voxtral-serve share
+         "batch": "cli"}  # voxtral-run --batch
 BELOW_API = {"shared", "runtime", "model", "export"}
 MAY_IMPORT = {
     "shared": {"shared"},
