@@ -244,10 +244,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def check_out_dir(folder: Path | None) -> Path:
+def check_out_dir(folder: Path) -> Path:
     """The output folder (created), or a usage error."""
-    if folder is None:
-        raise VoxtralError("--batch needs --out-dir, the folder the audio files go to")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -271,15 +269,17 @@ def entry_of(line: Line, result: SynthesisResult, finish_reason: str) -> dict:
 def run(args: argparse.Namespace, voices: VoiceBank) -> int:
     """``voxtral-run --batch``: the flags and every line checked, then the model loaded and the
     lines not yet done spoken (:func:`run_batch`). Returns the exit status."""
-    folder = check_out_dir(args.out_dir)
+    if args.out_dir is None:
+        raise VoxtralError("--batch needs --out-dir, the folder the audio files go to")
+    if not args.batch.is_file():
+        raise VoxtralError(f"{args.batch}: no such batch file")
     defaults = {"voice": args.voice, "seed": args.seed, "temperature": args.temperature,
                 "max_frames": args.max_frames, "normalize": args.normalize, "language": args.language}
     try:  # the command line's defaults: a bad one is a usage error, not every line's
         SpeechOptions(**{**defaults, "voice": voices.get(args.voice)})
     except OptionError as exc:
         raise VoxtralError(exc.flag()) from None
-    if not args.batch.is_file():
-        raise VoxtralError(f"{args.batch}: no such batch file")
+    folder = check_out_dir(args.out_dir)
     lines, bad = read_batch(args.batch, defaults, voices, args.format)
     if not lines:
         log.error("%s: no utterance to speak%s", args.batch, f" ({bad} bad lines)" if bad else "")
