@@ -128,7 +128,7 @@ def test_bad_lines_are_reported_and_skipped(tiny_model_dir, tmp_path, capsys, mo
     assert [e["line"] for e in read_manifest(out)] == [1, 9]
 
 
-def test_a_rerun_skips_what_is_done(tiny_model_dir, tmp_path, caplog):
+def test_a_rerun_skips_what_is_done(tiny_model_dir, tmp_path, caplog, monkeypatch):
     lines = write_lines(tmp_path / "lines.jsonl", {"text": "First.", "seed": 1}, {"text": "Second.", "seed": 2})
     out = tmp_path / "out"
     assert voxtral_run(tiny_model_dir, lines, out) == 0
@@ -154,6 +154,9 @@ def test_a_rerun_skips_what_is_done(tiny_model_dir, tmp_path, caplog):
         assert voxtral_run(tiny_model_dir, lines, out) == 0
     assert "2 of 3 utterances already done" in caplog.text
     assert read_manifest(out)[0]["text"] == "First, changed." and len(read_manifest(out)) == 3
+    # all done: the model is not even loaded
+    monkeypatch.setattr(batch, "open_tts", lambda *a, **k: pytest.fail("loaded the model for nothing"))
+    assert voxtral_run(tiny_model_dir, lines, out) == 0
 
 
 def test_batch_usage_errors(tiny_model_dir, tmp_path, capsys):

@@ -38,10 +38,10 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -52,6 +52,7 @@ from .errors import OptionError, VoxtralError
 from .reporting import steps
 from .runtime.options import SpeechOptions
 from .runtime.results import SynthesisResult
+from .runtime.tts import TTS
 from .text import check_text
 from .voices import VoiceBank
 
@@ -234,13 +235,13 @@ def _metadata_row(entry: dict) -> str:
 def _write_atomically(path: Path, data: bytes) -> None:
     """``data`` into a hidden temporary file beside ``path``, then renamed to it: a reader sees the
     old file or the new one, never a part."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
+    temp = path.parent / f".{path.name}.{os.getpid()}{PARTIAL}"  # created with the usual permissions
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(temp, "wb") as f:
             f.write(data)
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
@@ -284,21 +285,26 @@ def run(args: argparse.Namespace, voices: VoiceBank) -> int:
     if not lines:
         log.error("%s: no utterance to speak%s", args.batch, f" ({bad} bad lines)" if bad else "")
         return 1 if bad else 0
-    tts = open_tts(args.model, options_from_args(args, progress=not args.quiet, max_batch=args.max_batch))
-    return run_batch(tts, lines, bad, folder, quiet=args.quiet)
+    return run_batch(lambda: open_tts(args.model, options_from_args(args, progress=not args.quiet,
+                                                                     max_batch=args.max_batch)),
+                     lines, bad, folder, quiet=args.quiet)
 
 
-def run_batch(tts, lines: list[Line], bad: int, folder: Path, quiet: bool = False) -> int:
-    """Speak ``lines`` (the batch file's good ones) into ``folder`` — those not done already —
-    with a progress bar over utterances, seconds of audio and the real-time factor (seconds of
-    compute per second of audio). Returns the exit status: 1 when any line failed."""
+def run_batch(load: Callable[[], TTS], lines: list[Line], bad: int, folder: Path, quiet: bool = False) -> int:
+    """Speak ``lines`` (the batch file's good ones) into ``folder`` — those not done already, the
+    model loaded (``load``) only if any is left — with a progress bar over utterances, seconds of
+    audio and the real-time factor (seconds of compute per second of audio). Returns the exit
+    status: 1 when any line failed."""
     manifest = Manifest(folder)
     todo = [line for line in lines if not manifest.done(line)]
     if len(todo) < len(lines):
         log.info("%d of %d utterances already done in %s: skipped", len(lines) - len(todo), len(lines), folder)
     failed, written, seconds = bad, 0, 0.0
-    started = time.perf_counter()
     try:
+        if not todo:
+            return 1 if failed else 0
+        tts = load()
+        started = time.perf_counter()
         with steps(desc="speaking", unit="utterance", total=len(todo), disable=quiet) as bar:
             items = [(line.text, line.options) for line in todo]
             for index, result in tts.synthesize_many(items, return_exceptions=True):
