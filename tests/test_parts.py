@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 import voxtral_tts  # noqa: E402
 from voxtral_tts.runtime.request import AudioChunk, Cancelled, PartFinished, RequestDone, RequestFailed  # noqa: E402
+from voxtral_tts.runtime import scheduler as scheduler_module  # noqa: E402
 from voxtral_tts.runtime.scheduler import Scheduler  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
 
@@ -112,6 +113,25 @@ def test_events_stay_in_order_while_later_parts_finish_first(four, one):
     assert [len(c) for c in chunks] == [len(c) for c in expected]
     np.testing.assert_array_equal(np.concatenate(chunks), np.concatenate(expected))
     assert events[-1].usage == one_events[-1].usage
+
+
+def test_parts_run_a_bounded_distance_ahead(four, monkeypatch):
+    """A part starts at most PARTS_AHEAD_PER_SLOT × max_batch parts after the one whose events go
+    out next: here one per slot, so while part 0 runs long, only parts 1–3 run beside it."""
+    monkeypatch.setattr(scheduler_module, "PARTS_AHEAD_PER_SLOT", 1)
+    text = " ".join(f"Sentence {n} is here." for n in "ABCDEF")
+    request = four.request(text, seed=1, part_chars=20, max_frames=6)
+    four.scheduler.submit(request)
+    four.scheduler.step()
+    for sequence in four.scheduler._running:
+        sequence.budget = 6 if sequence.part == 0 else 2
+    started = [p for _, p in running_parts(four.scheduler)]
+    while not four.scheduler.idle:
+        four.scheduler.step()
+        started += [p for _, p in running_parts(four.scheduler) if p not in started]
+        if 4 in started:
+            assert 0 not in [p for _, p in running_parts(four.scheduler)]  # part 4 waited for part 0
+    assert started[:4] == [0, 1, 2, 3] and 4 in started
 
 
 def test_explicit_noise_rows_run_the_parts_in_order(four):

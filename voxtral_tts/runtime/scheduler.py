@@ -19,7 +19,9 @@ chunking, cancellation and errors (whisper's ``DecodingTask``, for speech, over 
 requests, each with its own noise (:meth:`.noise.NoiseSource.for_part`: from the request's seed
 and the part's index), so a result does not depend on how many slots there are or who else is
 running. A request's events still come out strictly in order: a later part's audio chunks and
-:class:`PartFinished` are held here until every earlier part's are out. A request with explicit
+:class:`PartFinished` are held here until every earlier part's are out (and a part starts at most
+``PARTS_AHEAD_PER_SLOT × max_batch`` parts after the one whose events go out next, so what is held
+stays bounded). A request with explicit
 noise rows runs its parts one after another instead, each taking the rows after the previous
 part's (the rows are one stream).
 
@@ -53,6 +55,10 @@ from .request import AudioChunk, Cancelled, Event, PartFinished, Request, Reques
 
 log = logging.getLogger(__name__)
 
+#: how far a request's parts may run ahead of the part whose events go out next, in parts per
+#: decoding slot: a long first part does not make the scheduler hold the audio of every later one
+PARTS_AHEAD_PER_SLOT = 4
+
 #: a request's text → (token ids [P], prompt embeddings [P, D])
 PromptBuilder = Callable[[str, Voice], "tuple[np.ndarray, np.ndarray]"]
 
@@ -69,10 +75,10 @@ class _Flight:
     held: dict[int, list[Event]] = field(default_factory=dict)
     finished: set[int] = field(default_factory=set)  # parts whose PartFinished is held
 
-    @property
-    def waiting(self) -> bool:
-        """A part may start now: one is left, and (explicit noise rows) none is running."""
-        if self.next_part >= len(self.request.parts):
+    def waiting(self, ahead: int) -> bool:
+        """A part may start now: one is left, fewer than ``ahead`` parts after the one whose events
+        go out have started (what is held stays bounded), and (explicit noise rows) none is running."""
+        if self.next_part >= len(self.request.parts) or self.next_part - self.out >= ahead:
             return False
         return not (self.request.noise.explicit and self.running)
 
@@ -157,7 +163,8 @@ class Scheduler:
 
     def _choose(self) -> _Flight | None:
         """The request the next free slot goes to (the module's fairness rule), or None."""
-        waiting = [f for f in self._flights.values() if f.waiting]
+        ahead = PARTS_AHEAD_PER_SLOT * self.backend.max_batch
+        waiting = [f for f in self._flights.values() if f.waiting(ahead)]
         return min(waiting, key=lambda f: f.running, default=None)  # min keeps the earliest among equals
 
     def _admit(self, events: list[Event]) -> None:
