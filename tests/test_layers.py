@@ -51,7 +51,8 @@ LAYER = {**{name: "shared" for name in SHARED},
          **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},
          "cli_options": "cli",  # the flags voxtral-run and voxtral-serve share
          "voice_create": "api",  # voice_from_codes, create_voice: the api layer's voice functions
-         "voice_cli": "cli"}  # voxtral-voice
+         "voice_cli": "cli",  # voxtral-voice
+         "batch": "cli"}  # voxtral-run --batch
 BELOW_API = {"shared", "runtime", "model", "export"}
 MAY_IMPORT = {
     "shared": {"shared"},

@@ -2,7 +2,8 @@
 
     voxtral-run mistralai/Voxtral-4B-TTS-2603 -t "Hello world." -v casual_male -o hello.wav --seed 0
     echo "Hello." | voxtral-run MODEL_DIR -o hello.mp3
-    voxtral-run MODEL_DIR --text-file chapter.txt -o chapter.opus     # any length, part by part
+    voxtral-run MODEL_DIR --text-file chapter.txt -o chapter.opus     # any length, parts side by side
+    voxtral-run MODEL_DIR --batch lines.jsonl --out-dir clips/         # one file per line (voxtral_tts.batch)
     voxtral-run MODEL_DIR --list-voices
     voxtral-run MODEL_DIR --reference-audio me.wav -t "Hello."        # a voice from 3–25 s of audio
 
@@ -20,7 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .api import open_tts
-from .cli_options import add_backend_arguments, options_from_args
+from . import batch
+from .cli_options import add_backend_arguments, add_max_batch_argument, options_from_args
 from .encoding import AudioFile, audio_format
 from .errors import ArgumentParser, OptionError, VoxtralError, run_cli
 from .hub import MODEL_ID, model_path
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("-t", "--text", help="text to speak (default: read standard input)")
     src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    src.add_argument("--batch", type=Path, metavar="FILE.jsonl",
+                     help="speak each line's JSON object ({\"text\": …, \"voice\": …, \"file\": …}) into a file in "
+                          "--out-dir, with manifest.jsonl and an LJSpeech-style metadata.csv; a rerun skips what is done")
     p.add_argument("-v", "--voice", help="preset name, OpenAI alias (alloy, echo, …) or a .pt/.safetensors voice file")
     p.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
                    help="output file, its format from the extension: .wav (default output.wav), .mp3, .opus/.ogg, "
@@ -59,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0,
                    help=f"sample the semantic code at this temperature, 0 to {MAX_TEMPERATURE:g} (default 0: the "
                         "reference's argmax); reproducible with --seed")
+    batch.add_batch_arguments(p)
     add_backend_arguments(p)
+    add_max_batch_argument(p)
     p.add_argument("--list-voices", action="store_true", help="list the voices and exit")
     p.add_argument("--reference-audio", type=Path,
                    help="speak in the voice of 3–25 s of this recording: a voice created by codec inversion (needs "
@@ -81,9 +88,30 @@ def _read_text(args: argparse.Namespace) -> str:
     return sys.stdin.read()
 
 
+def _voices(args: argparse.Namespace):
+    """The model's voices (args.model made a local directory), or None once --list-voices listed them."""
+    args.model = model_path(args.model, progress=not args.quiet)
+    _, _, voices = read_model_dir(args.model)
+    if not args.list_voices:
+        return voices
+    aliases = {v: k for k, v in OPENAI_ALIASES.items()}
+    for name in voices.names:
+        extra = f"  (alias {aliases[name]})" if name in aliases else ""
+        print(f"{name:18s} {voice_language(name)}  {voice_gender(name) or '-':6s}{extra}")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.reference_audio is not None and args.voice is not None:
         raise VoxtralError("give --voice or --reference-audio, not both")
+    if args.batch is None and args.out_dir is not None:
+        raise VoxtralError("--out-dir applies with --batch (a single text goes to -o)")
+    if args.batch is not None:
+        if args.reference_audio is not None:
+            raise VoxtralError("--reference-audio applies to one text; for --batch, make the voice file once with "
+                               "voxtral-voice and give it with --voice or each line's \"voice\"")
+        voices = _voices(args)
+        return 0 if voices is None else batch.run(args, voices)
     try:
         fmt = audio_format(args.output)
     except ValueError as exc:
@@ -97,13 +125,8 @@ def run(args: argparse.Namespace) -> int:
     folder = args.output.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):  # before minutes of generation, not after
         raise VoxtralError(f"{args.output}: cannot write there ({folder} is not a writable directory)")
-    args.model = model_path(args.model, progress=not args.quiet)
-    _, tokenizer, voices = read_model_dir(args.model)
-    if args.list_voices:
-        aliases = {v: k for k, v in OPENAI_ALIASES.items()}
-        for name in voices.names:
-            extra = f"  (alias {aliases[name]})" if name in aliases else ""
-            print(f"{name:18s} {voice_language(name)}  {voice_gender(name) or '-':6s}{extra}")
+    voices = _voices(args)
+    if voices is None:
         return 0
     # check what is cheap to check before loading gigabytes of weights: each input once, here
     text = check_text(_read_text(args), max_chars=None)
@@ -114,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                                 max_frames=args.max_frames, normalize=args.normalize, language=args.language)
     except OptionError as exc:
         raise VoxtralError(exc.flag()) from None
-    tts = open_tts(args.model, options_from_args(args, progress=not args.quiet))
+    tts = open_tts(args.model, options_from_args(args, progress=not args.quiet, max_batch=args.max_batch))
     request = tts.request(text, options, streaming=False)
     collector = tts.collector(request)
     with AudioFile(args.output, tts.sample_rate) as out, \

@@ -36,6 +36,13 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_PREFIX_CACHE_MB})")
 
 
+def add_max_batch_argument(p: argparse.ArgumentParser) -> None:
+    """``--max-batch``: the decoding slots — requests, and the parts of a long text, decoded together."""
+    p.add_argument("--max-batch", type=int, default=4,
+                   help="decoding slots: texts (and the parts of a long text) decoded together, one frame for all "
+                        "per step (default 4)")
+
+
 def options_from_args(args: argparse.Namespace, progress: bool, max_batch: int = 1,
                       stream_chunks: str | None = None) -> LoadPlan:
     """The typed options of :func:`add_backend_arguments`' flags for ``args.model`` (a local

@@ -23,12 +23,18 @@ class NoiseSource:
     at every temperature. With explicit noise, that stream's seed is derived from the array's
     bytes: the same array gives the same samples.
 
+    The parts of a long text each draw from their own source (:meth:`for_part`), so that a part's
+    noise does not depend on when the scheduler runs it: part 0 takes the streams above, part k ≥ 1
+    those of ``SeedSequence(seed, spawn_key=(2, k))`` (x0) and ``SeedSequence(seed, spawn_key=(3, k))``
+    (sampling). An explicit array is one source the parts share in order (:attr:`explicit`): each
+    part takes the rows after those of the part before it.
+
     ``seed`` and ``temperature`` arrive checked (:class:`.options.SpeechOptions`); the noise
     array's width is checked here, where the model's width is known.
     """
 
     def __init__(self, width: int, seed: int | None = None, noise: np.ndarray | None = None,
-                 temperature: float = 0.0, logits: int = 0):
+                 temperature: float = 0.0, logits: int = 0, part: int = 0):
         self.width = width
         self.seed: int | None = None
         self.temperature = float(temperature)
@@ -39,7 +45,8 @@ class NoiseSource:
             self._rows, self._rng = noise, None
         else:
             self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
-            self._rows, self._rng = None, np.random.default_rng(self.seed)
+            x0 = self.seed if part == 0 else np.random.SeedSequence(self.seed, spawn_key=(2, part))
+            self._rows, self._rng = None, np.random.default_rng(x0)
         self._logits = logits
         self._sampler = None
         if self.temperature > 0:
@@ -47,8 +54,21 @@ class NoiseSource:
                 raise VoxtralError("sampling needs the width of the semantic logits")
             sampling_seed = self.seed if noise is None else int.from_bytes(
                 hashlib.blake2b(noise.tobytes(), digest_size=8).digest(), "little")
-            self._sampler = np.random.default_rng(np.random.SeedSequence(sampling_seed, spawn_key=(1,)))
+            key = (1,) if part == 0 or noise is not None else (3, part)
+            self._sampler = np.random.default_rng(np.random.SeedSequence(sampling_seed, spawn_key=key))
         self._next = 0
+
+    @property
+    def explicit(self) -> bool:
+        """Rows of an explicit array: the parts of a request share this source, one after another."""
+        return self._rows is not None
+
+    def for_part(self, part: int) -> "NoiseSource":
+        """The source of a request's part ``part``: this one for explicit rows (shared, in order),
+        else a fresh source on the part's own streams (see the class docstring)."""
+        if self.explicit:
+            return self
+        return NoiseSource(self.width, self.seed, temperature=self.temperature, logits=self._logits, part=part)
 
     @property
     def rows_left(self) -> int | None:

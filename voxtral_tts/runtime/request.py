@@ -40,7 +40,6 @@ class Request:
     max_frames: int | None = None
     streaming: bool = True
     usage: Usage = field(default_factory=Usage, init=False)  # so far; final in RequestDone
-    next_part: int = field(default=0, init=False, repr=False)  # the scheduler's: the next part to start
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def cancel(self) -> None:

@@ -15,16 +15,31 @@ chunking, cancellation and errors (whisper's ``DecodingTask``, for speech, over 
   cancelled), and :class:`RequestDone` (usage) — which :mod:`.results` turns into results. A failure is confined to the requests it concerns: a bad prompt or
   a codec error fails its own request, a backbone/flow failure every request in that frame.
 
-Parts of a request run one after another (the noise continues across them); parts of requests in
-flight are admitted ahead of new requests. Streamed audio follows the scheduler's chunk schedule
-(:func:`.codec.stream_chunk_frames`: 2 frames, 3 more, then 5s up to 25, then 25s by default). The
-per-part frame budget is :func:`.decoding.frame_budget`.
+**Parts side by side.** The parts of one request are admitted into free slots like separate
+requests, each with its own noise (:meth:`.noise.NoiseSource.for_part`: from the request's seed
+and the part's index), so a result does not depend on how many slots there are or who else is
+running. A request's events still come out strictly in order: a later part's audio chunks and
+:class:`PartFinished` are held here until every earlier part's are out (and a part starts at most
+``PARTS_AHEAD_PER_SLOT × max_batch`` parts after the one whose events go out next, so what is held
+stays bounded). A request with explicit
+noise rows runs its parts one after another instead, each taking the rows after the previous
+part's (the rows are one stream).
+
+**Fairness.** Each free slot goes to the waiting request (one with a part not yet started) that
+holds the fewest slots, the earliest submitted among equals. A request alone takes every free
+slot; once others wait, it gets no further slot before each of them holds as many as it does, so
+a short request arriving behind a long text starts at the next slot that frees (running parts are
+never stopped for it).
+
+Streamed audio follows the scheduler's chunk schedule (:func:`.codec.stream_chunk_frames`: 2
+frames, 3 more, then 5s up to 25, then 25s by default). The per-part frame budget is
+:func:`.decoding.frame_budget`. A failed or cancelled request takes all its running parts out.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -40,8 +55,32 @@ from .request import AudioChunk, Cancelled, Event, PartFinished, Request, Reques
 
 log = logging.getLogger(__name__)
 
+#: how far a request's parts may run ahead of the part whose events go out next, in parts per
+#: decoding slot: a long first part does not make the scheduler hold the audio of every later one
+PARTS_AHEAD_PER_SLOT = 4
+
 #: a request's text → (token ids [P], prompt embeddings [P, D])
 PromptBuilder = Callable[[str, Voice], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A request inside the scheduler: its next part to start, its parts running, and the events of
+    parts after the one whose events go out now (``out``), held until it is done."""
+
+    request: Request
+    next_part: int = 0
+    running: int = 0
+    out: int = 0
+    held: dict[int, list[Event]] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)  # parts whose PartFinished is held
+
+    def waiting(self, ahead: int) -> bool:
+        """A part may start now: one is left, fewer than ``ahead`` parts after the one whose events
+        go out have started (what is held stays bounded), and (explicit noise rows) none is running."""
+        if self.next_part >= len(self.request.parts) or self.next_part - self.out >= ahead:
+            return False
+        return not (self.request.noise.explicit and self.running)
 
 
 class Scheduler:
@@ -58,17 +97,16 @@ class Scheduler:
             log.info("the %s backend cannot reuse a voice prefix: every prompt is prefilled whole", backend.name)
         self.stream_chunks = tuple(stream_chunks)
         self._loop = FrameLoop(backend)
-        self._new: deque[Request] = deque()  # submitted, not started
-        self._next: deque[Request] = deque()  # in flight, next part to start (ahead of new requests)
+        self._flights: dict[Request, _Flight] = {}  # submitted and not done, in submission order
         self._running: list[Sequence] = []  # admitted and not finished, in admission order
 
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing in flight."""
-        return not (self._new or self._next or self._running)
+        return not self._flights
 
     def submit(self, request: Request) -> None:
-        self._new.append(request)
+        self._flights[request] = _Flight(request)
 
     def step(self) -> list[Event]:
         """Drop cancelled requests, admit parts into free slots, run one frame for everything in flight."""
@@ -97,10 +135,8 @@ class Scheduler:
             self.abort(request)
 
     def abort(self, request: Request) -> None:
-        """Take ``request`` out at once (no event): its queued parts and its slot."""
-        for queue in (self._new, self._next):
-            if request in queue:
-                queue.remove(request)
+        """Take ``request`` out at once (no event): its parts not started, its slots and held events."""
+        self._flights.pop(request, None)
         for sequence in [s for s in self._running if s.request is request]:
             self._remove(sequence)
 
@@ -108,46 +144,61 @@ class Scheduler:
         self._loop.leave(sequence)
         self._running.remove(sequence)
 
+    def _fail(self, request: Request, error: Exception, events: list[Event]) -> None:
+        """``request`` fails: out with all its parts, and one RequestFailed (once)."""
+        if request in self._flights:
+            self.abort(request)
+            events.append(RequestFailed(request, error))
+
     # --- the three phases of a step ---------------------------------------------------------------
     def _drop_cancelled(self, events: list[Event]) -> None:
-        for queue in (self._new, self._next):
-            for request in [r for r in queue if r.cancelled]:
-                queue.remove(request)
-                events.append(RequestFailed(request, Cancelled("cancelled before generation started")))
-        for sequence in [s for s in self._running if s.request.cancelled]:
-            request = sequence.request
-            log.info("request cancelled after %d frames", request.usage.frames)
-            self._remove(sequence)
-            events.append(RequestFailed(request, Cancelled(f"generation cancelled after {request.usage.frames} frames")))
+        for flight in [f for f in self._flights.values() if f.request.cancelled]:
+            request = flight.request
+            if flight.next_part == 0:
+                error = Cancelled("cancelled before generation started")
+            else:
+                log.info("request cancelled after %d frames", request.usage.frames)
+                error = Cancelled(f"generation cancelled after {request.usage.frames} frames")
+            self._fail(request, error, events)
+
+    def _choose(self) -> _Flight | None:
+        """The request the next free slot goes to (the module's fairness rule), or None."""
+        ahead = PARTS_AHEAD_PER_SLOT * self.backend.max_batch
+        waiting = [f for f in self._flights.values() if f.waiting(ahead)]
+        return min(waiting, key=lambda f: f.running, default=None)  # min keeps the earliest among equals
 
     def _admit(self, events: list[Event]) -> None:
-        """Start the next parts in free slots: prompt, frame budget and voice prefix for each, then
+        """Start parts in free slots: prompt, frame budget, noise and voice prefix for each, then
         one prefill call for all of them (the backend batches them where it can)."""
         admitted: list[Sequence] = []
-        while len(admitted) < len(self._loop.free) and (self._next or self._new):
-            request = (self._next or self._new).popleft()
-            part = request.next_part
+        while len(admitted) < len(self._loop.free) and (flight := self._choose()) is not None:
+            request, part = flight.request, flight.next_part
             try:
                 ids, embeds = self._prompt(request.parts[part], request.voice)
-                budget, bound = frame_budget(self.backend.capacity, len(ids), request.max_frames, request.noise,
+                noise = request.noise.for_part(part)
+                budget, bound = frame_budget(self.backend.capacity, len(ids), request.max_frames, noise,
                                              len(request.parts[part]))
                 prefix = None
                 if self.prefix_cache is not None:
                     prefix = self.prefix_cache.get(self.backend, embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD])
-                admitted.append(Sequence(embeds, request.noise, budget, bound, prefix, request, part, ids))
             except Exception as exc:  # this request only
-                events.append(RequestFailed(request, exc))
+                admitted = [s for s in admitted if s.request is not request]
+                self._fail(request, exc, events)
+                continue
+            admitted.append(Sequence(embeds, noise, budget, bound, prefix, request, part, ids))
+            flight.next_part += 1
+            flight.running += 1
         if not admitted:
             return
         try:
             self._loop.join(*admitted)
         except Exception as exc:  # the backend failed: the requests of this prefill fail
             log.error("prefill failed: %s: %s", type(exc).__name__, exc)
-            events.extend(RequestFailed(sequence.request, exc) for sequence in admitted)
+            for sequence in admitted:
+                self._fail(sequence.request, exc, events)
             return
         for sequence in admitted:
             request = sequence.request
-            request.next_part += 1
             text_tokens = len(sequence.prompt_ids) - request.voice.n_audio_tokens - PROMPT_OVERHEAD
             request.usage = Usage(request.usage.text_tokens + text_tokens, request.usage.frames)
             self._running.append(sequence)
@@ -158,43 +209,62 @@ class Scheduler:
         except Exception as exc:  # the backend failed: every request in this frame fails
             log.error("decoding step failed: %s: %s", type(exc).__name__, exc)
             for sequence in list(self._running):
-                self._remove(sequence)
-                events.append(RequestFailed(sequence.request, exc))
+                self._fail(sequence.request, exc, events)
             return
         for sequence, codes in stepped:
+            if sequence.request not in self._flights:  # failed by an earlier part's codec error
+                continue
             try:
                 self._take_frame(sequence, codes, events)
             except Exception as exc:  # a codec failure: this request only
-                if sequence in self._running:
-                    self._remove(sequence)
-                events.append(RequestFailed(sequence.request, exc))
+                self._fail(sequence.request, exc, events)
 
-    # --- frames to audio --------------------------------------------------------------------------
+    # --- frames to audio, in order ------------------------------------------------------------------
     def _take_frame(self, sequence: Sequence, codes: np.ndarray | None, events: list[Event]) -> None:
         request = sequence.request
         if codes is not None:
             request.usage = Usage(request.usage.text_tokens, request.usage.frames + 1)
             waiting = len(sequence.codes) - sequence.emitted
             if request.streaming and waiting >= stream_chunk_frames(sequence.emitted, self.stream_chunks):
-                events.append(AudioChunk(request, sequence.part, self._audio(sequence)))
+                self._emit(AudioChunk(request, sequence.part, self._audio(sequence)), events)
         if not sequence.done:
             return
         self._running.remove(sequence)
+        self._flights[request].running -= 1
         if request.streaming:
             if len(sequence.codes) > sequence.emitted:
-                events.append(AudioChunk(request, sequence.part, self._audio(sequence)))
+                self._emit(AudioChunk(request, sequence.part, self._audio(sequence)), events)
         elif sequence.codes:
             spf = self.backend.config.samples_per_frame
-            events.append(AudioChunk(request, sequence.part,
-                                     codec_audio(self.backend.codec, np.stack(sequence.codes), spf)))
+            self._emit(AudioChunk(request, sequence.part, codec_audio(self.backend.codec, np.stack(sequence.codes), spf)),
+                       events)
         codes_array = np.stack(sequence.codes) if sequence.codes else \
             np.zeros((0, self.backend.config.audio.num_codebooks), np.int64)
-        events.append(PartFinished(request, sequence.part, request.parts[sequence.part], sequence.prompt_ids,
-                                   codes_array, sequence.finish_reason, sequence.bound))
-        if request.next_part < len(request.parts):
-            self._next.append(request)
-        else:
-            events.append(RequestDone(request, request.usage))
+        self._emit(PartFinished(request, sequence.part, request.parts[sequence.part], sequence.prompt_ids,
+                                codes_array, sequence.finish_reason, sequence.bound), events)
+
+    def _emit(self, event: AudioChunk | PartFinished, events: list[Event]) -> None:
+        """Pass a part's event on if every earlier part's are out, else hold it; a part finishing
+        lets the held events of the parts after it out, and the last one ends the request."""
+        flight = self._flights[event.request]
+        if event.part != flight.out:
+            flight.held.setdefault(event.part, []).append(event)
+            if isinstance(event, PartFinished):
+                flight.finished.add(event.part)
+            return
+        events.append(event)
+        if not isinstance(event, PartFinished):
+            return
+        flight.out += 1
+        while flight.out in flight.held or flight.out in flight.finished:
+            events.extend(flight.held.pop(flight.out, []))
+            if flight.out not in flight.finished:
+                break
+            flight.finished.discard(flight.out)
+            flight.out += 1
+        if flight.out == len(flight.request.parts):
+            del self._flights[flight.request]
+            events.append(RequestDone(flight.request, flight.request.usage))
 
     def _audio(self, sequence: Sequence) -> np.ndarray:
         """The audio of the sequence's frames not yet emitted (one codec call with left context)."""

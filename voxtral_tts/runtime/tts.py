@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -29,11 +29,14 @@ from .load_options import TTSOptions
 from .noise import NoiseSource
 from .options import SpeechOptions
 from .prefix_cache import PrefixCache
-from .request import Event, Request
+from .request import Event, Request, RequestDone, RequestFailed
 from .results import Collector, SynthesisResult
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
+
+#: what :meth:`TTS.synthesize_many` takes: a text, or a text and its own options
+Item = Union[str, "tuple[str, SpeechOptions]"]
 
 
 class TTS:
@@ -131,7 +134,9 @@ class TTS:
     def synthesize(self, text: str, options: SpeechOptions | None = None, /, **fields) -> SynthesisResult:
         """Like :meth:`generate`, for text of any length: parts of ≤ ``part_chars`` characters cut at
         sentence ends, each generated with a fresh prompt (``max_frames`` applies per part), the
-        audio concatenated; progress is logged part by part. Noise continues across parts. (To
+        audio concatenated; progress is logged part by part. The parts run side by side in free
+        decoding slots, each with noise of its own from the seed and its index (explicit ``noise``
+        rows: the parts one after another, each taking the next rows). (To
         write a long text to a file without holding its audio, see ``voxtral-run``: a
         :meth:`collector` over :meth:`events`.)"""
         return self._synthesize(self.request(text, options, streaming=False, **fields))
@@ -146,6 +151,52 @@ class TTS:
         polled every frame; when it returns True, :class:`.request.Cancelled` is raised."""
         request = self.request(text, options, streaming=True, **fields)
         yield from self.collector(request).audio(self.events(request, cancelled))
+
+    def synthesize_many(self, items: Iterable[Item], options: SpeechOptions | None = None, *,
+                        return_exceptions: bool = False) -> Iterator[tuple[int, SynthesisResult | Exception]]:
+        """Synthesise many texts through the one scheduler, the decode batch kept full, and yield
+        ``(index, result)`` as each finishes (not in order). ``items``: texts (spoken with
+        ``options``) or ``(text, SpeechOptions)`` pairs (their own options, whole). Items are read
+        lazily, a few more than the backend has decoding slots ahead, so a long iterable is fine.
+        A bad item (unknown voice, empty text, a part over the cache…) raises its error, the other
+        requests taken out — or with ``return_exceptions`` is yielded as ``(index, error)`` and the
+        rest go on. Stopping the iteration early takes the unfinished requests out."""
+        default = SpeechOptions.build(options)
+        pending = enumerate(items)
+        ahead = 2 * self.backend.max_batch
+        live: dict[Request, tuple[int, Collector]] = {}
+        try:
+            while True:
+                while len(live) < ahead and (nxt := next(pending, None)) is not None:
+                    index, item = nxt
+                    text, item_options = item if isinstance(item, tuple) else (item, default)
+                    try:
+                        request = self.request(text, item_options, streaming=False)
+                    except VoxtralError as exc:
+                        if not return_exceptions:
+                            raise
+                        yield index, exc
+                        continue
+                    live[request] = (index, self.collector(request, keep_audio=True))
+                    self.scheduler.submit(request)
+                if not live:
+                    return
+                for event in self.scheduler.step():
+                    if event.request not in live:  # another caller's request on this scheduler
+                        continue
+                    index, collector = live[event.request]
+                    collector.take(event)
+                    if isinstance(event, RequestDone):
+                        del live[event.request]
+                        yield index, collector.result()
+                    elif isinstance(event, RequestFailed):
+                        del live[event.request]
+                        if not return_exceptions:
+                            raise event.error
+                        yield index, event.error
+        finally:
+            for request in live:
+                self.scheduler.abort(request)
 
     def _synthesize(self, request: Request) -> SynthesisResult:
         started = time.perf_counter()

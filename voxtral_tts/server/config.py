@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 
 from ..api import open_tts
-from ..cli_options import add_backend_arguments, options_from_args
+from ..cli_options import add_backend_arguments, add_max_batch_argument, options_from_args
 from ..errors import ArgumentParser, OptionError, VoxtralError
 from ..hub import model_path
 from ..runtime.constants import STREAM_CHUNKS
@@ -29,8 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     add_backend_arguments(p)
-    p.add_argument("--max-batch", type=int, default=4,
-                   help="requests decoded together, one frame for all per step (default 4)")
+    add_max_batch_argument(p)
     p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)")
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default: 50 + 4 per character of "
                    "the part, at most 2048)")
