@@ -314,3 +314,21 @@ def test_runtime_benchmark_runs_on_an_engine(reference_model_dir, reference_engi
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("frame_ms", "backbone_ms", "flow_ms", "ttfa_ms", "rtf"):
         assert 0 < row[key] < 1e5, (key, row)
+
+
+def test_longform_benchmark_runs_on_an_engine(reference_engine_dir):
+    """benchmarks/bench_longform.py (issue #26's figures) on the fixture's engine: each job at both
+    batch sizes does the same work, and the ratios are printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_longform.py"
+    proc = subprocess.run([sys.executable, str(script), str(reference_engine_dir), "--frames", "2", "--repeats", "1",
+                           "--voice", "casual_male"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("one 8-part", "20 texts", "a lone"))]
+    assert len(rows) == 6
+    assert {tuple(row[-4:]) for row in rows[0:2]} == {("8", "×", "16", "fr")}  # 8 parts of 2 frames, both sizes
+    assert {tuple(row[-4:]) for row in rows[2:4]} == {("20", "×", "40", "fr")}
+    assert "the time (target ≤ 1.05)" in proc.stdout and "utterances/min" in proc.stdout
