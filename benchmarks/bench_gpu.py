@@ -344,11 +344,16 @@ def main() -> None:
         cached = by_key.get((r["backend"], r["concurrency"], "on", r["batched"]))
         other = by_key.get((r["backend"], r["concurrency"], "on", not r["batched"]))
         if r["prefix_cache"] == "on" and r["batched"] and other:
-            print(f"{r['backend']} N={r['concurrency']} cache on: prefill batched ×{other['prefill_ms'] / r['prefill_ms']:.2f} "
-                  f"faster than one by one (TTFA median {other['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)")
+            print(
+                f"{r['backend']} N={r['concurrency']} cache on: prefill batched "
+                f"×{other['prefill_ms'] / r['prefill_ms']:.2f} faster than one by one "
+                f"(TTFA median {other['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)"
+            )
         if r["prefix_cache"] == "off" and cached:
-            print(f"{r['backend']} N={r['concurrency']}: time to first audio ×{r['ttfa_ms_median'] / cached['ttfa_ms_median']:.2f} "
-                  f"lower with the prefix cache (median)")
+            print(
+                f"{r['backend']} N={r['concurrency']}: time to first audio "
+                f"×{r['ttfa_ms_median'] / cached['ttfa_ms_median']:.2f} lower with the prefix cache (median)"
+            )
         for suffix, what in ((" eager", "CUDA graphs ×{:.2f} faster per frame than eager"),
                              (" compiled", "compiled blocks ×{:.2f} faster per frame than plain graphs")):
             other = by_key.get((r["backend"] + suffix, r["concurrency"], r["prefix_cache"], r["batched"]))

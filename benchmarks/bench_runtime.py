@@ -113,21 +113,30 @@ def print_first_audio(rows: list[dict]) -> None:
     print(f"{'backend':22s} {'text':>4s} {'prompt':>6s} {'N':>2s} {'cache':>5s} {'prefill':>10s} {'prefill ms':>10s} "
           f"{'TTFA ms med':>11s} {'TTFA ms max':>11s}")
     for r in rows:
-        print(f"{r['backend']:22s} {r['text_tokens']:4d} {r['prompt_tokens']:6d} {r['concurrency']:2d} {r['prefix_cache']:>5s} "
-              f"{'batched' if r['batched'] else 'one by one':>10s} {r['prefill_ms']:10.0f} "
-              f"{r['ttfa_ms_median']:11.0f} {r['ttfa_ms_max']:11.0f}")
+        print(
+            f"{r['backend']:22s} {r['text_tokens']:4d} {r['prompt_tokens']:6d} {r['concurrency']:2d} "
+            f"{r['prefix_cache']:>5s} "
+            f"{'batched' if r['batched'] else 'one by one':>10s} {r['prefill_ms']:10.0f} "
+            f"{r['ttfa_ms_median']:11.0f} {r['ttfa_ms_max']:11.0f}"
+        )
     key = {(r["backend"], r["text_tokens"], r["concurrency"], r["prefix_cache"], r["batched"]): r for r in rows}
     for (backend, tokens, n, cache, batched), r in key.items():
         if cache == "off":
             on = key.get((backend, tokens, n, "on", batched))
             if on:
-                print(f"{backend}, {tokens}-token text, N={n}: with the prefix cache, time to first audio ×{r['ttfa_ms_median'] / on['ttfa_ms_median']:.2f} "
-                      f"lower (median; worst ×{r['ttfa_ms_max'] / on['ttfa_ms_max']:.2f}), prefill ×{r['prefill_ms'] / on['prefill_ms']:.2f}")
+                print(
+                    f"{backend}, {tokens}-token text, N={n}: with the prefix cache, time to first audio "
+                    f"×{r['ttfa_ms_median'] / on['ttfa_ms_median']:.2f} lower (median; worst "
+                    f"×{r['ttfa_ms_max'] / on['ttfa_ms_max']:.2f}), prefill ×{r['prefill_ms'] / on['prefill_ms']:.2f}"
+                )
         elif batched:
             alone = key.get((backend, tokens, n, cache, False))
             if alone:
-                print(f"{backend}, {tokens}-token text, N={n} cache {cache}: prefill batched in one call ×{alone['prefill_ms'] / r['prefill_ms']:.2f} "
-                      f"faster than one call per request (TTFA median {alone['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)")
+                print(
+                    f"{backend}, {tokens}-token text, N={n} cache {cache}: prefill batched in one call "
+                    f"×{alone['prefill_ms'] / r['prefill_ms']:.2f} faster than one call per request (TTFA median "
+                    f"{alone['ttfa_ms_median']:.0f} → {r['ttfa_ms_median']:.0f} ms)"
+                )
 
 
 def run_one(args) -> dict:
@@ -312,9 +321,12 @@ def main() -> None:
     for row in rows:
         if row["backend"] != "torch fp32":  # float32 compute over bf16 storage: no floor of its own
             r = floor_ms(config, row["precision"], hardware)
-            print(f"{row['backend']:18s} {r['bytes_gb']:.2f} GB + {r['gflop']:.1f} GFLOP per frame; floor {r['floor_ms']:.0f} ms "
-                  f"(memory {r['memory_ms']:.0f}, compute {r['compute_ms']:.0f}); measured {row['frame_ms']:.0f} ms = "
-                  f"{row['frame_ms'] / r['floor_ms']:.2f}× the floor")
+            print(
+                f"{row['backend']:18s} {r['bytes_gb']:.2f} GB + {r['gflop']:.1f} GFLOP per frame; "
+                f"floor {r['floor_ms']:.0f} ms "
+                f"(memory {r['memory_ms']:.0f}, compute {r['compute_ms']:.0f}); measured {row['frame_ms']:.0f} ms = "
+                f"{row['frame_ms'] / r['floor_ms']:.2f}× the floor"
+            )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def _session(nodes, inputs, outputs, initializers, threads):
     from onnx import helper
 
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -131,7 +133,11 @@ def floor_ms(config: ModelConfig, precision: str, machine: dict[str, float]) -> 
     cost = frame_cost(config)
     memory_ms = compute_ms = nbytes = 0.0
     for graph in ("backbone", "flow"):
-        used = "bf16" if precision == "bf16" else graph_precision(precision, "backbone" if graph == "backbone" else "flow_frame")
+        used = (
+            "bf16"
+            if precision == "bf16"
+            else graph_precision(precision, "backbone" if graph == "backbone" else "flow_frame")
+        )
         graph_bytes = cost[f"{graph}_weight_reads"] * BYTES_PER_WEIGHT[used]
         throughput = machine["fp32_gflops" if used in ("fp32", "fp16") else f"{used}_gflops"]
         nbytes += graph_bytes
@@ -154,12 +160,18 @@ def main() -> None:
 
     machine = measure(args.threads or physical_cores())
     config = ModelConfig.from_file(args.params)
-    print(f"memory read bandwidth {machine['bandwidth_gbs']:.1f} GB/s; matmul fp32 {machine['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {machine['int8_gflops']:.0f}, int4 {machine['int4_gflops']:.0f}, bf16 {machine.get('bf16_gflops', 0):.0f}")
+    print(
+        f"memory read bandwidth {machine['bandwidth_gbs']:.1f} GB/s; "
+        f"matmul fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gflops']:.0f}, "
+        f"int4 {machine['int4_gflops']:.0f}, bf16 {machine.get('bf16_gflops', 0):.0f}"
+    )
     for precision in ("fp32", "int8", "int4", "int8-backbone") + (("bf16",) if "bf16_gflops" in machine else ()):
         r = floor_ms(config, precision, machine)
-        print(f"{precision}: {r['bytes_gb']:.2f} GB and {r['gflop']:.1f} GFLOP per frame → memory {r['memory_ms']:.0f} ms, "
-              f"compute {r['compute_ms']:.0f} ms, floor {r['floor_ms']:.0f} ms/frame")
+        print(
+            f"{precision}: {r['bytes_gb']:.2f} GB and {r['gflop']:.1f} GFLOP per frame → "
+            f"memory {r['memory_ms']:.0f} ms, "
+            f"compute {r['compute_ms']:.0f} ms, floor {r['floor_ms']:.0f} ms/frame"
+        )
 
 
 if __name__ == "__main__":

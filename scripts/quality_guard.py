@@ -84,7 +84,9 @@ def _session_for(weight: np.ndarray, bits: int):
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, k])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, n])],
                               [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(scales.reshape(-1), "S")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -141,7 +143,10 @@ def main() -> None:
             if not quantised:
                 parts.append(f"{part} float32")
                 continue
-            error, ratio = np.median([e[precision] for e in quantised]), np.median([e[precision] / e["bf16"] for e in quantised])
+            error, ratio = (
+                np.median([e[precision] for e in quantised]),
+                np.median([e[precision] / e["bf16"] for e in quantised]),
+            )
             parts.append(f"{part} {error:.1e} (×{ratio:.1f} of BF16)")
         print(f"  {precision}: " + ", ".join(parts))
 

@@ -88,7 +88,12 @@ def test_batch_writes_every_line_and_both_manifests(tiny_model_dir, tts, tmp_pat
     entries = read_manifest(out)
     assert [e["file"] for e in entries] == ["hello.wav", "000002.pcm", "000004.wav"]
     first = entries[0]
-    assert first["id"] == "hello" and first["line"] == 1 and first["voice"] == tts.voice_bank.get(None).name and first["seed"] == 1
+    assert (
+        first["id"] == "hello"
+        and first["line"] == 1
+        and first["voice"] == tts.voice_bank.get(None).name
+        and first["seed"] == 1
+    )
     assert first["duration"] == pytest.approx(4 * 0.08) and first["frames"] == 4 and first["finish_reason"] == "length"
     third = entries[2]
     assert third["text"] == "Third, 3 apples." and third["spoken"] == "Third, three apples."

@@ -35,7 +35,9 @@ def voxtral_run(*args, stdin: str | None = None, env: dict | None = None):
 @pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_writes_a_wav_of_1920_samples_per_frame(tiny_model_dir, tmp_path):
     out = tmp_path / "hello.wav"
-    proc = voxtral_run(tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out, "--max-frames", "6", "--seed", "3")
+    proc = voxtral_run(
+        tiny_model_dir, "-t", "Hello world.", "-v", "echo", "-o", out, "--max-frames", "6", "--seed", "3"
+    )
     assert proc.returncode == 0, proc.stderr
     audio, rate = read_wav(out)
     assert rate == 24000 and audio.shape == (6 * 1920,)
@@ -55,8 +57,18 @@ def test_stdin_and_text_file(tiny_model_dir, tmp_path):
 @pytest.mark.slow  # voxtral-run in subprocesses, seconds each
 def test_long_text_is_split_and_concatenated(tiny_model_dir, tmp_path):
     text = " ".join(f"Sentence {i} is part of a long text." for i in range(20))  # > 400 characters
-    proc = voxtral_run(tiny_model_dir, "-t", text, "-o", tmp_path / "long.wav", "--max-frames", "2", "--capacity", "1024",
-                       "--no-normalize")  # the text as given: 2 parts
+    proc = voxtral_run(
+        tiny_model_dir,
+        "-t",
+        text,
+        "-o",
+        tmp_path / "long.wav",
+        "--max-frames",
+        "2",
+        "--capacity",
+        "1024",
+        "--no-normalize",
+    )  # the text as given: 2 parts
     assert proc.returncode == 0, proc.stderr
     assert "split into 2 parts" in proc.stderr
     assert read_wav(tmp_path / "long.wav")[0].shape == (2 * 2 * 1920,)

@@ -154,7 +154,10 @@ def test_reference_checkpoint_is_valid(reference_model_dir):
     [
         (lambda s: s.pop("layers.1.attention.wq.weight"), r"missing: layers\.1\.attention\.wq\.weight"),
         (lambda s: s.__setitem__("output.weight", ("BF16", (4, 4))), r"unexpected: output\.weight"),
-        (lambda s: s.__setitem__("norm.weight", ("BF16", (65,))), r"wrong shape: norm\.weight \[65\] \(expected \[64\]\)"),
+        (
+            lambda s: s.__setitem__("norm.weight", ("BF16", (65,))),
+            r"wrong shape: norm\.weight \[65\] \(expected \[64\]\)",
+        ),
     ],
 )
 def test_checkpoint_mismatch_is_reported_by_name(tiny_copy, change, message):

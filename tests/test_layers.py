@@ -24,8 +24,8 @@ The rules:
      ``cli``);
    - ``export/``: the shared modules, ``runtime`` and ``model`` (nothing from ``server``, ``api``,
      ``cli``);
-   - ``api`` (and ``voice_create``): all of the above (nothing from ``cli``, ``server``); ``cli`` (and ``cli_options``, the
-     flags both command lines share, and ``voice_cli``): those and ``api``;
+   - ``api`` (and ``voice_create``): all of the above (nothing from ``cli``, ``server``); ``cli`` (and
+     ``cli_options``, the flags both command lines share, ``voice_cli`` and ``batch``): those and ``api``;
    - ``testing`` (fixture builders for the tests): the shared modules, ``runtime``, ``model``,
      ``export``;
    - the package's ``__init__``: anything but ``server``, ``cli`` and ``testing``;
@@ -184,7 +184,9 @@ def test_the_reading_sees_every_kind_of_import(tmp_path):
 
 
 def test_the_package_was_read():
-    assert {"voxtral_tts.api", "voxtral_tts.runtime.tts", "voxtral_tts.server.app", "voxtral_tts.server.cli"} <= set(GRAPH)
+    assert {"voxtral_tts.api", "voxtral_tts.runtime.tts", "voxtral_tts.server.app", "voxtral_tts.server.cli"} <= set(
+        GRAPH
+    )
     assert "voxtral_tts.runtime.scheduler" in GRAPH["voxtral_tts.runtime.tts"]
 
 

@@ -35,7 +35,9 @@ def test_engine_manifest(reference_engine_dir):
     assert backbone["outputs"] == ["hidden", "present_k", "present_v"]
     assert backbone["data_files"] == ["backbone.onnx.data"]
     validation = engine.manifest["validation"]
-    assert validation["flow_frame codes"]["mismatches"] == 0 and validation["flow_frame sampled codes"]["mismatches"] == 0
+    assert (
+        validation["flow_frame codes"]["mismatches"] == 0 and validation["flow_frame sampled codes"]["mismatches"] == 0
+    )
     assert max(v["relative"] for v in validation.values() if "relative" in v) < 1e-4
     assert {"params_sha256", "checkpoint_sha256", "tekken_sha256"} <= set(engine.identity)
     assert engine.manifest["exporter"]["torch"] and engine.manifest["exporter"]["onnxruntime"]
@@ -168,7 +170,9 @@ def test_missing_execution_provider_is_a_clear_error(reference_engine_dir):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
-    with pytest.raises(VoxtralError, match="needs onnxruntime.s CUDAExecutionProvider, which this onnxruntime build lacks"):
+    with pytest.raises(
+        VoxtralError, match="needs onnxruntime.s CUDAExecutionProvider, which this onnxruntime build lacks"
+    ):
         voxtral_tts.load(reference_engine_dir, device="cuda")
 
 
@@ -240,7 +244,9 @@ def test_export_errors_are_one_line(tmp_path):
 def test_voxtral_run_on_engine_and_on_model_dir_via_cache(reference_engine_dir, tiny_model_dir, tiny_engine_dir,
                                                           engine_cache, tmp_path):
     out = tmp_path / "a.wav"
-    proc = _cli("voxtral-run", reference_engine_dir, "-t", "Hello world.", "-v", "casual_male", "--seed", "1234", "-o", out)
+    proc = _cli(
+        "voxtral-run", reference_engine_dir, "-t", "Hello world.", "-v", "casual_male", "--seed", "1234", "-o", out
+    )
     assert proc.returncode == 0, proc.stderr
     assert "9 frames" in proc.stderr
     # the session's tiny engine was exported on first use into this cache (conftest): reused here

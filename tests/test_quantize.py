@@ -42,7 +42,9 @@ def test_packing_matches_onnxruntime_kernel(bits):
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, 96])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 64])],
                               [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(scales.reshape(-1), "S")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((5, 96)).astype(np.float32)
     expected = x @ dequantize_blocks(packed, scales, bits, 96).T
@@ -89,7 +91,11 @@ def test_int8_backbone_engine(tmp_path_factory, reference_model_dir, reference_e
     from voxtral_tts.export.build import build_engine
     from voxtral_tts.export.quantize import graph_precision
 
-    assert [graph_precision("int8-backbone", g) for g in ("backbone", "flow_frame", "codec")] == ["int8", "fp32", "fp32"]
+    assert [graph_precision("int8-backbone", g) for g in ("backbone", "flow_frame", "codec")] == [
+        "int8",
+        "fp32",
+        "fp32",
+    ]
     assert [graph_precision("int8", g) for g in ("backbone", "flow_frame", "codec")] == ["int8", "int8", "fp32"]
     path = build_engine(reference_model_dir, tmp_path_factory.mktemp("engines") / "int8b", precision="int8-backbone",
                         progress=False)

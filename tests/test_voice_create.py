@@ -207,17 +207,21 @@ def test_cli_writes_a_voice_file(reference_model_dir, tmp_path):
 
     reference = write_wav(tmp_path / "ref.wav", tone(3.5))
     out = tmp_path / "v.safetensors"
-    assert main([str(reference_model_dir), str(reference), "-o", str(out), "--steps", "2", "--device", "cpu", "-q"]) == 0
+    assert (
+        main([str(reference_model_dir), str(reference), "-o", str(out), "--steps", "2", "--device", "cpu", "-q"]) == 0
+    )
     assert read_voice_file(out).shape == (len(prepare(reference)) // 1920, 64)
 
 
 def test_import_stays_torch_free_and_creation_names_the_extra(reference_model_dir, tmp_path):
     reference = write_wav(tmp_path / "ref.wav", tone(3.5))
-    code = ("import sys\nsys.modules['torch'] = None\nimport voxtral_tts, voxtral_tts.voice_cli\n"
-            "assert voxtral_tts.voice_from_codes is not None\n"
-            f"rows = voxtral_tts.voice_from_codes({str(reference_model_dir)!r}, [[2] * 37])\nassert rows.shape == (1, 64)\n"
-            "from voxtral_tts.voice_cli import main\n"
-            f"sys.exit(main([{str(reference_model_dir)!r}, {str(reference)!r}, '-o', {str(tmp_path / 'v.safetensors')!r}]))")
+    code = (
+        "import sys\nsys.modules['torch'] = None\nimport voxtral_tts, voxtral_tts.voice_cli\n"
+        "assert voxtral_tts.voice_from_codes is not None\n"
+        f"rows = voxtral_tts.voice_from_codes({str(reference_model_dir)!r}, [[2] * 37])\nassert rows.shape == (1, 64)\n"
+        "from voxtral_tts.voice_cli import main\n"
+        f"sys.exit(main([{str(reference_model_dir)!r}, {str(reference)!r}, '-o', {str(tmp_path / 'v.safetensors')!r}]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'voxtral-tts[torch]'" in proc.stderr and proc.stderr.count("\n") == 1

@@ -321,7 +321,9 @@ def test_the_page_waits_for_the_model(browser, tiny_engine_dir):
         while tab.evaluate("voxtralPage.state") != "idle":
             assert time.time() < deadline + 10, tab.inner_text("#status")
             time.sleep(0.05)
-        assert tab.inner_text("#status") == "Ready: 2 voices." and not tab.evaluate("document.querySelector('#speak').disabled")
+        assert tab.inner_text("#status") == "Ready: 2 voices." and not tab.evaluate(
+            "document.querySelector('#speak').disabled"
+        )
         tab.close()
     finally:
         gate.set()

@@ -53,8 +53,9 @@ def choose(path: str | Path, backend: str | None = None, **options) -> LoadPlan:
     (default: :func:`default_choice`, whose torch dtype becomes the ``dtype`` option) and each
     option (None: not given) — see :func:`load`."""
     if backend is None:
-        backend, dtype = default_choice(path, options.get("device"), options.get("dtype"), options.get("compile", False),
-                                        options.get("threads"))
+        backend, dtype = default_choice(
+            path, options.get("device"), options.get("dtype"), options.get("compile", False), options.get("threads")
+        )
         if dtype:
             options = {**options, "dtype": dtype}
     return load_plan(backend, **options)

@@ -119,10 +119,17 @@ def validate_checkpoint(path: str | Path, config: ModelConfig) -> dict[str, Tens
         if name in infos and infos[name].shape != shape
     )
     bad_dtype = sorted(
-        f"{name} {infos[name].dtype}" for name in expected if name in infos and infos[name].dtype not in ("BF16", "F32", "F16")
+        f"{name} {infos[name].dtype}"
+        for name in expected
+        if name in infos and infos[name].dtype not in ("BF16", "F32", "F16")
     )
     problems = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped), ("unsupported dtype", bad_dtype)):
+    for label, names in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", misshaped),
+        ("unsupported dtype", bad_dtype),
+    ):
         if names:
             shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
             problems.append(f"{label}: {shown}")
@@ -167,7 +174,9 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
     float32 (for ConvTranspose1d [in, out, k] dim 0 is the *input* channel; spec §2.4)."""
     v = v.astype(np.float32, copy=False)
     norm = np.sqrt(np.square(v.reshape(v.shape[0], -1), dtype=np.float32).sum(axis=1, dtype=np.float32))
-    return (g.astype(np.float32).reshape(-1, *([1] * (v.ndim - 1))) * v / norm.reshape(-1, *([1] * (v.ndim - 1)))).astype(np.float32)
+    return (
+        g.astype(np.float32).reshape(-1, *([1] * (v.ndim - 1))) * v / norm.reshape(-1, *([1] * (v.ndim - 1)))
+    ).astype(np.float32)
 
 
 class CheckpointReader:

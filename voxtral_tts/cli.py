@@ -46,9 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("-t", "--text", help="text to speak (default: read standard input)")
     src.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
-    src.add_argument("--batch", type=Path, metavar="FILE.jsonl",
-                     help="speak each line's JSON object ({\"text\": …, \"voice\": …, \"file\": …}) into a file in "
-                          "--out-dir, with manifest.jsonl and an LJSpeech-style metadata.csv; a rerun skips what is done")
+    src.add_argument(
+        "--batch",
+        type=Path,
+        metavar="FILE.jsonl",
+        help='speak each line\'s JSON object ({"text": …, "voice": …, "file": …}) into a file in '
+        "--out-dir, with manifest.jsonl and an LJSpeech-style metadata.csv; a rerun skips what is done",
+    )
     p.add_argument("-v", "--voice", help="preset name, OpenAI alias (alloy, echo, …) or a .pt/.safetensors voice file")
     p.add_argument("-o", "--output", type=Path, default=Path("output.wav"),
                    help="output file, its format from the extension: .wav (default output.wav), .mp3, .opus/.ogg, "
@@ -60,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speak the text as given (no number, currency, date or markdown rewriting)")
     p.add_argument("--language", choices=LANGUAGES,
                    help="the text's language for normalisation (default: the voice's; English for a voice file)")
-    p.add_argument("--seed", type=int, help="seed of the flow-matching noise and of sampling (default: random, printed)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the flow-matching noise and of sampling (default: random, printed)"
+    )
     p.add_argument("--temperature", type=float, default=0.0,
                    help=f"sample the semantic code at this temperature, 0 to {MAX_TEMPERATURE:g} (default 0: the "
                         "reference's argmax); reproducible with --seed")

@@ -77,7 +77,9 @@ def download(repo_id: str, progress: bool = True) -> Path:
     finally:
         if quiet:
             enable_progress_bars()
-    missing = [name for name in ("params.json", "consolidated.safetensors", "tekken.json") if not (path / name).is_file()]
+    missing = [
+        name for name in ("params.json", "consolidated.safetensors", "tekken.json") if not (path / name).is_file()
+    ]
     if missing:
         raise VoxtralError(f"{repo_id}: not a Voxtral TTS model repository (it lacks {', '.join(missing)})")
     return path

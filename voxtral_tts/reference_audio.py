@@ -91,7 +91,9 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     if x.ndim == 2:
         x = x.mean(axis=0 if x.shape[0] < x.shape[1] else 1)
     if x.ndim != 1:
-        raise ReferenceAudioError(f"reference audio must be 1-D (mono) or 2-D (with channels), got shape {list(x.shape)}")
+        raise ReferenceAudioError(
+            f"reference audio must be 1-D (mono) or 2-D (with channels), got shape {list(x.shape)}"
+        )
     if np.issubdtype(x.dtype, np.integer):
         x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
     return np.asarray(x, dtype=np.float32)

@@ -31,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the voice file to write (.safetensors)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"optimisation steps at most (default {DEFAULT_STEPS}; it stops earlier when the loss settles)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the initialisation (default {DEFAULT_SEED})")
-    p.add_argument("--device", help="torch device: cpu, cuda, cuda:1, mps (default: cuda, mps or cpu, whichever is here)")
+    p.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help=f"seed of the initialisation (default {DEFAULT_SEED})"
+    )
+    p.add_argument(
+        "--device", help="torch device: cpu, cuda, cuda:1, mps (default: cuda, mps or cpu, whichever is here)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return p
 

@@ -19,11 +19,16 @@ from .build import ALL_PRECISIONS, TARGETS
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="voxtral-export", description="Export Voxtral-4B-TTS-2603 to an engine directory.")
-    p.add_argument("model", help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/) or hub id")
+    p.add_argument(
+        "model", help="model directory (params.json, consolidated.safetensors, tekken.json, voice_embedding/) or hub id"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="engine directory to write")
     p.add_argument("--target", choices=TARGETS, default="onnx")
-    p.add_argument("--precision", choices=ALL_PRECISIONS,
-                   help="onnx: fp32 (default), fp16, int8, int4; tensorrt: fp16 (default) or bf16; coreml: fp16 (default) or fp32")
+    p.add_argument(
+        "--precision",
+        choices=ALL_PRECISIONS,
+        help="onnx: fp32 (default), fp16, int8, int4; tensorrt: fp16 (default) or bf16; coreml: fp16 (default) or fp32",
+    )
     p.add_argument("--capacity", type=int, default=DEFAULT_CAPACITY,
                    help="default KV-cache positions (prompt + frames) recorded in the engine; the runtime may override")
     p.add_argument("--with-velocity", action="store_true", help="also export the raw flow velocity graph (for tests)")

@@ -95,7 +95,11 @@ def trace_graphs(model, capacity: int) -> dict:
     length = min(3, capacity)
     examples = {
         "backbone": (torch.zeros(1, length, b.dim), torch.arange(length)),
-        "flow_frame": (torch.zeros(1, b.dim), torch.zeros(1, a.n_acoustic_codebook), torch.zeros(1, a.semantic_head_rows)),
+        "flow_frame": (
+            torch.zeros(1, b.dim),
+            torch.zeros(1, a.n_acoustic_codebook),
+            torch.zeros(1, a.semantic_head_rows),
+        ),
         "codec": (torch.full((1, CODEC_FRAMES, a.num_codebooks), 2, dtype=torch.int64),),
     }
     modules = {"backbone": backbone, "flow_frame": FlowFrameGraph(model).eval(), "codec": CodecGraph(model).eval()}
@@ -249,8 +253,12 @@ def _validation_inputs(model, rng: np.random.Generator, prompt: int = 7, codec_f
     a = config.audio
     with torch.no_grad():
         ids = torch.from_numpy(rng.integers(1000, config.backbone.vocab_size, size=prompt))
-        frame = torch.tensor([[2 + int(rng.integers(a.semantic_codebook_size))]
-                              + [2 + int(v) for v in rng.integers(a.acoustic_codebook_size, size=a.n_acoustic_codebook)]])
+        frame = torch.tensor(
+            [
+                [2 + int(rng.integers(a.semantic_codebook_size))]
+                + [2 + int(v) for v in rng.integers(a.acoustic_codebook_size, size=a.n_acoustic_codebook)]
+            ]
+        )
         embeds = torch.cat([model.backbone.embed_tokens(ids), model.backbone.embed_codes(frame)])[None]
     codes = np.concatenate([rng.integers(2, 2 + a.semantic_codebook_size, (1, codec_frames, 1)),
                             rng.integers(2, 2 + a.acoustic_codebook_size, (1, codec_frames, a.n_acoustic_codebook))],
@@ -289,12 +297,17 @@ def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[
             codes = np.concatenate([traced["flow_frame"](h[None], x[None], s[None]).numpy()
                                     for h, x, s in zip(hidden, noise, perturbation)])
             expected = model.acoustic_transformer(hidden, noise, perturbation).numpy()
-            results[f"traced flow_frame {label}"] = {"mismatches": int((codes != expected).sum()), "count": int(codes.size)}
+            results[f"traced flow_frame {label}"] = {
+                "mismatches": int((codes != expected).sum()),
+                "count": int(codes.size),
+            }
 
         real = data["codes"]
         spf = model.config.samples_per_frame
         audio = traced["codec"](torch.from_numpy(pad_codec_chunk(real[0], CODEC_FRAMES)))[0, : real.shape[1] * spf]
-        results["traced codec (padded chunk)"] = _error(audio.numpy(), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
+        results["traced codec (padded chunk)"] = _error(
+            audio.numpy(), model.audio_tokenizer(torch.from_numpy(real))[0].numpy()
+        )
     cache_tolerance = max(tolerance, TOLERANCE["fp16"][0])  # the cache is float16 whatever the precision
     limits = {"traced backbone prefill": cache_tolerance, "traced backbone step": cache_tolerance}
     _report(results, lambda k: limits.get(k, 1e-4), code_tolerance=0.0)
@@ -339,17 +352,23 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
           "reference, computed in float32:")
     with torch.no_grad():
         ref = model.backbone(embeds, torch.arange(embeds.shape[1]))[0]
-        results["coreml backbone prefill"] = _error(backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy())
+        results["coreml backbone prefill"] = _error(
+            backend.prefill(embeds[0, :prompt].numpy()), ref[prompt - 1].numpy()
+        )
         step = backend.step(embeds[0, prompt:prompt + 1].numpy(), [prompt], [0])[0]
         results["coreml backbone step"] = _error(step, ref[prompt].numpy())
         hidden, noise = ref[-4:], torch.from_numpy(data["noise"])
         for label, semantic in (("codes", None), ("sampled codes", data["semantic"])):
             codes = backend.flow(hidden.numpy(), data["noise"], semantic)
-            expected = model.acoustic_transformer(hidden, noise, None if semantic is None else torch.from_numpy(semantic))
+            expected = model.acoustic_transformer(
+                hidden, noise, None if semantic is None else torch.from_numpy(semantic)
+            )
             results[f"coreml flow_frame {label}"] = {"mismatches": int((codes != expected.numpy()).sum()),
                                                      "count": int(codes.size)}
         real = data["codes"]
-        results["coreml codec"] = _error(backend.codec(real[0]), model.audio_tokenizer(torch.from_numpy(real))[0].numpy())
+        results["coreml codec"] = _error(
+            backend.codec(real[0]), model.audio_tokenizer(torch.from_numpy(real))[0].numpy()
+        )
     tolerance, code_tolerance = TOLERANCE[manifest["precision"]]
     _report(results, lambda _: tolerance, code_tolerance)
     return results
@@ -362,7 +381,9 @@ def build_coreml_engine(model_dir: str | Path, engine_dir: str | Path, precision
     """Export ``model_dir`` to a Core ML engine directory; returns its path."""
     precision = precision or DEFAULT_PRECISION
     if precision not in PRECISIONS:
-        raise VoxtralError(f"precision '{precision}' is not available for target coreml; available: {', '.join(PRECISIONS)}")
+        raise VoxtralError(
+            f"precision '{precision}' is not available for target coreml; available: {', '.join(PRECISIONS)}"
+        )
     if capacity < 2:
         raise VoxtralError("capacity must be at least 2 positions")
     try:

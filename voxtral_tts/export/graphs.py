@@ -96,7 +96,9 @@ class GraphDef:
         def size(d):
             return self.dims[d][0] if isinstance(d, str) else d
 
-        return tuple(torch.zeros([size(d) for d in shape], dtype=dtype, device=device) for _, dtype, shape in self.inputs)
+        return tuple(
+            torch.zeros([size(d) for d in shape], dtype=dtype, device=device) for _, dtype, shape in self.inputs
+        )
 
     def dynamic_shapes(self) -> tuple[dict[int, Dim], ...]:
         dims = {name: Dim(name, min=lo, max=hi) for name, (_, lo, hi) in self.dims.items()}
@@ -118,7 +120,10 @@ def graph_defs(config: ModelConfig, capacity: int, with_velocity: bool = False) 
     kv = (b.n_kv_heads, b.head_dim)
     past = []
     for i in range(b.n_layers):
-        past += [(f"past_k.{i}", torch.float32, ("past", "batch", *kv)), (f"past_v.{i}", torch.float32, ("past", "batch", *kv))]
+        past += [
+            (f"past_k.{i}", torch.float32, ("past", "batch", *kv)),
+            (f"past_v.{i}", torch.float32, ("past", "batch", *kv)),
+        ]
     # example sizes avoid 0 and 1, which torch.export would specialise; the graphs accept them
     defs = [
         GraphDef(

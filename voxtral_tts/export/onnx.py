@@ -89,7 +89,12 @@ def attach_weights(model: ir.Model, reader: CheckpointReader, constants: dict[st
             continue
         source = node.inputs[0]
         perm = node.attributes.get("perm")
-        if not source.is_initializer() or source.name not in reader.shapes or perm is None or list(perm.value) != [1, 0]:
+        if (
+            not source.is_initializer()
+            or source.name not in reader.shapes
+            or perm is None
+            or list(perm.value) != [1, 0]
+        ):
             continue
         rows, cols = reader.shapes[source.name]
         t_name = source.name + ".T"
@@ -136,6 +141,8 @@ def export_graph(gdef: GraphDef, model: torch.nn.Module, reader: CheckpointReade
     if precision == "fp16":
         log.info("%s: %d matmuls in float16", gdef.name, matmuls_to_fp16(onnx_model, reader))
     elif precision in BITS:
-        log.info("%s: %d matmuls quantised to %s", gdef.name, quantize_matmuls(onnx_model, reader, precision), precision)
+        log.info(
+            "%s: %d matmuls quantised to %s", gdef.name, quantize_matmuls(onnx_model, reader, precision), precision
+        )
     log.info("writing %s", path.name)
     return save(onnx_model, path, progress)

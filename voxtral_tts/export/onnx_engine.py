@@ -33,7 +33,9 @@ def build_onnx_engine(model_dir: str | Path, engine_dir: str | Path, precision: 
 
     precision = precision or "fp32"
     if precision not in PRECISIONS:
-        raise VoxtralError(f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}")
+        raise VoxtralError(
+            f"precision '{precision}' is not available for target {target}; available: {', '.join(PRECISIONS)}"
+        )
     if capacity < 2:
         raise VoxtralError("capacity must be at least 2 positions")
     draft = start_engine_dir(model_dir, engine_dir, label or f"an ONNX {precision} engine")

@@ -131,11 +131,19 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         # codec: random valid codes
         model = load_model(model_dir, progress=False, blocks=("audio_tokenizer",))
         n = 12
-        codes = np.concatenate([rng.integers(2, 2 + config.audio.semantic_codebook_size, (1, n, 1)),
-                                rng.integers(2, 2 + config.audio.acoustic_codebook_size, (1, n, config.audio.n_acoustic_codebook))],
-                               axis=2).astype(np.int64)
+        codes = np.concatenate(
+            [
+                rng.integers(2, 2 + config.audio.semantic_codebook_size, (1, n, 1)),
+                rng.integers(2, 2 + config.audio.acoustic_codebook_size, (1, n, config.audio.n_acoustic_codebook)),
+            ],
+            axis=2,
+        ).astype(np.int64)
         sess = session("codec")
-        record("codec waveform", sess.run(None, {"codes": codes})[0], model.audio_tokenizer(torch.from_numpy(codes)).numpy())
+        record(
+            "codec waveform",
+            sess.run(None, {"codes": codes})[0],
+            model.audio_tokenizer(torch.from_numpy(codes)).numpy(),
+        )
         del sess
     del model
     gc.collect()

@@ -195,7 +195,9 @@ class Backend(ABC):
         if semantic is not None:
             rows = self.config.audio.semantic_head_rows
             if np.shape(semantic) != (len(hidden), rows):
-                raise VoxtralError(f"semantic sampling noise must be [{len(hidden)}, {rows}], got {list(np.shape(semantic))}")
+                raise VoxtralError(
+                    f"semantic sampling noise must be [{len(hidden)}, {rows}], got {list(np.shape(semantic))}"
+                )
             semantic = np.ascontiguousarray(semantic, dtype=np.float32)
         return self._flow(np.ascontiguousarray(hidden, dtype=np.float32), np.ascontiguousarray(noise, dtype=np.float32),
                           semantic)

@@ -8,12 +8,14 @@ chunking, cancellation and errors (whisper's ``DecodingTask``, for speech, over 
 - each :meth:`Scheduler.step`: drops cancelled requests, **admits** the next parts into free cache
   slots — prompt, frame budget, the voice prefix's keys/values from the :class:`.prefix_cache.
   PrefixCache` (where the backend can reuse them), and one prefill call for every part admitted
-  (the rest of each prompt after its prefix) — runs one frame for every utterance in flight
-  (:class:`.decoding.FrameLoop`, each part a :class:`.decoding.Sequence`), and turns frames into audio on the request's chunk schedule;
+  (the rest of each prompt after its prefix) — runs one frame for every sequence in flight
+  (:class:`.decoding.FrameLoop`, each part a :class:`.decoding.Sequence`), and turns frames into
+  audio on the request's chunk schedule;
 - it returns typed events (:mod:`.request`): :class:`AudioChunk`, :class:`PartFinished` (codes
   and finish reason), :class:`RequestFailed` (the error; :class:`Cancelled` when the caller
-  cancelled), and :class:`RequestDone` (usage) — which :mod:`.results` turns into results. A failure is confined to the requests it concerns: a bad prompt or
-  a codec error fails its own request, a backbone/flow failure every request in that frame.
+  cancelled), and :class:`RequestDone` (usage) — which :mod:`.results` turns into results. A
+  failure is confined to the requests it concerns: a bad prompt or a codec error fails its own
+  request, a backbone/flow failure every request in that frame.
 
 **Parts side by side.** The parts of one request are admitted into free slots like separate
 requests, each with its own noise (:meth:`.noise.NoiseSource.for_part`: from the request's seed
@@ -180,7 +182,9 @@ class Scheduler:
                                              len(request.parts[part]))
                 prefix = None
                 if self.prefix_cache is not None:
-                    prefix = self.prefix_cache.get(self.backend, embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD])
+                    prefix = self.prefix_cache.get(
+                        self.backend, embeds[: request.voice.n_audio_tokens + PREFIX_OVERHEAD]
+                    )
             except Exception as exc:  # this request only
                 admitted = [s for s in admitted if s.request is not request]
                 self._fail(request, exc, events)
@@ -236,8 +240,10 @@ class Scheduler:
                 self._emit(AudioChunk(request, sequence.part, self._audio(sequence)), events)
         elif sequence.codes:
             spf = self.backend.config.samples_per_frame
-            self._emit(AudioChunk(request, sequence.part, codec_audio(self.backend.codec, np.stack(sequence.codes), spf)),
-                       events)
+            self._emit(
+                AudioChunk(request, sequence.part, codec_audio(self.backend.codec, np.stack(sequence.codes), spf)),
+                events,
+            )
         codes_array = np.stack(sequence.codes) if sequence.codes else \
             np.zeros((0, self.backend.config.audio.num_codebooks), np.int64)
         self._emit(PartFinished(request, sequence.part, request.parts[sequence.part], sequence.prompt_ids,

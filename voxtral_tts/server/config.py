@@ -30,7 +30,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     add_backend_arguments(p)
     add_max_batch_argument(p)
-    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)")
+    p.add_argument(
+        "--max-queue", type=int, default=8, help="requests that may wait behind those in flight (503 beyond)"
+    )
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default: 50 + 4 per character of "
                    "the part, at most 2048)")
     p.add_argument("--max-input-chars", type=int, default=4096)

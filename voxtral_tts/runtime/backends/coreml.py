@@ -153,8 +153,15 @@ class CoreMLBackend(EngineBackend):
         if semantic is None:
             semantic = np.zeros((len(hidden), self.config.audio.semantic_head_rows), np.float32)
         flow = self._models["flow_frame"]
-        return np.stack([np.asarray(flow.predict({"hidden": h[None], "noise": x[None], "semantic_noise": s[None]})["codes"],
-                                    dtype=np.int64)[0] for h, x, s in zip(hidden, noise, semantic)])
+        return np.stack(
+            [
+                np.asarray(
+                    flow.predict({"hidden": h[None], "noise": x[None], "semantic_noise": s[None]})["codes"],
+                    dtype=np.int64,
+                )[0]
+                for h, x, s in zip(hidden, noise, semantic)
+            ]
+        )
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         """One fixed chunk of the engine's ``codec_frames``, padded at the end (the codec is causal)."""
