@@ -711,11 +711,18 @@ def test_openapi_describes_the_real_responses(live):
     spec = httpx.get(live.url + "/openapi.json").json()
     speech = spec["paths"]["/v1/audio/speech"]["post"]
     responses = speech["responses"]
-    assert set(responses) == {"200", "400", "413", "500", "503"}  # no 422: validation errors are 400
+    # no FastAPI 422 for OpenAI's request (its validation errors are 400); 422 is Mistral's, for its request's
+    # invalid fields (test_mistral_api.py)
+    assert set(responses) == {"200", "400", "413", "422", "500", "503"}
+    assert responses["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MistralValidationError"}
     assert {"audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm",
             "text/event-stream"} <= set(responses["200"]["content"])
-    for status in ("400", "413", "500", "503"):
-        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    for status in ("400", "413", "500", "503"):  # OpenAI's error shape, or Mistral's for Mistral's request
+        assert responses[status]["content"]["application/json"]["schema"] == {"anyOf": [
+            {"$ref": "#/components/schemas/ErrorResponse"}, {"$ref": "#/components/schemas/MistralError"}]}
+    assert speech["requestBody"]["content"]["application/json"]["schema"] == {"anyOf": [
+        {"$ref": "#/components/schemas/SpeechRequest"}, {"$ref": "#/components/schemas/MistralSpeechRequest"}]}
     fields = spec["components"]["schemas"]["SpeechRequest"]["properties"]
     assert fields["input"]["maxLength"] == 4096 and fields["input"]["minLength"] == 1
     assert (fields["speed"]["minimum"], fields["speed"]["maximum"]) == (0.25, 4.0)

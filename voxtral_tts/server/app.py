@@ -1,5 +1,5 @@
-"""An OpenAI-compatible speech server (FastAPI): :func:`create_app` and its routes,
-``POST /v1/audio/speech`` and friends.
+"""An OpenAI- and Mistral-compatible speech server (FastAPI): :func:`create_app` and its routes,
+``POST /v1/audio/speech`` (OpenAI's request or Mistral's, :mod:`.mistral`) and friends.
 
 The pieces, one concern each: the request and response bodies and the app's options
 (:mod:`.schemas`); errors in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
@@ -17,26 +17,31 @@ the next frame.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Callable
 
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
 from ..errors import OptionError, VoiceError, VoxtralError
 from ..runtime.options import SpeechOptions
-from ..runtime.request import RequestDone, RequestFailed
+from ..runtime.request import RequestFailed
 from ..runtime.tts import TTS
 from ..text import check_text
 from ..voices import voice_gender, voice_language
+from . import mistral
 from .errors import APIError, add_error_handlers, as_api_error, quoted
 from .middleware import BodyLimit
+from .mistral import accepts_mistral, is_mistral, mistral_error, validation_error
 from .openapi import patch_openapi
-from .schemas import SPEECH_RESPONSES, ServerOptions, SpeechRequest, VoiceRef
-from .streaming import chunked, next_event, server_sent_events
+from .schemas import SPEECH_RESPONSES, MistralSpeechRequest, ServerOptions, SpeechRequest, VoiceRef
+from .streaming import chunked, next_event, server_sent_events, whole_file
 from .web import add_web
 from .worker import GONE, Job, Synthesizer
 
@@ -48,6 +53,7 @@ NO_ENCODER = (
     "voice cloning from reference audio is not available: the released Voxtral-4B-TTS-2603 checkpoint "
     "has no codec encoder; use one of the preset voices (GET /v1/audio/voices)"
 )
+NOT_AN_OBJECT = "the request body must be a JSON object, sent with Content-Type: application/json"
 #: response header of a whole file: "end" (every part ended with END_AUDIO) or "length" (a part
 #: stopped at its frame budget and its audio is cut)
 FINISH_REASON = "X-Finish-Reason"
@@ -105,25 +111,40 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                             "aliases": sorted(a for a, v in aliases.items() if v == name)} for name in tts.voices],
                 "default": tts.voice_bank.default}
 
-    @app.post("/v1/audio/speech", response_class=Response, responses=SPEECH_RESPONSES)
-    async def speech(body: SpeechRequest, request: HTTPRequest):
-        tts = tts_or_503()
-        if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
-            raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
+    async def read_object(request: HTTPRequest) -> dict:
+        """The request's body: a JSON object (sent as JSON, or with no content type), or a 400."""
+        content_type = request.headers.get("content-type")
+        body = await request.body()
+        media = (content_type or "").split(";")[0].strip().lower()
+        if content_type and not (media == "application/json" or media.endswith("+json")):
+            raise APIError(400, NOT_AN_OBJECT)
         try:
-            text = check_text(body.input, options.max_input_chars)
+            data = json.loads(body)
+        except ValueError:  # UnicodeDecodeError and json's JSONDecodeError alike
+            raise APIError(400, "the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise APIError(400, NOT_AN_OBJECT)
+        return data
+
+    def prepare(text: str, voice_name: str | None, voice_param: str) -> tuple[TTS, str, str]:
+        """The model, the checked text and the voice's name (from a name or an alias: never a server
+        path), or a 400 naming ``input`` or the voice's field."""
+        tts = tts_or_503()
+        try:
+            text = check_text(text, options.max_input_chars)
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
-        voice_name = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
         try:
-            voice = tts.voice_bank.resolve_name(voice_name)  # names and aliases only: never a server path
+            voice = tts.voice_bank.resolve_name(voice_name) if voice_name is not None else tts.voice_bank.default
         except VoxtralError:
             raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
-                           param="voice", code="unknown_voice") from None
-        try:
-            speed = check_speed(body.speed)
-        except ValueError:
-            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+                           param=voice_param, code="unknown_voice") from None
+        return tts, text, voice
+
+    async def submit(tts: TTS, text: str, voice: str, body, request: HTTPRequest):
+        """Queue the request (seed, temperature and normalize from ``body``) and wait for its first
+        event: the job and that event (an audio chunk or the end), or the error its client gets —
+        before any audio, with a proper status."""
         try:
             speech_options = SpeechOptions(voice=voice, seed=body.seed, temperature=body.temperature,
                                            max_frames=options.max_frames, normalize=body.normalize)
@@ -140,11 +161,56 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         job = Job(speech_request, tts.collector(speech_request), asyncio.get_running_loop())
         synth.submit(job)
         job.watch(request.receive)
-        streamed = False
         try:
-            first = await next_event(job)  # errors before any audio still get a proper status
+            first = await next_event(job)
             if isinstance(first, RequestFailed):
                 raise as_api_error(first.error)
+        except BaseException:
+            job.close()
+            raise
+        return job, first
+
+    @app.post("/v1/audio/speech", response_class=Response, responses=SPEECH_RESPONSES)
+    async def speech(request: HTTPRequest):
+        """Speech from text, in OpenAI's shape (``voice``: audio bytes or events) or Mistral's
+        (``voice_id``: JSON ``{"audio_data"}`` or events). A ``voice`` field makes a request OpenAI's;
+        else a field only Mistral's request has makes it Mistral's, a field only OpenAI's has OpenAI's;
+        else an Accept header naming application/json or text/event-stream (and no audio) makes it
+        Mistral's."""
+        accept = request.headers.get("accept")
+        try:
+            data = await read_object(request)
+        except APIError as exc:
+            if accepts_mistral(accept):
+                return mistral_error(exc)
+            raise
+        if is_mistral(data, accept):
+            try:
+                body = MistralSpeechRequest.model_validate(data)
+            except ValidationError as exc:
+                return validation_error(exc)
+            try:
+                return await mistral_speech(body, data, request)
+            except APIError as exc:
+                return mistral_error(exc)
+        try:
+            body = SpeechRequest.model_validate(data)
+        except ValidationError as exc:  # answered 400 in OpenAI's shape by the handler (.errors)
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        return await openai_speech(body, request)
+
+    async def openai_speech(body: SpeechRequest, request: HTTPRequest):
+        if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
+            raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
+        tts, text, voice = prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
+                                   "voice")
+        try:
+            speed = check_speed(body.speed)
+        except ValueError:
+            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+        job, first = await submit(tts, text, voice, body, request)
+        streamed = False
+        try:
             fmt = check_format(body.response_format)  # ogg → opus
             sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
             if sse or body.stream_format == "audio":
@@ -153,22 +219,29 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                     return StreamingResponse(server_sent_events(job, first, fmt, speed),
                                              media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
                 return StreamingResponse(chunked(job, first, fmt, speed), media_type=FORMATS[fmt])
-            # a whole file, encoded chunk by chunk as the audio arrives (only the encoded bytes are
-            # kept, never the request's float audio), the container finished at the end
-            encoder = StreamEncoder(fmt, tts.sample_rate, speed, whole_file=True)
-            event = first
-            while not isinstance(event, RequestDone):
-                if event is GONE:
-                    return Response(status_code=499)
-                if isinstance(event, RequestFailed):
-                    raise as_api_error(event.error)
-                await asyncio.to_thread(encoder.encode, event.audio)
-                event = await next_event(job)
+            content = await whole_file(job, first, StreamEncoder(fmt, tts.sample_rate, speed, whole_file=True))
         finally:
             if not streamed:
                 job.close()
-        content = await asyncio.to_thread(encoder.finish)
+        if content is GONE:
+            return Response(status_code=499)
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.collector.finish_reason})
+
+    async def mistral_speech(body: MistralSpeechRequest, data: dict, request: HTTPRequest):
+        mistral.refusals(body, data, NO_ENCODER)
+        tts, text, voice = prepare(body.input, body.voice_id, "voice_id")
+        fmt = check_format(body.response_format)
+        job, first = await submit(tts, text, voice, body, request)
+        if body.stream:  # the stream closes the job when it ends
+            return StreamingResponse(mistral.server_sent_events(job, first, mistral.encoder(fmt, tts.sample_rate, False)),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            content = await whole_file(job, first, mistral.encoder(fmt, tts.sample_rate, True))
+        finally:
+            job.close()
+        if content is GONE:
+            return Response(status_code=499)
+        return mistral.audio_json(content, job.collector.finish_reason)
 
     if options.web:
         add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)

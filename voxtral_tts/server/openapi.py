@@ -1,12 +1,25 @@
-"""The app's /openapi.json: FastAPI's schema less its 422 entries (this server answers validation
-errors 400, :mod:`.errors`) and, once the model is loaded, with its voices as the ``voice``
-field's values."""
+"""The app's /openapi.json: FastAPI's schema less its 422 entries where this server answers
+validation errors 400 (:mod:`.errors`), with the body of ``POST /v1/audio/speech`` (OpenAI's request
+or Mistral's, read by the route itself: :mod:`.mistral`) and its answers' models, and, once the
+model is loaded, with its voices as the values of ``voice`` and ``voice_id``."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
 
+from .schemas import ErrorResponse, MistralError, MistralSpeechRequest, MistralSpeechResponse, SpeechRequest
 from .worker import Synthesizer
+
+SPEECH_PATH = "/v1/audio/speech"
+_REF = "#/components/schemas/{model}"
+
+
+def _speech_schemas() -> dict:
+    """The JSON schemas of the speech route's request bodies and answers, by model name."""
+    _, schemas = models_json_schema([(model, "validation") for model in (
+        SpeechRequest, MistralSpeechRequest, MistralSpeechResponse, ErrorResponse, MistralError)], ref_template=_REF)
+    return schemas["$defs"]
 
 
 def patch_openapi(app: FastAPI, synth: Synthesizer) -> None:
@@ -14,19 +27,26 @@ def patch_openapi(app: FastAPI, synth: Synthesizer) -> None:
     fastapi_openapi = app.openapi
 
     def openapi() -> dict:
-        """FastAPI's schema less its 422 entries (validation errors are answered 400 here) and, once
-        the model is loaded, with its voices as the ``voice`` field's values."""
+        """FastAPI's schema, patched as the module says (rebuilt, with the voices, once the model is loaded)."""
         if app.openapi_schema is None:
             schema = fastapi_openapi()
-            for operations in schema["paths"].values():
+            for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    if path != SPEECH_PATH:  # there, a 422 is a Mistral-shaped request's invalid field
+                        operation.get("responses", {}).pop("422", None)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(_speech_schemas())
+            schema["paths"][SPEECH_PATH]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"anyOf": [{"$ref": _REF.format(model="SpeechRequest")},
+                                     {"$ref": _REF.format(model="MistralSpeechRequest")}]}}}}
             if not synth.ready:
-                return schema  # rebuilt (with the voices) once the model is loaded
+                return schema
             names = synth.tts.voices + sorted(synth.tts.voice_bank.aliases)
-            schema["components"]["schemas"]["SpeechRequest"]["properties"]["voice"]["anyOf"] = [
+            models = schema["components"]["schemas"]
+            models["SpeechRequest"]["properties"]["voice"]["anyOf"] = [
                 {"type": "string", "enum": names},
                 {"type": "object", "properties": {"id": {"type": "string", "enum": names}}, "required": ["id"]}]
+            models["MistralSpeechRequest"]["properties"]["voice_id"]["anyOf"] = [{"type": "string", "enum": names},
+                                                                                 {"type": "null"}]
             app.openapi_schema = schema
         return app.openapi_schema
 

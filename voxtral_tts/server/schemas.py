@@ -1,7 +1,9 @@
-"""What the speech server takes and answers: its options (:class:`ServerOptions`), the body of
-``POST /v1/audio/speech`` (:class:`SpeechRequest`, validated by pydantic with no lax coercion),
-OpenAI's error body (:class:`ErrorResponse`) and :data:`SPEECH_RESPONSES`, the route's answers as
-/openapi.json documents them.
+"""What the speech server takes and answers: its options (:class:`ServerOptions`), the two bodies
+of ``POST /v1/audio/speech`` — OpenAI's (:class:`SpeechRequest`) and Mistral's
+(:class:`MistralSpeechRequest`), validated by pydantic with no lax coercion —, the error bodies
+(OpenAI's :class:`ErrorResponse`; Mistral's :class:`MistralError` and, for invalid fields,
+:class:`MistralValidationError`), Mistral's JSON answer (:class:`MistralSpeechResponse`) and
+:data:`SPEECH_RESPONSES`, the route's answers as /openapi.json documents them.
 """
 
 from __future__ import annotations
@@ -78,6 +80,77 @@ class SpeechRequest(BaseModel):
                                  description="refused (400), as ref_audio")
 
 
+#: the flow head's classifier-free-guidance scale of this checkpoint (``cfg_alpha``), Mistral's ``expressiveness``
+DEFAULT_EXPRESSIVENESS = 1.2
+
+
+def _refused(description: str):
+    """A field accepted only as null (or absent): anything else is refused with a 400 saying why."""
+    return Field(default=None, json_schema_extra={"type": "null"}, description=description)
+
+
+class MistralSpeechRequest(BaseModel):
+    """Mistral's request body (what ``mistralai``'s ``client.audio.speech.complete`` sends), plus
+    this server's ``seed``, ``temperature`` and ``normalize``. Fields this server cannot honour yet
+    are accepted only at their defaults; anything else is a 400 naming what is missing. OpenAI's own
+    fields (``speed``, ``stream_format``, ``instructions``) are refused too unless null (by the
+    route, which sees the raw body: they are no part of this schema)."""
+
+    model_config = ConfigDict(extra="ignore")  # the SDK's additional_properties
+
+    input: str = SpeechRequest.model_fields["input"]
+    model: str | None = MODEL_ID
+    voice_id: str | None = Field(default=None, description="a preset name or an OpenAI alias (GET /v1/audio/voices); "
+                                                           "null: the default voice")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"] = Field(
+        default="mp3", description="the audio format; pcm is raw little-endian float32 (Mistral's), not OpenAI's 16-bit")
+    stream: StrictBool | None = Field(default=False, description="server-sent events speech.audio.delta, then "
+                                                          "speech.audio.done")
+    expressiveness: float | None = Field(
+        default=None, strict=True, ge=1.0, allow_inf_nan=False, json_schema_extra={"anyOf": [{"type": "number", "enum": [DEFAULT_EXPRESSIVENESS]},
+                                                   {"type": "null"}]},
+        description=f"only {DEFAULT_EXPRESSIVENESS} (the model's own) for now: other values are refused (400) until "
+                    "the exported flow graphs take the guidance scale as an input")
+    metadata: dict | None = None  # accepted and ignored, as a label of the request
+    prompt_cache_key: str | None = None  # accepted and ignored: voice prompts are cached per voice anyway
+    seed: Seed | None = None
+    temperature: float = SpeechRequest.model_fields["temperature"]
+    normalize: bool = SpeechRequest.model_fields["normalize"]
+    ref_audio: Any = _refused("refused (400) unless null: voice cloning needs the codec encoder the release lacks")
+    phoneme_hints: Any = _refused("refused (400) unless null: this server has no pronunciation hints")
+    conversation_history: Any = _refused("refused (400) unless null: this checkpoint has no conversation "
+                                         "conditioning")
+
+
+class MistralSpeechResponse(BaseModel):
+    """Mistral's whole answer: the audio file, base64."""
+
+    audio_data: str
+
+
+class MistralError(BaseModel):
+    """Mistral's error shape (its API's error glossary), for every error of a Mistral-shaped request
+    but an invalid field."""
+
+    object: Literal["error"] = "error"
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class MistralValidationDetail(BaseModel):
+    loc: list[Union[str, int]]
+    msg: str
+    type: str
+
+
+class MistralValidationError(BaseModel):
+    """Mistral's 422 body for invalid fields, which its SDK parses into ``HTTPValidationError``."""
+
+    detail: list[MistralValidationDetail]
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -92,18 +165,27 @@ class ErrorResponse(BaseModel):
 
 
 def _error(description: str) -> dict:
-    return {"model": ErrorResponse, "description": description}
+    return {"description": description + " (OpenAI's shape; Mistral's for a Mistral-shaped request)",
+            "content": {"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/ErrorResponse"}, {"$ref": "#/components/schemas/MistralError"}]}}}}
 
 
-#: what ``POST /v1/audio/speech`` answers, for /openapi.json
+_SSE = {"schema": {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}
+
+
+#: what ``POST /v1/audio/speech`` answers, for /openapi.json (its request body: :mod:`.openapi`)
 SPEECH_RESPONSES = {
-    200: {"description": "the audio: a whole file, a chunked stream (stream_format audio) or server-sent events "
-                         "(stream_format sse); X-Finish-Reason says end or length for whole files",
+    200: {"description": "OpenAI's request: the audio, a whole file, a chunked stream (stream_format audio) or "
+                         "server-sent events (stream_format sse). Mistral's: JSON {audio_data} or, with stream, "
+                         "server-sent events. X-Finish-Reason says end or length for whole files",
           "content": {**{media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS.values()},
-                      "text/event-stream": {"schema": {  # each event: speech.audio.delta, .done, or error
-                          "type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
+                      "application/json": {"schema": {"$ref": "#/components/schemas/MistralSpeechResponse"}},
+                      "text/event-stream": _SSE}},  # each event: speech.audio.delta, .done, or error
     400: _error("bad input: empty or too long text, a text part that cannot fit the KV cache, unknown voice, "
-                "bad format, speed or types, malformed JSON, voice cloning fields"),
+                "bad format, speed or types (OpenAI's request), malformed JSON, voice cloning fields, fields "
+                "not supported yet"),
+    422: {"model": MistralValidationError,
+          "description": "a Mistral-shaped request with an invalid field (Mistral's shape, which its SDK parses)"},
     413: _error("a request body over the limit (1 MiB by default)"),
     500: _error("an internal failure, or a preset voice the server cannot read"),
     503: _error("the model is loading, failed to load, or the server is busy (Retry-After)"),

@@ -1,5 +1,6 @@
 """A request's events as the body of its response: :func:`next_event` (the next audio chunk or
-end, :data:`~.worker.GONE` once the client went away) and the two streamed bodies — chunked audio
+end, :data:`~.worker.GONE` once the client went away), a whole file (:func:`whole_file`) and the
+two streamed bodies — chunked audio
 (``stream_format: "audio"``, :func:`chunked`; a failure after the audio began cuts the transfer,
 :class:`StreamAborted`) and server-sent events (``stream_format: "sse"``,
 :func:`server_sent_events`: ``speech.audio.delta`` events, then ``speech.audio.done`` with the
@@ -8,6 +9,7 @@ usage, or an ``error`` event in OpenAI's shape).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -31,12 +33,28 @@ async def next_event(job: Job) -> AudioChunk | RequestDone | RequestFailed | Non
             return event
 
 
+async def whole_file(job: Job, first, encoder) -> bytes | None:
+    """The request's audio as one file, encoded chunk by chunk as it arrives (only the encoded
+    bytes are kept, never the request's float audio), the container finished at the end;
+    :data:`~.worker.GONE` once the client went away; the client's error if the request failed."""
+    data, event = [], first
+    while not isinstance(event, RequestDone):
+        if event is GONE:
+            return GONE
+        if isinstance(event, RequestFailed):
+            raise as_api_error(event.error)
+        data.append(await asyncio.to_thread(encoder.encode, event.audio))
+        event = await next_event(job)
+    data.append(await asyncio.to_thread(encoder.finish))
+    return b"".join(data)
+
+
 class StreamAborted(Exception):
     """Raised inside a chunked audio stream after a failure: the server then closes the connection
     without the final chunk, so the client sees an incomplete transfer instead of a clean end."""
 
 
-async def _stream(job: Job, first):
+async def audio_events(job: Job, first):
     """``first`` and the events after it: each :class:`AudioChunk`, then the :class:`RequestDone`
     or :class:`RequestFailed` that ends the request (nothing when the client went away)."""
     event = first
@@ -54,7 +72,7 @@ async def _stream(job: Job, first):
 
 async def chunked(job: Job, first, fmt: str, speed: float):
     encoder = StreamEncoder(fmt, speed=speed)
-    async for event in _stream(job, first):
+    async for event in audio_events(job, first):
         if isinstance(event, RequestFailed):
             raise StreamAborted("the request failed after its audio began streaming")
         if isinstance(event, AudioChunk) and (data := encoder.encode(event.audio)):
@@ -70,7 +88,7 @@ async def server_sent_events(job: Job, first, fmt: str, speed: float):
 
     encoder = StreamEncoder(fmt, speed=speed)
     collector = job.collector  # the part being spoken (progress for the client), the usage at the end
-    async for item in _stream(job, first):
+    async for item in audio_events(job, first):
         if isinstance(item, RequestFailed):  # OpenAI's error shape, and no done event
             error = as_api_error(item.error)
             yield event({"type": "error", **error_body(error.message, error.type, error.param, error.code)})
