@@ -40,64 +40,57 @@ class Move:
     kind: str  # CACHE, TO_SCRATCH or FROM_SCRATCH
 
 
-class SlotPlacement:
-    """Runtime slots → rows of a cache laid out ``layout.slots`` wide, ``layout.slots`` one of
-    ``widths`` (ascending; the largest is the slots the cache was allocated for)."""
+class RowPlacement:
+    """Runtime slots → rows 0..n−1 of a batch ``width`` wide, ``width`` the smallest of ``widths``
+    (ascending) holding the n sequences in flight. :meth:`admit` and :meth:`arrange` return the
+    moves to make first: here (source row, destination row, filled positions) for each sequence
+    that changes row; :class:`SlotPlacement` turns them into copies of a position-major cache."""
 
-    def __init__(self, layout: KVLayout, widths: Sequence[int]):
+    def __init__(self, widths: Sequence[int]):
         self.widths = sorted(int(w) for w in widths)
-        if self.widths[-1] != layout.slots or self.widths[0] < 1:
-            raise VoxtralError(f"layout widths {self.widths} must end at the cache's {layout.slots} slots")
-        self.full = layout
-        self.layout = replace(layout, slots=self.widths[0])
+        if not self.widths or self.widths[0] < 1:
+            raise VoxtralError(f"row widths must be positive, got {self.widths}")
+        self.width = self.widths[0]
         self.rows: dict[int, int] = {}  # slot → row, rows 0..n−1
         self.lengths: dict[int, int] = {}  # slot → filled positions
-
-    @property
-    def width(self) -> int:
-        return self.layout.slots
-
-    @property
-    def scratch_shape(self) -> tuple[int, int, int, int]:
-        """One layer of the full cache: what a re-layout stages at a time."""
-        return (self.full.capacity, self.full.slots, *self.full.row_shape)
 
     def row(self, slot: int) -> int:
         return self.rows[int(slot)]
 
-    def admit(self, slots: Sequence[int], lengths: Sequence[int]) -> list[Move]:
+    def admit(self, slots: Sequence[int], lengths: Sequence[int]) -> list:
         """Before prefilling ``slots`` (their prompts ``lengths`` positions, prefix included): each
         new slot takes the next row (a slot already in flight keeps its row, its sequence replaced),
-        the layout widened if needed. Returns the copies to make first."""
+        the batch widened if needed."""
         moves = []
         new = [int(s) for s in slots if int(s) not in self.rows]
         if new:
-            moves = self._relayout(bucket_for(len(self.rows) + len(new), self.widths))
+            moves = self._resize(bucket_for(len(self.rows) + len(new), self.widths))
             for slot in new:
                 self.rows[slot] = len(self.rows)
         for slot, length in zip(slots, lengths):
             self.lengths[int(slot)] = int(length)
         return moves
 
-    def arrange(self, slots: Sequence[int], positions: Sequence[int]) -> list[Move]:
+    def arrange(self, slots: Sequence[int], positions: Sequence[int]) -> list:
         """Before a step of ``slots`` at ``positions``: slots not named leave (their rows filled by
-        the highest rows in use), the layout narrowed or widened to the smallest width holding
-        them. Returns the copies to make first; afterwards each named slot has filled
-        ``position + 1`` positions."""
+        the highest rows in use), the batch narrowed or widened to the smallest width holding the
+        named ones; afterwards each has filled ``position + 1`` positions."""
         named = [int(s) for s in slots]
         for slot, position in zip(named, positions):
             if slot in self.rows:
                 self.lengths[slot] = int(position)
-        moves = []
         keep = set(named)
         for slot in [s for s in self.rows if s not in keep]:
-            hole = self.rows.pop(slot)
+            del self.rows[slot]
             self.lengths.pop(slot, None)
-            last = max(self.rows.items(), key=lambda item: item[1], default=None)
-            if last is not None and last[1] > hole:  # the highest row moves down into the hole
-                moves += [Move(c, CACHE) for c in self._row_copies(last[1], hole, self.lengths[last[0]])]
-                self.rows[last[0]] = hole
-        moves += self._relayout(bucket_for(len(keep), self.widths))
+        # the sequences in rows ≥ n move down into the rows < n that were left
+        n, moves = len(self.rows), []
+        holes = sorted(set(range(n)) - set(self.rows.values()))
+        for slot in sorted((s for s, r in self.rows.items() if r >= n), key=self.rows.get):
+            hole = holes.pop(0)
+            moves += self._move(self.rows[slot], hole, self.lengths[slot])
+            self.rows[slot] = hole
+        moves += self._resize(bucket_for(len(keep), self.widths))
         for slot in named:  # stepped without a prefill: its row holds whatever was there
             if slot not in self.rows:
                 self.rows[slot] = len(self.rows)
@@ -105,20 +98,46 @@ class SlotPlacement:
             self.lengths[slot] = int(position) + 1
         return moves
 
-    def _row_copies(self, src: int, dst: int, length: int) -> list[Copy2D]:
+    def _move(self, src: int, dst: int, length: int) -> list:
+        return [(src, dst, length)] if length > 0 else []
+
+    def _resize(self, width: int) -> list:
+        self.width = width
+        return []
+
+
+class SlotPlacement(RowPlacement):
+    """:class:`RowPlacement` over a position-major cache (:class:`.kv_layout.KVLayout`) laid out
+    ``width`` slots wide: its moves are :class:`Move` copies (a re-layout when the width changes),
+    :attr:`layout` the current layout; the largest width is the slots the cache was allocated for."""
+
+    def __init__(self, layout: KVLayout, widths: Sequence[int]):
+        super().__init__(widths)
+        if self.widths[-1] != layout.slots:
+            raise VoxtralError(f"layout widths {self.widths} must end at the cache's {layout.slots} slots")
+        self.full = layout
+        self.layout = replace(layout, slots=self.width)
+
+    @property
+    def scratch_shape(self) -> tuple[int, int, int, int]:
+        """One layer of the full cache: what a re-layout stages at a time."""
+        return (self.full.capacity, self.full.slots, *self.full.row_shape)
+
+    def _move(self, src: int, dst: int, length: int) -> list[Move]:
         """A sequence's first ``length`` positions from row ``src`` to row ``dst`` (one copy per layer)."""
         if length < 1:
             return []
         layout = self.layout
-        return [Copy2D(layout.offset(layer, 0, dst), layout.position_stride, layout.offset(layer, 0, src),
-                       layout.position_stride, layout.row_bytes, length) for layer in range(layout.n_layers)]
+        return [Move(Copy2D(layout.offset(layer, 0, dst), layout.position_stride, layout.offset(layer, 0, src),
+                            layout.position_stride, layout.row_bytes, length), CACHE)
+                for layer in range(layout.n_layers)]
 
-    def _relayout(self, width: int) -> list[Move]:
+    def _resize(self, width: int) -> list[Move]:
         """Rows 0..n−1 from the current width to ``width``: per layer, its filled positions to the
         scratch and back at the new pitch; layers in the order that never overwrites a layer not yet
         read (ascending when narrowing, descending when widening)."""
         old, new = self.layout, replace(self.layout, slots=width)
-        self.layout = new
+        self.layout, self.width = new, width
         n, filled = len(self.rows), max(self.lengths.get(s, 0) for s in self.rows) if self.rows else 0
         if width == old.slots or n == 0 or filled == 0:
             return []
