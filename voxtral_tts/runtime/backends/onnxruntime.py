@@ -3,15 +3,18 @@
 State lives in buffers allocated once and bound with IO binding, never reallocated per step:
 
 - the KV cache: ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 (:mod:`.kv_layout`), one
-  slot per sequence decoded together (``max_batch``). A step binds each layer's prefix ``[:P]`` up
-  to the longest sequence (contiguous in this position-major layout) as that layer's ``past_*``
-  input, zero-copy by pointer, with each sequence's own length in ``past_lengths``, and copies the
+  slot per sequence decoded together (``max_batch``), laid out as wide as the sequences in flight
+  (n ≤ slots; :mod:`.kv_slots` keeps them in rows 0..n−1 and re-lays the cache out when n
+  changes). A step runs exactly those n rows: it binds each layer's prefix ``[:P]`` up to the
+  longest sequence (contiguous in this position-major layout) as that layer's ``past_*`` input,
+  zero-copy by pointer, with each sequence's own length in ``past_lengths``, and copies the
   returned rows to each sequence's position. On the CPU the cache is a numpy array; with
   ``--device cuda`` (or ``tensorrt``) it is resident on the GPU (:class:`DeviceKV`): the prefix is
   bound by device pointer, ``present_*`` are device buffers, the new rows are copied device to
   device, and only embeddings, positions, hidden states, codes and audio cross to the host;
-- the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
-- the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output.
+- the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs, and
+  the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output, sized
+  for every slot; the IO binding of n rows (made once per n) binds their first n rows.
 
 Embedding lookups (text table, codebook sum) run on the host from the engine's ``.npy`` tables,
 memory-mapped. Execution providers: CPU always; CUDA or TensorRT when installed and asked for.
