@@ -23,7 +23,8 @@ from voxtral_tts.runtime.backends.buckets import bucket_for
 from voxtral_tts.runtime.backends.kv_layout import KVLayout
 from voxtral_tts.runtime.backends.tensorrt import device_index, require_libraries
 from voxtral_tts.runtime.backends.tensorrt_buffers import backbone_bindings, buffer_plan, codec_bindings, flow_bindings
-from voxtral_tts.runtime.backends.tensorrt_plans import (KEY_FILE, backbone_profiles, cache_key, decode_buckets,
+from voxtral_tts.runtime.backends.tensorrt_plans import (KEY_FILE, backbone_profiles, batch_widths, cache_key,
+                                                         decode_buckets, decode_profiles,
                                                          ensure_plans, graph_profiles, key_digest, plans_root,
                                                          rebuild_reason, superseded)
 from voxtral_tts.runtime.codec import pad_codec_chunk
@@ -48,22 +49,23 @@ def test_decode_buckets():
 
 def test_backbone_profiles_full_size(full_config):
     profiles = backbone_profiles(full_config, capacity=4096, max_batch=4)
-    assert len(profiles) == 1 + 8
+    assert decode_profiles(4096, 4) == [(bucket, rows) for bucket in decode_buckets(4096) for rows in (1, 2, 4)]
+    assert len(profiles) == 1 + 8 * 3  # a decode profile per (past bucket, batch width)
     prefill = profiles[0]
     assert prefill["embeds"] == ((1, 1, 3072), (1, 256, 3072), (1, 4096, 3072))
     assert prefill["positions"] == ((1, 1), (1, 256), (1, 4096))
     # a voice prefix, or one masked row: never empty
     assert prefill["past_k.25"] == prefill["past_v.0"] == ((1, 1, 8, 128), (256, 1, 8, 128), (4096, 1, 8, 128))
-    for profile, bucket in zip(profiles[1:], decode_buckets(4096)):
-        assert profile["embeds"] == (((4, 1, 3072),) * 3) and profile["past_lengths"] == (((4,),) * 3)
-        assert profile["past_v.13"] == (((bucket, 4, 8, 128),) * 3)
+    for profile, (bucket, rows) in zip(profiles[1:], decode_profiles(4096, 4)):
+        assert profile["embeds"] == (((rows, 1, 3072),) * 3) and profile["past_lengths"] == (((rows,),) * 3)
+        assert profile["past_v.13"] == (((bucket, rows, 8, 128),) * 3)
     for profile in profiles:
         assert len(profile) == 3 + 2 * 26
         for lo, opt, hi in profile.values():
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
     others = graph_profiles(full_config, 4096, 4)
-    assert others["flow_frame"] == [{"hidden": (((4, 3072),) * 3), "noise": (((4, 36),) * 3),
-                                     "semantic_noise": (((4, 8320),) * 3)}]
+    assert others["flow_frame"] == [{"hidden": (((rows, 3072),) * 3), "noise": (((rows, 36),) * 3),
+                                     "semantic_noise": (((rows, 8320),) * 3)} for rows in (1, 2, 4)]
     assert others["codec"] == [{"codes": (((1, CODEC_FRAMES, 37),) * 3)}] and CODEC_FRAMES == 75
 
 
@@ -83,6 +85,7 @@ def test_cache_key_and_rebuild_decision():
     key = _key()
     assert key["compute_capability"] == "9.0" and key["tensorrt"] == "10.9.0" and key["model"] == IDENTITY
     assert key["profile"]["decode_buckets"] == decode_buckets(4096) and key["profile"]["codec_frames"] == 75
+    assert key["profile"]["batch_widths"] == [1] and _key(max_batch=32)["profile"]["batch_widths"] == [1, 2, 4, 8, 16, 32]
     assert rebuild_reason(key, _key(), plans_present=True) is None
     assert "incomplete" in rebuild_reason(key, _key(), plans_present=False)
     assert "no TensorRT plans" in rebuild_reason(None, key, plans_present=False)
@@ -120,6 +123,7 @@ def test_buffer_plan_full_size(full_config, max_batch):
     assert len(buffers) == len(plan)
     kv = 26 * 4096 * max_batch * 8 * 128 * 4
     assert buffers["kv.k"].shape == (26, 4096, max_batch, 8, 128) and buffers["kv.v"].nbytes == kv
+    assert buffers["kv.scratch"].nbytes == kv // 26  # one layer: what a re-layout stages at a time
     assert buffers["prefill.present_k"].nbytes == 26 * 4096 * 8 * 128 * 4
     assert buffers["step.embeds"].shape == (max_batch, 1, 3072) and buffers["step.positions"].dtype == "int64"
     assert buffers["step.present_v"].shape == (26, 1, max_batch, 8, 128)
@@ -127,7 +131,7 @@ def test_buffer_plan_full_size(full_config, max_batch):
     assert buffers["codec.audio"].nbytes == 75 * 1920 * 4 and buffers["codec.codes"].shape == (1, 75, 37)
     total = sum(b.nbytes for b in plan)
     fixed = 2 * 4096 * 3072 * 4 + 4096 * 8 + 8 + 4096 + 2 * 26 * 4096 * 4096 + 75 * 37 * 8 + 75 * 1920 * 4
-    per_slot = 2 * 26 * 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 8320 * 4 + 37 * 8
+    per_slot = 2 * 26 * 4096 * 4096 + 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 8320 * 4 + 37 * 8
     assert total == fixed + max_batch * per_slot
     print(f"full size, max_batch {max_batch}: {total / 1e9:.3f} GB of device buffers besides TensorRT's")
 
@@ -138,14 +142,18 @@ def test_bindings_fit_their_buffers(full_config, tmp_path):
         layout = KVLayout.for_config(config, capacity, slots)
         dim = config.backbone.dim
         _check_bindings(plan, backbone_bindings(layout, dim))
-        for bucket in decode_buckets(capacity):
-            bindings = {b.tensor: b for b in backbone_bindings(layout, dim, bucket)}
+        for bucket, rows in decode_profiles(capacity, slots):
+            bindings = {b.tensor: b for b in backbone_bindings(layout, dim, bucket, rows)}
             _check_bindings(plan, bindings.values())
+            narrow = KVLayout.for_config(config, capacity, rows)  # the cache laid out as wide as the step
             for layer in (0, layout.n_layers - 1):
                 past = bindings[f"past_v.{layer}"]
-                assert (past.buffer, past.offset) == ("kv.v", layout.offset(layer))
-                assert past.shape == (bucket, slots, *layout.row_shape)
-        _check_bindings(plan, flow_bindings(config, slots))
+                assert (past.buffer, past.offset) == ("kv.v", narrow.offset(layer))
+                assert past.shape == (bucket, rows, *layout.row_shape)
+            assert bindings["present_k"].shape == layout.present_shape(1, rows)
+            assert bindings["embeds"].shape == (rows, 1, dim)
+        for rows in batch_widths(slots):
+            _check_bindings(plan, flow_bindings(config, rows))
         _check_bindings(plan, codec_bindings(config))
         names = {b.tensor for b in backbone_bindings(layout, dim)}
         assert names == set(backbone_profiles(config, capacity, slots)[0]) | {"hidden", "present_k", "present_v"}

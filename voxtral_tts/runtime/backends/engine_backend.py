@@ -55,13 +55,13 @@ class EngineBackend(Backend):
         self._flow_sampled = False  # whether _flow_semantic holds a sample (to be zeroed for greedy)
         self._flow_codes = np.zeros((flow_rows, a.num_codebooks), np.int64)
 
-    def _stage_step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> None:
-        """The step's inputs: each sequence in its slot's row; the slots not named decode a dummy
-        token at position 0 whose rows are never stored."""
+    def _stage_step(self, embeds: np.ndarray, positions: np.ndarray, rows: np.ndarray) -> None:
+        """The step's inputs: each sequence in its row (:mod:`.kv_slots`); the rows not named decode
+        a dummy token at position 0 whose keys/values are never stored."""
         self._step_embeds.fill(0.0)
         self._step_positions.fill(0)
-        self._step_embeds[slots, 0] = embeds
-        self._step_positions[slots, 0] = positions
+        self._step_embeds[rows, 0] = embeds
+        self._step_positions[rows, 0] = positions
 
     def _stage_flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> bool:
         """The flow frame's inputs in the first rows (the rest zeros); True when the semantic noise

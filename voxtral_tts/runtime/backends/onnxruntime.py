@@ -3,15 +3,18 @@
 State lives in buffers allocated once and bound with IO binding, never reallocated per step:
 
 - the KV cache: ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 (:mod:`.kv_layout`), one
-  slot per sequence decoded together (``max_batch``). A step binds each layer's prefix ``[:P]`` up
-  to the longest sequence (contiguous in this position-major layout) as that layer's ``past_*``
-  input, zero-copy by pointer, with each sequence's own length in ``past_lengths``, and copies the
+  slot per sequence decoded together (``max_batch``), laid out as wide as the sequences in flight
+  (n ≤ slots; :mod:`.kv_slots` keeps them in rows 0..n−1 and re-lays the cache out when n
+  changes). A step runs exactly those n rows: it binds each layer's prefix ``[:P]`` up to the
+  longest sequence (contiguous in this position-major layout) as that layer's ``past_*`` input,
+  zero-copy by pointer, with each sequence's own length in ``past_lengths``, and copies the
   returned rows to each sequence's position. On the CPU the cache is a numpy array; with
   ``--device cuda`` (or ``tensorrt``) it is resident on the GPU (:class:`DeviceKV`): the prefix is
   bound by device pointer, ``present_*`` are device buffers, the new rows are copied device to
   device, and only embeddings, positions, hidden states, codes and audio cross to the host;
-- the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs;
-- the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output.
+- the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs, and
+  the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output, sized
+  for every slot; the IO binding of n rows (made once per n) binds their first n rows.
 
 Embedding lookups (text table, codebook sum) run on the host from the engine's ``.npy`` tables,
 memory-mapped. Execution providers: CPU always; CUDA or TensorRT when installed and asked for.
@@ -35,6 +38,7 @@ from ..backend import PrefillItem
 from ..load_options import OnnxOptions
 from .engine_backend import EngineBackend
 from .kv_layout import KVLayout
+from .kv_slots import CACHE, TO_SCRATCH, SlotPlacement
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +147,23 @@ class _KVStore(ABC):
     def synchronize(self, binding) -> None:
         """Order the copies made so far before the next run of ``binding``'s session."""
 
-    def bind_present(self, binding, present: dict) -> None:
+    def bind_present(self, binding, present: dict, shape=None) -> None:
+        """Bind ``present`` as the outputs; with ``shape``, the first ``prod(shape)`` values of each."""
         for kind in ("k", "v"):
-            self.bind_output(binding, f"present_{kind}", present[kind])
+            if shape is None:
+                self.bind_output(binding, f"present_{kind}", present[kind])
+            else:
+                binding.bind_output(f"present_{kind}", self.device, self.device_id, np.float32, list(shape),
+                                    self.address(present[kind]))
+
+    def move(self, moves, scratch) -> None:
+        """Execute a :class:`.kv_slots.SlotPlacement` plan on both caches (through ``scratch``)."""
+        if not moves:
+            return
+        for cache in (self.k, self.v):
+            for m in moves:
+                dst, src = {CACHE: (cache, cache), TO_SCRATCH: (scratch, cache)}.get(m.kind, (cache, scratch))
+                self.copy([m.copy], dst, src)
 
     def outputs(self, length: int, batch: int = 1) -> dict:
         """Buffers for a prefill's ``present_*`` outputs: ``length`` positions of ``batch`` sequences."""
@@ -297,19 +315,13 @@ class OnnxBackend(EngineBackend):
             self._cache = HostKV(self.layout)
         else:
             self._cache = DeviceKV(self.layout, "cuda" if device != "cpu" else "cpu")
-        self._host_buffers(flow_rows=1)
+        # a step runs exactly its sequences: the cache is laid out as wide as they are (:mod:`.kv_slots`)
+        self.placement = SlotPlacement(self.layout, range(1, slots + 1))
+        self._scratch = self._cache.new(self.placement.scratch_shape, zero=False)
+        self._host_buffers(flow_rows=slots)
         self._step_lengths = np.zeros(slots, np.int64)
-        self._step_binding = self._sessions["backbone"].io_binding()
-        self._bind(self._step_binding, "input", "embeds", self._step_embeds)
-        self._bind(self._step_binding, "input", "positions", self._step_positions)
-        self._bind(self._step_binding, "input", "past_lengths", self._step_lengths)
-        self._bind(self._step_binding, "output", "hidden", self._step_hidden)
-        self._cache.bind_present(self._step_binding, self._cache.present)
-        self._flow_binding = self._sessions["flow_frame"].io_binding()
-        self._bind(self._flow_binding, "input", "hidden", self._flow_hidden)
-        self._bind(self._flow_binding, "input", "noise", self._flow_noise)
-        self._bind(self._flow_binding, "input", "semantic_noise", self._flow_semantic)
-        self._bind(self._flow_binding, "output", "codes", self._flow_codes)
+        self._step_bindings: dict[int, Any] = {}  # rows → the step's binding, made on first use
+        self._flow_bindings: dict[int, Any] = {}  # rows → the flow frame's binding
 
     @property
     def k_cache(self):
@@ -319,6 +331,29 @@ class OnnxBackend(EngineBackend):
     @property
     def v_cache(self):
         return self._cache.v
+
+    def _step_binding(self, rows: int):
+        """The decode step's binding at ``rows`` sequences: the first rows of the fixed buffers
+        (the past is bound per step, as it grows)."""
+        binding = self._step_bindings.get(rows)
+        if binding is None:
+            binding = self._step_bindings[rows] = self._sessions["backbone"].io_binding()
+            self._bind(binding, "input", "embeds", self._step_embeds[:rows])
+            self._bind(binding, "input", "positions", self._step_positions[:rows])
+            self._bind(binding, "input", "past_lengths", self._step_lengths[:rows])
+            self._bind(binding, "output", "hidden", self._step_hidden[:rows])
+            self._cache.bind_present(binding, self._cache.present, self.layout.present_shape(1, rows))
+        return binding
+
+    def _flow_binding(self, rows: int):
+        binding = self._flow_bindings.get(rows)
+        if binding is None:
+            binding = self._flow_bindings[rows] = self._sessions["flow_frame"].io_binding()
+            self._bind(binding, "input", "hidden", self._flow_hidden[:rows])
+            self._bind(binding, "input", "noise", self._flow_noise[:rows])
+            self._bind(binding, "input", "semantic_noise", self._flow_semantic[:rows])
+            self._bind(binding, "output", "codes", self._flow_codes[:rows])
+        return binding
 
     @staticmethod
     def _bind(binding, kind: str, name: str, array: np.ndarray) -> None:
@@ -363,14 +398,18 @@ class OnnxBackend(EngineBackend):
                                          item.prefix.data[kind])
             pasts = (buffers, staging)
         hidden, present = self._run_prefill(embeds, positions, np.asarray(starts, np.int64), pasts)
+        self._cache.move(self.placement.admit([item.slot for item in items],
+                                              [s + n for s, n in zip(starts, lengths)]), self._scratch)
+        layout = self.placement.layout
         for row, item in enumerate(items):
+            place = self.placement.row(item.slot)
             for kind, cache in (("k", self._cache.k), ("v", self._cache.v)):
                 if item.prefix is not None:
-                    self._cache.copy(self.layout.rows_copies(item.slot, 0, starts[row], starts[row]), cache,
+                    self._cache.copy(layout.rows_copies(place, 0, starts[row], starts[row]), cache,
                                      item.prefix.data[kind])
-                self._cache.copy(self.layout.rows_copies(item.slot, starts[row], lengths[row], width, batch, row),
+                self._cache.copy(layout.rows_copies(place, starts[row], lengths[row], width, batch, row),
                                  cache, present[kind])
-        self._cache.synchronize(self._step_binding)
+        self._cache.synchronize(self._step_binding(self.placement.width))
         return [hidden[row, lengths[row] - 1].copy() for row in range(batch)]
 
     def _run_prefill(self, embeds: np.ndarray, positions: np.ndarray, past_lengths: np.ndarray,
@@ -400,24 +439,27 @@ class OnnxBackend(EngineBackend):
         return hidden, present
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """One backbone call for every slot (:meth:`_stage_step`)."""
-        self._stage_step(embeds, positions, slots)
+        """One backbone call for exactly the sequences named: the cache laid out as wide as they
+        are, each in its row (:class:`.kv_slots.SlotPlacement`; moves only when one joins or leaves)."""
+        self._cache.move(self.placement.arrange(slots, positions), self._scratch)
+        layout, rows = self.placement.layout, np.array([self.placement.row(s) for s in slots])
+        binding = self._step_binding(layout.slots)
+        self._cache.synchronize(binding)  # the moves before the run
+        self._stage_step(embeds, positions, rows)
         self._step_lengths[:] = self._step_positions[:, 0]  # each sequence's filled positions before this one
         # the filled prefix grows by one each step
-        self._cache.bind_past(self._step_binding, int(positions.max()))
-        self._sessions["backbone"].run_with_iobinding(self._step_binding)
-        self._cache.store(self.layout.step_copies(positions, slots), self._cache.present, self._step_binding)
-        return self._step_hidden[slots, 0].copy()
+        self._cache.bind_past(binding, int(positions.max()), layout=layout)
+        self._sessions["backbone"].run_with_iobinding(binding)
+        self._cache.store(layout.step_copies(positions, rows), self._cache.present, binding)
+        return self._step_hidden[rows, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
     def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
-        if len(hidden) == 1:  # the common case, through fixed bindings
-            self._stage_flow(hidden, noise, semantic)
-            self._sessions["flow_frame"].run_with_iobinding(self._flow_binding)
-            return self._flow_codes.copy()
-        if semantic is None:
-            semantic = np.zeros((len(hidden), self.config.audio.semantic_head_rows), np.float32)
-        return self._sessions["flow_frame"].run(None, {"hidden": hidden, "noise": noise, "semantic_noise": semantic})[0]
+        """One call at exactly the frames asked for, through the fixed bindings of that many rows."""
+        n = len(hidden)
+        self._stage_flow(hidden, noise, semantic)
+        self._sessions["flow_frame"].run_with_iobinding(self._flow_binding(n))
+        return self._flow_codes[:n].copy()
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         return self._sessions["codec"].run(None, {"codes": codes[None]})[0][0]

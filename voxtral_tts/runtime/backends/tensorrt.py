@@ -6,11 +6,14 @@ Every device buffer is allocated once (:func:`buffer_plan`) and every tensor add
 
 - the KV cache ``k``/``v`` [n_layers, capacity, slots, Hkv, hd] float32 (:mod:`.kv_layout`), zeroed
   once (rows past a sequence's length are masked, and must be finite);
-- the decode step: one execution context per past bucket (:mod:`.tensorrt_plans`),
-  whose ``past_*`` inputs are each layer's cache prefix ``[:bucket]`` — the same address for every
-  bucket — with fixed shapes, replayed as a CUDA graph captured on its first use; the new rows go
-  into the cache with ``cudaMemcpy2DAsync`` (one copy per sequence and cache);
-- the flow frame: one context, fixed batch (the cache slots), replayed as a CUDA graph;
+- the decode step: one execution context per (past bucket, batch width) (:mod:`.tensorrt_plans`),
+  whose ``past_*`` inputs are each layer's cache prefix ``[:bucket]`` with the cache laid out as
+  wide as the step's batch — the sequences in flight kept in its first rows, moved when one
+  leaves or the width changes (:mod:`.kv_slots`) —, fixed shapes, replayed as a CUDA graph
+  captured on its first use; the new rows go into the cache with ``cudaMemcpy2DAsync`` (one copy
+  per sequence and cache);
+- the flow frame: one context per batch width (the smallest holding the frame's sequences),
+  replayed as a CUDA graph;
 - the codec: one fixed chunk of 75 frames, shorter inputs padded at the end (the codec is causal:
   padding after the last frame does not change the audio before it);
 - the prefill: its own context, length set per call, no graph. Its past is a cached voice
@@ -36,8 +39,9 @@ from ..load_options import TensorRTOptions
 from .buckets import bucket_for
 from .engine_backend import EngineBackend
 from .kv_layout import Copy2D, KVLayout
+from .kv_slots import CACHE, TO_SCRATCH, SlotPlacement
 from .tensorrt_buffers import TensorBinding, backbone_bindings, buffer_plan, codec_bindings, flow_bindings
-from .tensorrt_plans import DECODE_BUCKET, decode_buckets, ensure_plans
+from .tensorrt_plans import DECODE_BUCKET, batch_widths, decode_buckets, decode_profiles, ensure_plans
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +161,8 @@ class TensorRTBackend(EngineBackend):
         self._slots = self.max_batch
         self.layout = KVLayout.for_config(self.config, self.capacity, self._slots)
         self.buckets = decode_buckets(self.capacity, bucket_width)
+        self.widths = batch_widths(self._slots)
+        self.placement = SlotPlacement(self.layout, self.widths)
         directory, _ = ensure_plans(engine, self.capacity, self._slots, capability, trt, bucket_width)
 
         self._trt, self._cuda = trt, Cuda(cudart)
@@ -182,10 +188,11 @@ class TensorRTBackend(EngineBackend):
 
         dim = self.config.backbone.dim
         self._contexts["backbone", None] = self._context("backbone", 0, backbone_bindings(self.layout, dim), scratch)
-        for profile, bucket in enumerate(self.buckets, start=1):
-            self._contexts["backbone", bucket] = self._context(
-                "backbone", profile, backbone_bindings(self.layout, dim, bucket), scratch)
-        self._contexts["flow", None] = self._context("flow_frame", 0, flow_bindings(self.config, self._slots), scratch)
+        for profile, (bucket, rows) in enumerate(decode_profiles(self.capacity, self._slots, bucket_width), start=1):
+            self._contexts["backbone", bucket, rows] = self._context(
+                "backbone", profile, backbone_bindings(self.layout, dim, bucket, rows), scratch)
+        for profile, rows in enumerate(self.widths):
+            self._contexts["flow", rows] = self._context("flow_frame", profile, flow_bindings(self.config, rows), scratch)
         self._contexts["codec", None] = self._context("codec", 0, codec_bindings(self.config), scratch)
         self._cuda("cudaStreamSynchronize", self._stream)
 
@@ -238,6 +245,15 @@ class TensorRTBackend(EngineBackend):
         """Rows of ``source``.present_{k,v} into the cache, device to device, on the stream."""
         for kind in ("k", "v"):
             self._copy(copies, self._ptr[f"kv.{kind}"], self._ptr[f"{source}.present_{kind}"])
+
+    def _move(self, moves) -> None:
+        """Execute a :class:`.kv_slots.SlotPlacement` plan on both caches, on the stream."""
+        scratch = self._ptr["kv.scratch"]
+        for kind in ("k", "v"):
+            cache = self._ptr[f"kv.{kind}"]
+            for m in moves:
+                dst, src = {CACHE: (cache, cache), TO_SCRATCH: (scratch, cache)}.get(m.kind, (cache, scratch))
+                self._copy([m.copy], dst, src)
 
     def _copy(self, copies: list[Copy2D], dst: int, src: int) -> None:
         for c in copies:
@@ -300,12 +316,13 @@ class TensorRTBackend(EngineBackend):
         dim = self.config.backbone.dim
         length, start = embeds.shape[0], 0 if prefix is None else prefix.length
         self._run_prefill(embeds, prefix)
+        self._move(self.placement.admit([slot], [start + length]))
+        layout, row = self.placement.layout, self.placement.row(slot)
         if prefix is not None:  # the prefix's rows, then the new ones after them
             for kind in ("k", "v"):
-                self._copy(self.layout.rows_copies(slot, 0, start, start), self._ptr[f"kv.{kind}"],
-                           prefix.data.ptr[kind])
+                self._copy(layout.rows_copies(row, 0, start, start), self._ptr[f"kv.{kind}"], prefix.data.ptr[kind])
         for kind in ("k", "v"):
-            self._copy(self.layout.rows_copies(slot, start, length, length), self._ptr[f"kv.{kind}"],
+            self._copy(layout.rows_copies(row, start, length, length), self._ptr[f"kv.{kind}"],
                        self._ptr[f"prefill.present_{kind}"])
         hidden = np.empty(dim, np.float32)
         self._d2h(hidden, "prefill.hidden", (length - 1) * dim * 4)
@@ -333,26 +350,31 @@ class TensorRTBackend(EngineBackend):
         self._enqueue(context)
 
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """One replay of the step graph of the smallest past bucket that holds every sequence; the
-        slots not named decode a dummy token whose rows are never stored (:meth:`_stage_step`)."""
-        self._stage_step(embeds, positions, slots)
-        self._h2d("step.embeds", self._step_embeds)
-        self._h2d("step.positions", self._step_positions)
-        self._h2d("step.past_lengths", self._step_positions[:, 0])  # filled positions before this one
-        self._replay(("backbone", bucket_for(int(positions.max()), self.buckets)))
-        self._store(self.layout.step_copies(positions, slots), "step")
-        self._d2h(self._step_hidden, "step.hidden")
-        return self._step_hidden[slots, 0].copy()
+        """One replay of the step graph of the smallest past bucket and batch width that hold the
+        sequences, each in its row (:class:`.kv_slots.SlotPlacement`); rows past them decode a
+        dummy token whose rows are never stored (:meth:`_stage_step`)."""
+        self._move(self.placement.arrange(slots, positions))
+        layout, width = self.placement.layout, self.placement.width
+        rows = np.array([self.placement.row(s) for s in slots])
+        self._stage_step(embeds, positions, rows)
+        self._h2d("step.embeds", self._step_embeds[:width])
+        self._h2d("step.positions", self._step_positions[:width])
+        self._h2d("step.past_lengths", self._step_positions[:width, 0])  # filled positions before this one
+        self._replay(("backbone", bucket_for(int(positions.max()), self.buckets), width))
+        self._store(layout.step_copies(positions, rows), "step")
+        self._d2h(self._step_hidden[:width], "step.hidden")
+        return self._step_hidden[rows, 0].copy()
 
     def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
         n = len(hidden)
+        rows = bucket_for(n, self.widths)
         changed = self._stage_flow(hidden, noise, semantic)
-        self._h2d("flow.hidden", self._flow_hidden)
-        self._h2d("flow.noise", self._flow_noise)
-        if changed:  # zeros stay on the device while decoding greedily
+        self._h2d("flow.hidden", self._flow_hidden[:rows])
+        self._h2d("flow.noise", self._flow_noise[:rows])
+        if changed:  # all rows (a narrower frame must not leave a sample behind); zeros stay while greedy
             self._h2d("flow.semantic_noise", self._flow_semantic)
-        self._replay(("flow", None))
-        self._d2h(self._flow_codes, "flow.codes")
+        self._replay(("flow", rows))
+        self._d2h(self._flow_codes[:rows], "flow.codes")
         return self._flow_codes[:n].copy()
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,6 +44,7 @@ def buffer_plan(config: ModelConfig, capacity: int, max_batch: int,
     return [
         DeviceBuffer("kv.k", layout.shape, f32),
         DeviceBuffer("kv.v", layout.shape, f32),
+        DeviceBuffer("kv.scratch", (capacity, slots, *layout.row_shape), f32),  # one layer, for re-layouts
         DeviceBuffer("prefill.embeds", (1, capacity, dim), f32),
         DeviceBuffer("prefill.positions", (1, capacity), i64),
         DeviceBuffer("prefill.past_lengths", (1,), i64),
@@ -66,9 +67,11 @@ def buffer_plan(config: ModelConfig, capacity: int, max_batch: int,
     ]
 
 
-def backbone_bindings(layout: KVLayout, dim: int, bucket: int | None = None) -> list[TensorBinding]:
+def backbone_bindings(layout: KVLayout, dim: int, bucket: int | None = None,
+                      rows: int | None = None) -> list[TensorBinding]:
     """The backbone's tensors: prefill (``bucket`` None, shapes at their maximum) or the decode
-    step of one past bucket, whose ``past_*`` inputs are the cache prefixes."""
+    step of one past bucket at ``rows`` sequences (default: every slot), whose ``past_*`` inputs
+    are the cache prefixes of the cache laid out ``rows`` wide (:mod:`.kv_slots`)."""
     pasts = [(f"past_{kind}.{i}", kind, i) for i in range(layout.n_layers) for kind in ("k", "v")]
     if bucket is None:
         length = layout.capacity
@@ -81,7 +84,8 @@ def backbone_bindings(layout: KVLayout, dim: int, bucket: int | None = None) -> 
             TensorBinding("present_k", "prefill.present_k", 0, layout.present_shape(length, 1)),
             TensorBinding("present_v", "prefill.present_v", 0, layout.present_shape(length, 1)),
         ]
-    slots = layout.slots
+    slots = layout.slots if rows is None else rows
+    layout = replace(layout, slots=slots)
     return [
         TensorBinding("embeds", "step.embeds", 0, (slots, 1, dim)),
         TensorBinding("positions", "step.positions", 0, (slots, 1)),

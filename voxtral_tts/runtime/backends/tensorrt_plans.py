@@ -7,11 +7,13 @@ Optimisation profiles (:func:`graph_profiles`), every shape fixed where a CUDA g
 
 - backbone profile 0, prefill: batch 1, length 1..capacity; the past 1..capacity positions: a
   cached voice prefix, or one masked row (``past_lengths`` 0) so that no tensor is empty;
-- backbone profiles 1..K, decode: batch = cache slots, length 1, past = one bucket of
-  :func:`decode_buckets` (multiples of 512 up to the capacity). The runtime binds each layer's
-  cache prefix ``[:bucket]`` (position-major: same address for every bucket) and masks the rows
-  past each sequence's length, so each bucket is one execution context and one CUDA graph;
-- flow frame: batch = cache slots; codec: one chunk of 75 frames (50 new + 25 context).
+- backbone profiles 1..K·W, decode: length 1, one per (past bucket, batch width) — past buckets
+  of :func:`decode_buckets` (multiples of 512 up to the capacity), batch widths of
+  :func:`batch_widths` (powers of two up to the cache slots: a step runs the smallest that holds
+  its sequences, the cache laid out that wide, :mod:`.kv_slots`). The runtime binds each layer's
+  cache prefix ``[:bucket]`` and masks the rows past each sequence's length, so each (bucket,
+  width) is one execution context and one CUDA graph (:func:`decode_profiles` lists them in order);
+- flow frame: one profile per batch width; codec: one chunk of 75 frames (50 new + 25 context).
 
 Plans are cached in ``ENGINE_DIR/tensorrt/<key digest>/`` (``$VOXTRAL_TTS_CACHE/tensorrt/`` when
 the engine directory is read-only), keyed by GPU compute capability, TensorRT version, model
@@ -34,6 +36,7 @@ from ...config import ModelConfig
 from ...engine import Engine, cache_root
 from ...errors import EngineError, VoxtralError
 from ..constants import CODEC_FRAMES
+from .buckets import power_buckets
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ PREFILL_OPT = 256
 GRAPHS = ("backbone", "flow_frame", "codec")
 PLANS_DIR = "tensorrt"
 KEY_FILE = "key.json"
-KEY_FORMAT = 3  # 2: the prefill profile takes a past (voice-prefix cache); 3: flow_frame takes semantic_noise
+KEY_FORMAT = 4  # 2: the prefill profile takes a past (voice-prefix cache); 3: flow_frame takes semantic_noise;
+# 4: decode and flow profiles per batch width
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
@@ -59,6 +63,16 @@ def decode_buckets(capacity: int, width: int = DECODE_BUCKET) -> list[int]:
     return list(range(width, capacity, width)) + [capacity]
 
 
+def batch_widths(max_batch: int) -> list[int]:
+    """Batch sizes of the decode and flow profiles: powers of two below ``max_batch``, then it."""
+    return power_buckets(max_batch)
+
+
+def decode_profiles(capacity: int, max_batch: int, width: int = DECODE_BUCKET) -> list[tuple[int, int]]:
+    """(past bucket, batch width) of backbone profiles 1, 2, … in order."""
+    return [(bucket, rows) for bucket in decode_buckets(capacity, width) for rows in batch_widths(max_batch)]
+
+
 def _fixed(shape: Shape) -> tuple[Shape, Shape, Shape]:
     return (shape, shape, shape)
 
@@ -66,8 +80,8 @@ def _fixed(shape: Shape) -> tuple[Shape, Shape, Shape]:
 def backbone_profiles(config: ModelConfig, capacity: int, max_batch: int,
                       width: int = DECODE_BUCKET) -> list[Profile]:
     """Profile 0: prefill (batch 1, length 1..capacity, a past of 1..capacity positions: a voice
-    prefix or one masked row); then one fixed decode profile per past bucket (batch
-    ``max_batch``, length 1)."""
+    prefix or one masked row); then one fixed decode profile per (past bucket, batch width) of
+    :func:`decode_profiles` (length 1)."""
     b = config.backbone
     kv = (b.n_kv_heads, b.head_dim)
     opt = min(PREFILL_OPT, capacity)
@@ -79,12 +93,12 @@ def backbone_profiles(config: ModelConfig, capacity: int, max_batch: int,
         **{name: ((1, 1, *kv), (opt, 1, *kv), (capacity, 1, *kv)) for name in past_names},
     }
     profiles = [prefill]
-    for bucket in decode_buckets(capacity, width):
+    for bucket, rows in decode_profiles(capacity, max_batch, width):
         profiles.append({
-            "embeds": _fixed((max_batch, 1, b.dim)),
-            "positions": _fixed((max_batch, 1)),
-            "past_lengths": _fixed((max_batch,)),
-            **{name: _fixed((bucket, max_batch, *kv)) for name in past_names},
+            "embeds": _fixed((rows, 1, b.dim)),
+            "positions": _fixed((rows, 1)),
+            "past_lengths": _fixed((rows,)),
+            **{name: _fixed((bucket, rows, *kv)) for name in past_names},
         })
     return profiles
 
@@ -95,9 +109,9 @@ def graph_profiles(config: ModelConfig, capacity: int, max_batch: int,
     a = config.audio
     return {
         "backbone": backbone_profiles(config, capacity, max_batch, width),
-        "flow_frame": [{"hidden": _fixed((max_batch, config.backbone.dim)),
-                        "noise": _fixed((max_batch, a.n_acoustic_codebook)),
-                        "semantic_noise": _fixed((max_batch, a.semantic_head_rows))}],
+        "flow_frame": [{"hidden": _fixed((rows, config.backbone.dim)),
+                        "noise": _fixed((rows, a.n_acoustic_codebook)),
+                        "semantic_noise": _fixed((rows, a.semantic_head_rows))} for rows in batch_widths(max_batch)],
         "codec": [{"codes": _fixed((1, CODEC_FRAMES, a.num_codebooks))}],
     }
 
@@ -114,7 +128,8 @@ def cache_key(identity: dict[str, str], precision: str, compute_capability: tupl
         "model": {k: identity.get(k) for k in ("params_sha256", "checkpoint_sha256", "tekken_sha256")},
         "precision": precision,
         "profile": {"capacity": int(capacity), "max_batch": int(max_batch),
-                    "decode_buckets": decode_buckets(capacity, width), "codec_frames": CODEC_FRAMES},
+                    "decode_buckets": decode_buckets(capacity, width), "batch_widths": batch_widths(max_batch),
+                    "codec_frames": CODEC_FRAMES},
     }
 
 

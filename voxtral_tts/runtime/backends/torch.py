@@ -10,9 +10,11 @@ is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
   (spec §9.2). The decode step and the flow frame are captured as CUDA graphs and replayed.
 
 State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one slot per sequence decoded
-together, written in place) and fixed input/output buffers. A decode step runs rows 0..B−1 = cache
-slots 0..B−1 — B the smallest batch bucket holding every named slot; unnamed rows are free slots
-that decode a dummy token into a scratch position no sequence reads — and attends over the first
+together, written in place) and fixed input/output buffers. The n sequences in flight are kept in
+cache rows 0..n−1 (:class:`.kv_slots.RowPlacement`: when one leaves, the one in the highest row
+moves into its row), and a decode step runs rows 0..B−1 — B = n on the CPU, on CUDA the smallest
+batch bucket holding n; rows past n decode a dummy token into a scratch position no sequence
+reads — and attends over the first
 K positions, K the smallest KV bucket past the longest sequence. Each (B, K) is one CUDA graph,
 captured on first use (inputs, outputs and cache at fixed addresses), so a step costs one replay
 and two small host copies. The flow frame is one graph per batch bucket. Prefill (any length) and
@@ -38,6 +40,7 @@ from ..hardware import cpu_bf16
 from ..load_options import TORCH_DTYPES, TorchOptions
 from .buckets import bucket_for, power_buckets
 from .host_embeddings import HostEmbeddings
+from .kv_slots import RowPlacement
 
 if TYPE_CHECKING:
     from ...model.loading import VoxtralModel
@@ -213,7 +216,10 @@ class TorchBackend(Backend):
         self._slots = self.max_batch
         # one scratch position past the capacity: where rows of free slots write their dummy token
         self.kv_cache = StaticCache.for_backbone(self.model.backbone, self._slots, self.capacity + 1, self.dtype)
-        self._batch_buckets = power_buckets(self._slots)
+        # a step runs the rows of its sequences, kept in rows 0..n−1 of the cache (:class:`RowPlacement`):
+        # on the CPU exactly n, on CUDA the smallest batch bucket (one graph each)
+        self._batch_buckets = power_buckets(self._slots) if self.graphs.enabled else list(range(1, self._slots + 1))
+        self.placement = RowPlacement(self._batch_buckets)
         self._kv_buckets = power_buckets(self.capacity + 1, min(MIN_KV_BUCKET, self.capacity + 1))
         b, a = self.config.backbone, self.config.audio
         self._embeds = torch.zeros(self._slots, 1, b.dim, dtype=self.dtype, device=self.device)
@@ -288,6 +294,13 @@ class TorchBackend(Backend):
         k, v = (t[:, :, 0].transpose(1, 2).to(self.dtype).contiguous() for t in kv.present())
         return length, k.nbytes + v.nbytes, (k, v)
 
+    def _move(self, moves) -> None:
+        """A sequence's filled positions to another row of the cache (:class:`RowPlacement`)."""
+        for src, dst, length in moves:
+            for layer in self.kv_cache.layers:
+                layer.k[dst, :, :length] = layer.k[src, :, :length]
+                layer.v[dst, :, :length] = layer.v[src, :, :length]
+
     def _write_prefix(self, prefix, slot: int) -> None:
         k, v = prefix.data
         for i, layer in enumerate(self.kv_cache.layers):
@@ -300,6 +313,8 @@ class TorchBackend(Backend):
         the scratch position (causal: no real token sees it)."""
         starts = [item.start for item in items]
         lengths = [item.embeds.shape[0] for item in items]
+        self._move(self.placement.admit([item.slot for item in items], [s + n for s, n in zip(starts, lengths)]))
+        rows = [self.placement.row(item.slot) for item in items]
         width = max(lengths)
         embeds = np.zeros((len(items), width, self.config.backbone.dim), np.float32)
         positions = np.full((len(items), width), self.capacity, np.int64)
@@ -307,8 +322,8 @@ class TorchBackend(Backend):
             embeds[row, : lengths[row]] = item.embeds
             positions[row, : lengths[row]] = np.arange(starts[row], starts[row] + lengths[row])
             if item.prefix is not None:
-                self._write_prefix(item.prefix, item.slot)
-        slots = torch.tensor([item.slot for item in items], device=self.device)
+                self._write_prefix(item.prefix, rows[row])
+        slots = torch.tensor(rows, device=self.device)
         kv_len = max(start + length for start, length in zip(starts, lengths))
         hidden = self.model.backbone(self._tensor(embeds), self._tensor(positions, torch.int64),
                                      kv=self.kv_cache.window(kv_len=kv_len, slots=slots))
@@ -316,10 +331,11 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def _step(self, embeds: np.ndarray, positions: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        rows = bucket_for(int(slots.max()) + 1, self._batch_buckets)
+        self._move(self.placement.arrange(slots, positions))
+        rows, slots = self.placement.width, np.array([self.placement.row(s) for s in slots])
         kv_len = bucket_for(int(positions.max()) + 1, self._kv_buckets)
         host_embeds = np.zeros((rows, embeds.shape[-1]), np.float32)
-        host_positions = np.full(rows, self.capacity, np.int64)  # free slots: the scratch position
+        host_positions = np.full(rows, self.capacity, np.int64)  # rows past the sequences: the scratch position
         host_embeds[slots] = embeds
         host_positions[slots] = positions
         self._embeds[:rows, 0].copy_(torch.from_numpy(host_embeds))
