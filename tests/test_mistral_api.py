@@ -54,7 +54,9 @@ def mistral(server):
     ({"input": "x", "voice": "alloy"}, "application/json", False),  # voice: OpenAI's, whatever else
     ({"input": "x", "voice": "alloy", "voice_id": "echo"}, None, False),
     ({"input": "x", "voice_id": "echo"}, "*/*", True),
-    ({"input": "x", "expressiveness": 1.2}, None, True),
+    ({"input": "x", "metadata": {}}, None, True),
+    ({"input": "x", "expressiveness": 1.2}, None, False),  # in both shapes (OpenAI's extra field): decides nothing
+    ({"input": "x", "expressiveness": 1.2}, "application/json", True),
     ({"input": "x", "speed": 1.0}, "application/json", False),
     ({"input": "x", "speed": None}, "application/json", True),  # a null field of OpenAI's decides nothing
     ({"input": "x"}, "application/json", True),  # the SDK's Accept, without a voice_id

@@ -3,8 +3,8 @@
 
 Which shape a request has (:func:`is_mistral`): a ``voice`` field makes it OpenAI's, whatever else
 it holds (as before this shape existed); else a field only Mistral's request has (``voice_id``,
-``expressiveness``, ``metadata``, ``prompt_cache_key``, ``phoneme_hints``,
-``conversation_history``) makes it Mistral's; else a field only OpenAI's has (``stream_format``,
+``metadata``, ``prompt_cache_key``, ``phoneme_hints``, ``conversation_history``; ``expressiveness``
+is in both, OpenAI's as this server's extra field) makes it Mistral's; else a field only OpenAI's has (``stream_format``,
 ``speed``, ``instructions``), not null, makes it OpenAI's; else the ``Accept`` header decides: Mistral's when
 it names ``application/json`` or ``text/event-stream`` (what the SDK sends) and no audio type,
 OpenAI's otherwise (its SDK sends ``application/octet-stream``, curl ``*/*``) — unless only Mistral's
@@ -36,10 +36,8 @@ from .errors import APIError, as_api_error, encodable
 from .schemas import MistralSpeechRequest, SpeechRequest
 from .streaming import audio_events
 
-#: fields only Mistral's request has, and only OpenAI's: either decides the shape (see the module's docstring;
-#: ``expressiveness`` is also this server's extra field of OpenAI's request, which its ``voice`` decides)
-MISTRAL_ONLY = frozenset({"voice_id", "expressiveness", "metadata", "prompt_cache_key", "phoneme_hints",
-                          "conversation_history"})
+#: fields only Mistral's request has, and only OpenAI's: either decides the shape (see the module's docstring)
+MISTRAL_ONLY = frozenset({"voice_id", "metadata", "prompt_cache_key", "phoneme_hints", "conversation_history"})
 OPENAI_ONLY = frozenset({"stream_format", "speed", "instructions"})
 _MISTRAL_MEDIA = {"application/json", "text/event-stream"}
 
