@@ -336,15 +336,15 @@ def test_backend_feeds_the_guidance(host_tts, reference_model, golden):
 
     from voxtral_tts.runtime.guidance import guidance_weights
 
-    hidden, noise = golden["frame_hidden"][:3], golden["noise"][:3]
-    scales = np.array([1.2, 2.5, 1.0])
+    hidden, noise = golden["frame_hidden"][:2], golden["noise"][:2]
+    scales = np.array([1.2, 2.5])
     codes = host_tts.backend.flow(hidden, noise, None, scales)
     with torch.no_grad():
         expected = reference_model.acoustic_transformer(torch.from_numpy(hidden), torch.from_numpy(noise), None,
                                                         torch.from_numpy(guidance_weights(scales))).numpy()
     np.testing.assert_array_equal(codes, expected)
     np.testing.assert_array_equal(codes[0], golden["codes"][0])
-    assert (codes[1:, 1:] != golden["codes"][1:3, 1:]).any(axis=1).all()  # the acoustic codes move
+    assert (codes[1, 1:] != golden["codes"][1, 1:]).any()  # the acoustic codes move
 
 
 def test_backend_sequences_in_flight_keep_their_own_state(host_tts, golden):
