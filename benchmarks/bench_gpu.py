@@ -82,8 +82,8 @@ class Timed(Forwarding):
         self.frame_ms += ms
         return hidden
 
-    def _flow(self, hidden, noise, semantic):
-        codes, ms = self._timed(self.inner.flow, hidden, noise, semantic)
+    def _flow(self, hidden, noise, semantic, expressiveness):
+        codes, ms = self._timed(self.inner.flow, hidden, noise, semantic, expressiveness)
         self.frame_ms += ms
         codes = codes.copy()
         codes[codes[:, 0] == END_AUDIO, 0] = END_AUDIO + 1

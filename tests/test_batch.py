@@ -73,7 +73,8 @@ def test_batch_writes_every_line_and_both_manifests(tiny_model_dir, tts, tmp_pat
                         {"text": "Hello there.", "seed": 1, "file": "hello.wav"},
                         {"text": "A pipe | in it.", "voice": "neutral_female", "seed": 2, "format": "pcm"},
                         "",
-                        {"text": "Third, 3 apples.", "seed": 3, "temperature": 0.5, "max_frames": 3})
+                        {"text": "Third, 3 apples.", "seed": 3, "temperature": 0.5, "expressiveness": 1.5,
+                         "max_frames": 3})
     out = tmp_path / "out"
     assert voxtral_run(tiny_model_dir, lines, out, "--max-batch", "3") == 0
     names = sorted(p.name for p in out.iterdir())
@@ -98,6 +99,7 @@ def test_batch_writes_every_line_and_both_manifests(tiny_model_dir, tts, tmp_pat
     third = entries[2]
     assert third["text"] == "Third, 3 apples." and third["spoken"] == "Third, three apples."
     assert third["temperature"] == 0.5 and third["frames"] == 3 and third["language"] == "en"
+    assert third["expressiveness"] == 1.5 and first["expressiveness"] is None  # None: the model's own
     with open(out / "metadata.csv", newline="") as f:  # LJSpeech: id|text|normalized text, no quoting
         rows = list(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE))
     assert rows[0] == ["hello", "Hello there.", "Hello there."]

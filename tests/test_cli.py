@@ -113,6 +113,7 @@ def test_list_voices(tiny_model_dir):
         (["-t", "Hi.", "-o", "nowhere/dir/a.wav"], r"nowhere/dir is not a writable directory"),
         (["-t", "Hi.", "--seed", "-1"], r"--seed must be between 0 and 2\^63 - 1, got -1"),
         (["-t", "Hi.", "--temperature", "warm"], r"argument --temperature: invalid float value: 'warm'"),
+        (["-t", "Hi.", "--expressiveness", "0.5"], r"--expressiveness must be a number from 1\.0 to 100 .*, got 0\.5"),
     ],
 )
 def test_input_errors_are_one_line(tiny_model_dir, tmp_path, args, message):

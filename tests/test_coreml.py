@@ -85,7 +85,7 @@ def test_cli_exports_and_validates_the_traced_modules(export_run):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     for label in ("traced backbone prefill", "traced backbone step", "traced flow_frame codes",
-                  "traced flow_frame sampled codes", "traced codec (padded chunk)"):
+                  "traced flow_frame sampled codes", "traced flow_frame guided codes", "traced codec (padded chunk)"):
         assert label in proc.stdout
     assert sorted(p.name for p in out.glob("*.mlpackage")) == ["backbone.mlpackage", "codec.mlpackage",
                                                                "flow_frame.mlpackage"]
@@ -109,7 +109,7 @@ def test_manifest(engine_dir):
     assert {"params_sha256", "checkpoint_sha256", "tekken_sha256"} <= set(engine.identity)
     assert m["exporter"]["coremltools"] == ct.__version__ and m["exporter"]["torch"]
     v = m["validation"]
-    for label in ("traced flow_frame codes", "traced flow_frame sampled codes"):
+    for label in ("traced flow_frame codes", "traced flow_frame sampled codes", "traced flow_frame guided codes"):
         assert v[label]["mismatches"] == 0 and v[label]["count"] == 4 * 37
     assert v["traced codec (padded chunk)"]["relative"] < 1e-5  # causal: end padding changes nothing
     assert v["traced backbone prefill"]["relative"] < 5e-3 and v["traced backbone step"]["relative"] < 5e-3
@@ -141,7 +141,7 @@ def test_package_specs(engine_dir):
     for arr in states.values():
         assert arr.dataType == f16 and list(arr.shape) == [1, 2, CAPACITY, 32]
     assert inputs(specs["flow_frame"]) == {"hidden": (f32, [1, 64]), "noise": (f32, [1, 36]),
-                                           "semantic_noise": (f32, [1, 8320])}
+                                           "semantic_noise": (f32, [1, 8320]), "guidance": (f32, [1, 2])}
     (codes,) = specs["flow_frame"].description.output
     assert codes.name == "codes" and codes.type.multiArrayType.dataType == i32
     assert inputs(specs["codec"]) == {"codes": (i32, [1, 75, 37])}
@@ -229,7 +229,7 @@ def test_traced_modules_reproduce_the_fixture(traced, golden):
         reset_cache(bb)
         for n, h in enumerate(golden["frame_hidden"]):
             codes = traced["flow_frame"](torch.from_numpy(h)[None], torch.from_numpy(golden["noise"][n])[None],
-                                         torch.zeros(1, 8320))
+                                         torch.zeros(1, 8320), torch.tensor([[1.2, 1 - 1.2]]))
             np.testing.assert_array_equal(codes[0].numpy(), golden["codes"][n])
         from voxtral_tts.runtime.codec import pad_codec_chunk
 
@@ -327,6 +327,24 @@ def test_backend_feeds_the_semantic_noise(host_tts, golden):
     np.testing.assert_array_equal(codes[0], golden["codes"][0])
     assert codes[1, 0] == 100
     np.testing.assert_array_equal(host_tts.backend.flow(hidden, noise), golden["codes"][:2])
+
+
+def test_backend_feeds_the_guidance(host_tts, reference_model, golden):
+    """The package's guidance input: each frame at its own expressiveness, as the reference computes
+    it; the default's codes are the fixture's, another scale's differ."""
+    import torch
+
+    from voxtral_tts.runtime.guidance import guidance_weights
+
+    hidden, noise = golden["frame_hidden"][:2], golden["noise"][:2]
+    scales = np.array([1.2, 2.5])
+    codes = host_tts.backend.flow(hidden, noise, None, scales)
+    with torch.no_grad():
+        expected = reference_model.acoustic_transformer(torch.from_numpy(hidden), torch.from_numpy(noise), None,
+                                                        torch.from_numpy(guidance_weights(scales))).numpy()
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(codes[0], golden["codes"][0])
+    assert (codes[1, 1:] != golden["codes"][1, 1:]).any()  # the acoustic codes move
 
 
 def test_backend_sequences_in_flight_keep_their_own_state(host_tts, golden):

@@ -54,7 +54,9 @@ def mistral(server):
     ({"input": "x", "voice": "alloy"}, "application/json", False),  # voice: OpenAI's, whatever else
     ({"input": "x", "voice": "alloy", "voice_id": "echo"}, None, False),
     ({"input": "x", "voice_id": "echo"}, "*/*", True),
-    ({"input": "x", "expressiveness": 1.2}, None, True),
+    ({"input": "x", "metadata": {}}, None, True),
+    ({"input": "x", "expressiveness": 1.2}, None, False),  # in both shapes (OpenAI's extra field): decides nothing
+    ({"input": "x", "expressiveness": 1.2}, "application/json", True),
     ({"input": "x", "speed": 1.0}, "application/json", False),
     ({"input": "x", "speed": None}, "application/json", True),  # a null field of OpenAI's decides nothing
     ({"input": "x"}, "application/json", True),  # the SDK's Accept, without a voice_id
@@ -133,9 +135,29 @@ def test_sdk_default_voice_and_accept_rule(mistral, server):
     assert plain.headers["content-type"] == "audio/wav" and len(plain.content) == 44 + FRAMES * 1920 * 2
 
 
-def test_expressiveness_at_its_default_is_accepted(mistral):
-    response = mistral.audio.speech.complete(input="Hi.", voice_id="echo", expressiveness=1.2, response_format="pcm")
-    assert len(base64.b64decode(response.audio_data)) == FRAMES * 1920 * 4
+def test_expressiveness_is_the_flow_heads_guidance_scale(mistral, server):
+    """Mistral's expressiveness reaches the flow head: its default (1.2) is the audio of a request
+    without it, another value other audio; OpenAI's request takes it as this server's extra field."""
+    def mistral_audio(**kwargs):
+        response = mistral.audio.speech.complete(input="Hi.", voice_id="echo", response_format="pcm",
+                                                 additional_properties={"seed": 3}, **kwargs)
+        return base64.b64decode(response.audio_data)
+
+    plain = mistral_audio()
+    assert len(plain) == FRAMES * 1920 * 4 and mistral_audio(expressiveness=1.2) == plain
+    assert mistral_audio(expressiveness=2.0) != plain
+
+    def openai_audio(**fields):
+        response = httpx.post(server.url + "/v1/audio/speech", timeout=60,
+                              json={"input": "Hi.", "voice": "echo", "response_format": "pcm", "seed": 3, **fields})
+        assert response.status_code == 200, response.text
+        return response.content
+
+    assert openai_audio(expressiveness=1.2) == openai_audio() != openai_audio(expressiveness=2.0)
+    bad = httpx.post(server.url + "/v1/audio/speech", timeout=60,
+                     json={"input": "Hi.", "voice": "echo", "expressiveness": 0.5})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "expressiveness"
+    assert "expressiveness must be a number from 1.0 to 100" in bad.json()["error"]["message"]
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -143,7 +165,6 @@ def test_expressiveness_at_its_default_is_accepted(mistral):
 @pytest.mark.parametrize("kwargs, status, fragment", [
     ({"voice_id": "darth"}, 400, "unknown voice 'darth'"),
     ({"ref_audio": "aGVsbG8="}, 400, "reference audio (ref_audio) is not available"),
-    ({"expressiveness": 2.0}, 400, "expressiveness 2.0 is not supported yet"),
     ({"input": ""}, 400, "text is empty"),
     ({"additional_properties": {"speed": 2.0}}, 400, "speed is a field of OpenAI's request"),
     ({"additional_properties": {"temperature": 7.0}}, 400, "from 0 (greedy) to 2, got 7.0"),
@@ -161,6 +182,7 @@ def test_errors_reach_the_sdk_in_mistral_shape(mistral, server, kwargs, status, 
 
 @pytest.mark.parametrize("kwargs, loc", [
     ({"expressiveness": 0.5}, ["body", "expressiveness"]),
+    ({"expressiveness": 101.0}, ["body", "expressiveness"]),
     ({"additional_properties": {"normalize": "yes"}}, ["body", "normalize"]),
     ({"additional_properties": {"seed": "one"}}, ["body", "seed"]),
 ])

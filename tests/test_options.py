@@ -25,6 +25,11 @@ from voxtral_tts.errors import OptionError, TextError, VoxtralError
     ({"max_frames": 2.0}, "max_frames", "max_frames must be at least 1"),
     ({"part_chars": 0}, "part_chars", "part_chars must be at least 1, got 0"),
     ({"normalize": "yes"}, "normalize", "normalize must be true or false"),
+    ({"expressiveness": 0.5}, "expressiveness", "expressiveness must be a number from 1.0 to 100"),
+    ({"expressiveness": float("inf")}, "expressiveness", "expressiveness must be a number from 1.0 to 100"),
+    ({"expressiveness": float("nan")}, "expressiveness", "expressiveness must be a number"),
+    ({"expressiveness": "2"}, "expressiveness", "expressiveness must be a number"),
+    ({"expressiveness": True}, "expressiveness", "expressiveness must be a number"),
 ])
 def test_each_bad_field_is_one_line_naming_it(fields, field, message):
     with pytest.raises(OptionError) as caught:

@@ -51,7 +51,7 @@ class Gated(Forwarding):
         self.steps = 0
         self.steps_closed = 0  # steps since the gate was found closed
 
-    def flow(self, hidden, noise, semantic=None):
+    def flow(self, hidden, noise, semantic=None, expressiveness=None):
         if (self.gate / "closed").exists():
             self.steps_closed += 1
             if self.steps_closed > HOLD_AT:
@@ -64,7 +64,7 @@ class Gated(Forwarding):
             self.steps_closed = 0
         self.steps += 1
         (self.gate / f"steps-{os.getpid()}").write_text(str(self.steps))
-        return self.inner.flow(hidden, noise, semantic)
+        return self.inner.flow(hidden, noise, semantic, expressiveness)
 
 
 def gated_load(engine_dir: str, gate: str):

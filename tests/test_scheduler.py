@@ -89,8 +89,8 @@ def test_end_audio_ends_a_part_and_parts_run_in_order(tts):
     from a fresh prompt, the noise continuing."""
 
     class EndsAtFrame3(Forwarding):
-        def _flow(self, hidden, noise, semantic):
-            codes = self.inner.flow(hidden, noise, semantic).copy()
+        def _flow(self, hidden, noise, semantic, expressiveness):
+            codes = self.inner.flow(hidden, noise, semantic, expressiveness).copy()
             self.frames = getattr(self, "frames", 0) + 1
             if self.frames % 4 == 0:
                 codes[:, 0] = END_AUDIO

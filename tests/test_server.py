@@ -72,12 +72,12 @@ class HeldBackend(Forwarding):
         self.released = threading.Event()
         self.holding = threading.Event()  # set once a request waits at frame hold_at
 
-    def flow(self, hidden, noise, semantic=None):
+    def flow(self, hidden, noise, semantic=None, expressiveness=None):
         if self.hold_at is not None and self.frames >= self.hold_at:
             self.holding.set()
             assert self.released.wait(30), "the test never released the backend"
         self.frames += len(hidden)
-        return self.inner.flow(hidden, noise, semantic)
+        return self.inner.flow(hidden, noise, semantic, expressiveness)
 
 
 def wrapped(tts, wrapper):

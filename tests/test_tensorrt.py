@@ -65,7 +65,11 @@ def test_backbone_profiles_full_size(full_config):
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
     others = graph_profiles(full_config, 4096, 4)
     assert others["flow_frame"] == [{"hidden": (((rows, 3072),) * 3), "noise": (((rows, 36),) * 3),
-                                     "semantic_noise": (((rows, 8320),) * 3)} for rows in (1, 2, 4)]
+                                     "semantic_noise": (((rows, 8320),) * 3), "guidance": (((rows, 2),) * 3)}
+                                    for rows in (1, 2, 4)]
+    # a format-3 engine's flow graph has its guidance scale built in: no such input to shape
+    old = graph_profiles(full_config, 4096, 4, guidance=False)["flow_frame"]
+    assert old == [{k: v for k, v in profile.items() if k != "guidance"} for profile in others["flow_frame"]]
     assert others["codec"] == [{"codes": (((1, CODEC_FRAMES, 37),) * 3)}] and CODEC_FRAMES == 75
 
 
@@ -94,6 +98,7 @@ def test_cache_key_and_rebuild_decision():
         "GPU compute capability 8.0 → 9.0": _key(compute_capability=(8, 0)),
         "model identity": _key(identity={**IDENTITY, "checkpoint_sha256": "d" * 64}),
         "precision bf16 → fp16": _key(precision="bf16"),
+        "engine format 3 → 4": _key(engine_format=3),  # a format-3 flow graph has no guidance input
         "optimisation profile": _key(max_batch=4),
     }
     digests = {key_digest(key)}
@@ -104,6 +109,7 @@ def test_cache_key_and_rebuild_decision():
     assert superseded(_key(tensorrt_version="10.8.0"), key)
     assert not superseded(_key(compute_capability=(8, 9), tensorrt_version="10.8.0"), key)
     assert not superseded(_key(max_batch=2, tensorrt_version="10.8.0"), key) and not superseded(key, key)
+    assert not superseded(_key(engine_format=3, tensorrt_version="10.8.0"), key)
 
 
 # --- device buffers ---------------------------------------------------------------------------------
@@ -131,7 +137,8 @@ def test_buffer_plan_full_size(full_config, max_batch):
     assert buffers["codec.audio"].nbytes == 75 * 1920 * 4 and buffers["codec.codes"].shape == (1, 75, 37)
     total = sum(b.nbytes for b in plan)
     fixed = 2 * 4096 * 3072 * 4 + 4096 * 8 + 8 + 4096 + 2 * 26 * 4096 * 4096 + 75 * 37 * 8 + 75 * 1920 * 4
-    per_slot = 2 * 26 * 4096 * 4096 + 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 8320 * 4 + 37 * 8
+    per_slot = (2 * 26 * 4096 * 4096 + 4096 * 4096 + 2 * 3072 * 4 + 16 + 2 * 26 * 4096 + 3072 * 4 + 36 * 4 + 8320 * 4
+                + 2 * 4 + 37 * 8)
     assert total == fixed + max_batch * per_slot
     print(f"full size, max_batch {max_batch}: {total / 1e9:.3f} GB of device buffers besides TensorRT's")
 
@@ -154,6 +161,10 @@ def test_bindings_fit_their_buffers(full_config, tmp_path):
             assert bindings["embeds"].shape == (rows, 1, dim)
         for rows in batch_widths(slots):
             _check_bindings(plan, flow_bindings(config, rows))
+            flow = {b.tensor for b in flow_bindings(config, rows)}
+            assert flow == set(graph_profiles(config, capacity, slots)["flow_frame"][0]) | {"codes"}
+            old = {b.tensor for b in flow_bindings(config, rows, guidance=False)}
+            assert old == set(graph_profiles(config, capacity, slots, guidance=False)["flow_frame"][0]) | {"codes"}
         _check_bindings(plan, codec_bindings(config))
         names = {b.tensor for b in backbone_bindings(layout, dim)}
         assert names == set(backbone_profiles(config, capacity, slots)[0]) | {"hidden", "present_k", "present_v"}

@@ -83,7 +83,8 @@ def test_the_page_and_its_files_are_served(live):
     assert config == {"model": "voxtral-4b-tts-2603", "max_input_chars": MAX_CHARS,
                       "formats": ["mp3", "opus", "aac", "flac", "wav", "pcm"],
                       "speed": {"min": 0.25, "max": 4.0, "default": 1.0},
-                      "temperature": {"min": 0.0, "max": 2.0, "default": 0.0}, "sample_rate": 24000}
+                      "temperature": {"min": 0.0, "max": 2.0, "default": 0.0},
+                      "expressiveness": {"min": 1.0, "max": 100.0, "default": None}, "sample_rate": 24000}
     assert not {"/", "/web/config"} & set(httpx.get(live.url + "/openapi.json").json()["paths"])  # not the API
 
 
@@ -267,6 +268,7 @@ def test_download_saves_the_chosen_format(page, live, tmp_path):
     page.tab.select_option("#format", "wav")
     page.tab.fill("#seed", "1")
     page.tab.fill("#temperature", "0.8")
+    page.tab.fill("#expressiveness", "2")
     with page.tab.expect_download() as info:
         page.tab.click("#download")
     download = info.value
@@ -277,12 +279,15 @@ def test_download_saves_the_chosen_format(page, live, tmp_path):
     assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and len(data) == 44 + FRAMES * 1920 * 2
     page.wait("voxtralPage.state === 'done'")
     assert page.js("voxtralPage.lastStatus") == 200 and page.console == []
-    # the page's seed and temperature were sent: the API's file for them, not the argmax's
+    # the page's seed, temperature and expressiveness were sent: the API's file for them, not the defaults'
     body = {"model": "m", "input": "Hello there.", "voice": page.tab.input_value("#voice"), "response_format": "wav",
             "seed": 1}
-    assert data == httpx.post(live.url + "/v1/audio/speech", json={**body, "temperature": 0.8}, timeout=60).content
+    sent = {**body, "temperature": 0.8, "expressiveness": 2.0}
+    assert data == httpx.post(live.url + "/v1/audio/speech", json=sent, timeout=60).content
+    assert data != httpx.post(live.url + "/v1/audio/speech", json={**body, "temperature": 0.8}, timeout=60).content
     assert data != httpx.post(live.url + "/v1/audio/speech", json=body, timeout=60).content
     page.tab.fill("#temperature", "0")
+    page.tab.fill("#expressiveness", "")
 
 
 def test_stop_cancels_the_request(page, live):

@@ -6,8 +6,8 @@ The batch file has one JSON object per line (blank lines are skipped)::
     {"text": "Hello there.", "voice": "casual_male", "seed": 1, "file": "hello.wav"}
     {"text": "Bonjour.", "voice": "fr_female", "language": "fr", "temperature": 0.5, "format": "mp3"}
 
-Fields: ``text`` (required), ``voice``, ``seed``, ``language``, ``temperature``, ``max_frames``,
-``normalize`` — each defaulting to the command line's flag — and ``file`` (the output's name in
+Fields: ``text`` (required), ``voice``, ``seed``, ``language``, ``temperature``, ``expressiveness``,
+``max_frames``, ``normalize`` — each defaulting to the command line's flag — and ``file`` (the output's name in
 DIR, no folders; default the line number, zero-padded to six digits) with ``format`` (default
 the extension of ``file``, else ``--format``).
 
@@ -17,7 +17,7 @@ What DIR holds when the run ends:
   renamed), so no half-written file is ever left under an utterance's name;
 - ``manifest.jsonl``: one JSON object per utterance — ``id``, ``file``, ``line``, ``text`` (as
   given), ``spoken`` (as normalised for speech), ``voice``, ``seed``, ``language``,
-  ``temperature``, ``duration`` (seconds), ``frames``, ``finish_reason`` (``end``, or ``length``
+  ``temperature``, ``expressiveness`` (null: the model's), ``duration`` (seconds), ``frames``, ``finish_reason`` (``end``, or ``length``
   when a part stopped at its frame budget), ``parts``;
 - ``metadata.csv``: LJSpeech's layout, ``id|text|normalized text`` without a header (the id is
   the file's name without its extension; the text as given, then as spoken; a ``|`` or a line
@@ -59,9 +59,10 @@ from .voices import VoiceBank
 log = logging.getLogger("voxtral_tts")
 
 #: the fields a line may have
-FIELDS = ("text", "voice", "seed", "language", "temperature", "max_frames", "normalize", "file", "format")
+FIELDS = ("text", "voice", "seed", "language", "temperature", "expressiveness", "max_frames", "normalize", "file",
+          "format")
 #: the option fields a line's own value replaces the command line's for
-OPTION_FIELDS = ("seed", "language", "temperature", "max_frames", "normalize")
+OPTION_FIELDS = ("seed", "language", "temperature", "expressiveness", "max_frames", "normalize")
 MANIFEST, METADATA = "manifest.jsonl", "metadata.csv"
 PARTIAL = ".partial"  # the suffix of the temporary files an audio file is written to
 
@@ -263,7 +264,8 @@ def entry_of(line: Line, result: SynthesisResult, finish_reason: str) -> dict:
     return {"id": line.id, "file": line.file, "line": line.number, "text": line.text, "spoken": result.text,
             "voice": result.voice, "seed": result.seed,
             "language": options.language or options.voice.language,
-            "temperature": options.temperature, "duration": round(result.duration, 3), "frames": result.n_frames,
+            "temperature": options.temperature, "expressiveness": options.expressiveness,
+            "duration": round(result.duration, 3), "frames": result.n_frames,
             "finish_reason": finish_reason, "parts": max(1, len(result.parts))}
 
 
@@ -275,7 +277,7 @@ def run(args: argparse.Namespace, voices: VoiceBank) -> int:
     if not args.batch.is_file():
         raise VoxtralError(f"{args.batch}: no such batch file")
     defaults = {"voice": args.voice, "seed": args.seed, "temperature": args.temperature,
-                "max_frames": args.max_frames, "normalize": args.normalize, "language": args.language}
+                "expressiveness": args.expressiveness, "max_frames": args.max_frames, "normalize": args.normalize, "language": args.language}
     try:  # the command line's defaults: a bad one is a usage error, not every line's
         SpeechOptions(**{**defaults, "voice": voices.get(args.voice)})
     except OptionError as exc:

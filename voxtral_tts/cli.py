@@ -29,6 +29,7 @@ from .hub import MODEL_ID, model_path
 from .normalize import LANGUAGES
 from .reporting import STEPS_FORMAT
 from .runtime.constants import MAX_TEMPERATURE
+from .runtime.guidance import MAX_EXPRESSIVENESS
 from .runtime.decoding import FINISHED_END
 from .runtime.options import SpeechOptions
 from .runtime.tts import read_model_dir
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0,
                    help=f"sample the semantic code at this temperature, 0 to {MAX_TEMPERATURE:g} (default 0: the "
                         "reference's argmax); reproducible with --seed")
+    p.add_argument("--expressiveness", type=float,
+                   help=f"the flow head's classifier-free guidance scale, 1.0 (none) to {MAX_EXPRESSIVENESS:g} "
+                        "(default: the model's, 1.2 for the release)")
     batch.add_batch_arguments(p)
     add_backend_arguments(p)
     add_max_batch_argument(p)
@@ -140,11 +144,15 @@ def run(args: argparse.Namespace) -> int:
         args.voice = str(cached_voice(args.model, args.reference_audio, device=args.device, progress=not args.quiet))
     try:
         options = SpeechOptions(voice=voices.get(args.voice), seed=args.seed, temperature=args.temperature,
-                                max_frames=args.max_frames, normalize=args.normalize, language=args.language)
+                                max_frames=args.max_frames, normalize=args.normalize, language=args.language,
+                                expressiveness=args.expressiveness)
     except OptionError as exc:
         raise VoxtralError(exc.flag()) from None
     tts = open_tts(args.model, options_from_args(args, progress=not args.quiet, max_batch=args.max_batch))
-    request = tts.request(text, options, streaming=False)
+    try:
+        request = tts.request(text, options, streaming=False)
+    except OptionError as exc:  # an expressiveness this engine's flow graph cannot take
+        raise VoxtralError(exc.flag()) from None
     collector = tts.collector(request)
     with AudioFile(args.output, tts.sample_rate) as out, \
             tqdm(total=len(request.parts), unit="part", disable=args.quiet or len(request.parts) == 1,

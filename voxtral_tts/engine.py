@@ -3,13 +3,17 @@
     ENGINE_DIR/
       manifest.json                  format, version, model identity, graphs and their I/O, versions
       backbone.onnx (+ .data)        one decode graph for prefill and for each step (see export)
-      flow_frame.onnx (+ .data)      hidden + noise (+ semantic sampling noise) → 37 codes
+      flow_frame.onnx (+ .data)      hidden + noise (+ semantic sampling noise, guidance) → 37 codes
       codec.onnx (+ .data)           codes [B, T, 37] → waveform
       embeddings/*.npy               text and codebook tables (BF16 bits or float32), read on the host
       params.json tekken.json voice_embedding/*.safetensors     copied / converted: self-contained
 
 An engine is checked when loaded: every file the manifest names is present, the format version
 is one this runtime reads, and params.json / tekken.json are the ones it was built from.
+
+Format 4 gave the flow frame its ``guidance`` input (each row's classifier-free guidance weights,
+``expressiveness``); a format-3 engine is still read and runs at the scale its flow graph holds as a
+constant (:attr:`Engine.flow_guidance` is False), and only there.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from .config import ModelConfig
 from .errors import EngineError
 
 ENGINE_FORMAT = "voxtral-tts-engine"
-FORMAT_VERSION = 3  # 2: batched backbone (past_lengths, position-major past); 3: flow_frame samples (semantic_noise)
+FORMAT_VERSION = 4  # 2: batched backbone (past_lengths, position-major past); 3: flow_frame samples (semantic_noise);
+# 4: flow_frame takes each row's guidance weights (expressiveness)
+#: the versions this runtime reads: 3 runs at its built-in expressiveness
+READ_VERSIONS = (3, 4)
 MANIFEST = "manifest.json"
 EMBEDDINGS_DIR = "embeddings"
 
@@ -89,6 +96,12 @@ class Engine:
         except KeyError:
             raise EngineError(f"{self.path}: the engine has no '{name}' graph") from None
 
+    @property
+    def flow_guidance(self) -> bool:
+        """Whether the flow frame takes the ``guidance`` input (format 4 on); False: its expressiveness
+        is the checkpoint's ``cfg_alpha``, built into the graph."""
+        return any(i.get("name") == "guidance" for i in self.graph("flow_frame").get("inputs", []))
+
     def graph_path(self, name: str) -> Path:
         return self.path / self.graph(name)["file"]
 
@@ -124,10 +137,10 @@ def open_engine(path: str | Path) -> Engine:
     if not isinstance(manifest, dict) or manifest.get("format") != ENGINE_FORMAT:
         raise EngineError(f"{manifest_path}: not a voxtral-tts engine manifest")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise EngineError(
-            f"{path}: engine format version {version}, this runtime reads version {FORMAT_VERSION}; "
-            "re-export it with this version of voxtral-export"
+            f"{path}: engine format version {version}, this runtime reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}; re-export it with this version of voxtral-export"
         )
     missing = [f for f in _files(manifest) if not _present(path / f)]
     if missing:

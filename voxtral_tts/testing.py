@@ -275,8 +275,8 @@ class Forwarding(Backend):
     def _step(self, embeds, positions, slots):
         return self.inner.step(embeds, positions, slots)
 
-    def _flow(self, hidden, noise, semantic):
-        return self.inner.flow(hidden, noise, semantic)
+    def _flow(self, hidden, noise, semantic, expressiveness):
+        return self.inner.flow(hidden, noise, semantic, expressiveness)
 
     def _codec(self, codes):
         return self.inner.codec(codes)

@@ -13,8 +13,9 @@ is written once, in :mod:`voxtral_tts.model`):
   prefill is L = prompt length, a step L = 1, so no second function or package is needed
   (coremltools 9 converts states with a flexible length). Flexible shapes keep the backbone off
   the Neural Engine (GPU/CPU); positions are 1-D because a rank-0 index input is refused.
-- ``flow_frame.mlpackage``: hidden [1, D] + noise [1, 36] + semantic_noise [1, 8320] float32 → codes
-  [1, 37] int32 (+2 offset); semantic_noise is added to the masked semantic logits (zeros: greedy).
+- ``flow_frame.mlpackage``: hidden [1, D] + noise [1, 36] + semantic_noise [1, 8320] + guidance [1, 2]
+  float32 → codes [1, 37] int32 (+2 offset); semantic_noise is added to the masked semantic logits
+  (zeros: greedy); guidance is the frame's weights (α, 1 − α) of the CFG pair (``expressiveness``).
 - ``codec.mlpackage``: codes [1, 75, 37] int32 → audio [1, 75·1920]. 75 = the runtime's largest
   chunk (50 new + 25 context frames); the codec is causal, so a shorter chunk padded at the end
   with valid codes gives the same audio for its real frames, which the host keeps.
@@ -47,6 +48,7 @@ from ..errors import VoxtralError
 from ..runtime.backends.coreml import coreml_unavailable
 from ..runtime.codec import pad_codec_chunk
 from ..runtime.constants import CODEC_FRAMES, DEFAULT_CAPACITY
+from ..runtime.guidance import guidance_weights
 from .engine_dir import start_engine_dir
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ def trace_graphs(model, capacity: int) -> dict:
             torch.zeros(1, b.dim),
             torch.zeros(1, a.n_acoustic_codebook),
             torch.zeros(1, a.semantic_head_rows),
+            model.acoustic_transformer.guidance(1),
         ),
         "codec": (torch.full((1, CODEC_FRAMES, a.num_codebooks), 2, dtype=torch.int64),),
     }
@@ -180,7 +183,8 @@ def convert_graphs(traced: dict, config: ModelConfig, capacity: int, precision: 
                          compute_precision=_compute_precision(precision, ("positions",))),
         "flow_frame": dict(inputs=[ct.TensorType("hidden", shape=(1, b.dim), dtype=np.float32),
                                    ct.TensorType("noise", shape=(1, a.n_acoustic_codebook), dtype=np.float32),
-                                   ct.TensorType("semantic_noise", shape=(1, a.semantic_head_rows), dtype=np.float32)],
+                                   ct.TensorType("semantic_noise", shape=(1, a.semantic_head_rows), dtype=np.float32),
+                                   ct.TensorType("guidance", shape=(1, 2), dtype=np.float32)],
                            outputs=[ct.TensorType("codes", dtype=np.int32)],
                            compute_precision=_compute_precision(precision)),
         "codec": dict(inputs=[ct.TensorType("codes", shape=(1, CODEC_FRAMES, a.num_codebooks), dtype=np.int32)],
@@ -265,7 +269,9 @@ def _validation_inputs(model, rng: np.random.Generator, prompt: int = 7, codec_f
                            axis=2).astype(np.int64)
     noise = rng.standard_normal((4, a.n_acoustic_codebook)).astype(np.float32)
     semantic = rng.gumbel(size=(4, a.semantic_head_rows)).astype(np.float32)  # sampling at temperature 1
-    return {"embeds": embeds.float(), "prompt": prompt, "codes": codes, "noise": noise, "semantic": semantic}
+    scales = np.array([1.0, 1.5, 2.0, 3.0])  # each row guided at a scale other than the default
+    return {"embeds": embeds.float(), "prompt": prompt, "codes": codes, "noise": noise, "semantic": semantic,
+            "scales": scales}
 
 
 def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[str, dict]:
@@ -293,10 +299,14 @@ def validate_traced(model, traced: dict, precision: str, seed: int = 0) -> dict[
 
         hidden = ref[0, -4:]
         noise, semantic = torch.from_numpy(data["noise"]), torch.from_numpy(data["semantic"])
-        for label, perturbation in (("codes", torch.zeros_like(semantic)), ("sampled codes", semantic)):
-            codes = np.concatenate([traced["flow_frame"](h[None], x[None], s[None]).numpy()
-                                    for h, x, s in zip(hidden, noise, perturbation)])
-            expected = model.acoustic_transformer(hidden, noise, perturbation).numpy()
+        default = model.acoustic_transformer.guidance(len(hidden))
+        guided = torch.from_numpy(guidance_weights(data["scales"]))
+        for label, perturbation, guidance in (("codes", torch.zeros_like(semantic), default),
+                                              ("sampled codes", semantic, default),
+                                              ("guided codes", torch.zeros_like(semantic), guided)):
+            codes = np.concatenate([traced["flow_frame"](h[None], x[None], s[None], g[None]).numpy()
+                                    for h, x, s, g in zip(hidden, noise, perturbation, guidance)])
+            expected = model.acoustic_transformer(hidden, noise, perturbation, guidance).numpy()
             results[f"traced flow_frame {label}"] = {
                 "mismatches": int((codes != expected).sum()),
                 "count": int(codes.size),
@@ -358,10 +368,12 @@ def validate_coreml_engine(engine_dir: str | Path, model_dir: str | Path, manife
         step = backend.step(embeds[0, prompt:prompt + 1].numpy(), [prompt], [0])[0]
         results["coreml backbone step"] = _error(step, ref[prompt].numpy())
         hidden, noise = ref[-4:], torch.from_numpy(data["noise"])
-        for label, semantic in (("codes", None), ("sampled codes", data["semantic"])):
-            codes = backend.flow(hidden.numpy(), data["noise"], semantic)
+        for label, semantic, scales in (("codes", None, None), ("sampled codes", data["semantic"], None),
+                                        ("guided codes", None, data["scales"])):
+            codes = backend.flow(hidden.numpy(), data["noise"], semantic, scales)
             expected = model.acoustic_transformer(
-                hidden, noise, None if semantic is None else torch.from_numpy(semantic)
+                hidden, noise, None if semantic is None else torch.from_numpy(semantic),
+                None if scales is None else torch.from_numpy(guidance_weights(scales)),
             )
             results[f"coreml flow_frame {label}"] = {"mismatches": int((codes != expected.numpy()).sum()),
                                                      "count": int(codes.size)}

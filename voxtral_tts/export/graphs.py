@@ -9,9 +9,10 @@ carry the reference model's tensor names and are filled from the checkpoint by t
   the graph reads the filled prefix and returns the new rows, which the runtime writes in place
   at their positions (no growth by concatenation, no ``If``). Prefill is P = 0, L = prompt; a
   decode step is L = 1 for a batch of sequences at their own positions — one graph, two profiles.
-- ``flow_frame``: hidden [B, D], noise [B, 36], semantic_noise [B, 8320] → codes [B, 37] (masked
-  argmax of the semantic logits + semantic_noise — zeros: the reference's greedy code,
-  temperature × Gumbel noise: a sample —, 7 unrolled Euler steps with the CFG pair batched, FSQ).
+- ``flow_frame``: hidden [B, D], noise [B, 36], semantic_noise [B, 8320], guidance [B, 2] → codes
+  [B, 37] (masked argmax of the semantic logits + semantic_noise — zeros: the reference's greedy
+  code, temperature × Gumbel noise: a sample —, 7 unrolled Euler steps with the CFG pair batched,
+  each row guided by its weights (α, 1 − α) — :mod:`voxtral_tts.runtime.guidance` —, FSQ).
 - ``flow_velocity`` (for tests): x [B, 36], t [B], hidden [B, D] → velocity [B, 36].
 - ``codec``: codes [B, T, 37] → waveform [B, T·1920]; the runtime feeds it chunks with left context.
 """
@@ -60,8 +61,8 @@ class FlowFrameGraph(nn.Module):
         super().__init__()
         self.acoustic_transformer = model.acoustic_transformer
 
-    def forward(self, hidden, noise, semantic_noise):
-        return self.acoustic_transformer(hidden, noise, semantic_noise)
+    def forward(self, hidden, noise, semantic_noise, guidance):
+        return self.acoustic_transformer(hidden, noise, semantic_noise, guidance)
 
 
 class FlowVelocityGraph(nn.Module):
@@ -136,7 +137,8 @@ def graph_defs(config: ModelConfig, capacity: int, with_velocity: bool = False) 
         GraphDef(
             "flow_frame", FlowFrameGraph,
             [("hidden", torch.float32, ("batch", b.dim)), ("noise", torch.float32, ("batch", a.n_acoustic_codebook)),
-             ("semantic_noise", torch.float32, ("batch", a.semantic_head_rows))],
+             ("semantic_noise", torch.float32, ("batch", a.semantic_head_rows)),
+             ("guidance", torch.float32, ("batch", 2))],
             ["codes"], {"batch": (2, 1, MAX_BATCH)},
         ),
         GraphDef(

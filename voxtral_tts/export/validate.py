@@ -17,6 +17,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine import MANIFEST
 from ..errors import VoxtralError
+from ..runtime.guidance import guidance_weights
 from .quantize import graph_precision
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,21 @@ def validate_engine(engine_dir: str | Path, model_dir: str | Path, manifest: dic
         noise = torch.from_numpy(rng.standard_normal((4, config.audio.n_acoustic_codebook)).astype(np.float32))
         sess = session("flow_frame")
         zeros = np.zeros((4, config.audio.semantic_head_rows), np.float32)
-        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy(), "semantic_noise": zeros})[0]
+        default = model.acoustic_transformer.guidance(4)
+        feeds = {"hidden": hidden.numpy(), "noise": noise.numpy(), "semantic_noise": zeros,
+                 "guidance": default.numpy()}
+        codes = sess.run(None, feeds)[0]
         record("flow_frame codes", codes, model.acoustic_transformer(hidden, noise).numpy(), codes=True)
         # sampled at temperature 1: the same Gumbel noise through the graph and the reference
         gumbel = rng.gumbel(size=zeros.shape).astype(np.float32)
-        codes = sess.run(None, {"hidden": hidden.numpy(), "noise": noise.numpy(), "semantic_noise": gumbel})[0]
+        codes = sess.run(None, {**feeds, "semantic_noise": gumbel})[0]
         reference = model.acoustic_transformer(hidden, noise, torch.from_numpy(gumbel)).numpy()
         record("flow_frame sampled codes", codes, reference, codes=True)
+        # each row guided at its own scale (expressiveness), none the default
+        guided = guidance_weights([1.0, 1.5, 2.0, 3.0])
+        codes = sess.run(None, {**feeds, "guidance": guided})[0]
+        reference = model.acoustic_transformer(hidden, noise, None, torch.from_numpy(guided)).numpy()
+        record("flow_frame guided codes", codes, reference, codes=True)
         del sess
         if "flow_velocity" in manifest["graphs"]:
             flow = model.acoustic_transformer

@@ -8,7 +8,9 @@ Spec §6.2–6.3. From the backbone's final-normed hidden ``h``:
    noise: the Gumbel-max trick draws from softmax(logits / temperature)); zeros, the default,
    are the reference's argmax;
 2. the 36 acoustic values: 7 Euler steps of a velocity field from the start noise ``x0``, with
-   classifier-free guidance (the unconditional branch zeroes ``h``; both branches in one batch);
+   classifier-free guidance (the unconditional branch zeroes ``h``; both branches in one batch),
+   each row at its own scale α when ``guidance`` [B, 2] = (α, 1 − α) is given
+   (:func:`~voxtral_tts.runtime.guidance.guidance_weights`), else at the checkpoint's ``cfg_alpha``;
 3. FSQ: clamp to [-1, 1], round to 21 levels, +2 offset.
 
 The velocity network is a 3-token, bidirectional transformer without positional encoding over
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import END_AUDIO, EMPTY_AUDIO, N_AUDIO_SPECIAL, AudioArgs, FlowArgs
+from ..runtime.guidance import guidance_weights
 from .layers import Linear, RMSNorm, TransformerBlock
 
 
@@ -88,14 +91,24 @@ class FlowHead(nn.Module):
         """time_projection(TE(t)): the embedding in float32, the projection in ``compute_dtype``."""
         return self.time_projection(self.time_embedding(t).to(self.compute_dtype))
 
-    def solve(self, h: torch.Tensor, noise: torch.Tensor, trace: dict | None = None) -> torch.Tensor:
+    def guidance(self, batch: int, device=None) -> torch.Tensor:
+        """The checkpoint's ``cfg_alpha`` for every row, as the ``guidance`` weights [B, 2]."""
+        weights = torch.from_numpy(guidance_weights([self.args.cfg_alpha] * batch))
+        return weights if device is None else weights.to(device)
+
+    def solve(self, h: torch.Tensor, noise: torch.Tensor, trace: dict | None = None,
+              guidance: torch.Tensor | None = None) -> torch.Tensor:
         """Euler integration with CFG from x0 = ``noise`` [B, 36]; returns x before clamping.
+        ``guidance`` [B, 2]: each row's weights (α, 1 − α) of the conditional and unconditional
+        velocities (None: the checkpoint's ``cfg_alpha`` for every row).
 
         ``trace``, if given, receives ``x_t`` [steps, B, 36] and ``velocity`` [steps, 2, B, 36]
         (conditional, unconditional) for tests.
         """
-        alpha = self.args.cfg_alpha
         batch = h.shape[0]
+        if guidance is None:
+            guidance = self.guidance(batch, h.device)
+        w_cond, w_uncond = guidance[:, 0:1].float(), guidance[:, 1:2].float()
         h_cond = self.llm_projection(h.to(self.compute_dtype))
         h_pair = torch.cat((h_cond, torch.zeros_like(h_cond)), dim=0)
         x = noise.float()
@@ -108,7 +121,7 @@ class FlowHead(nn.Module):
             if trace is not None:
                 states.append(x)
                 velocities.append(torch.stack((v_cond, v_uncond)))
-            x = x + (alpha * v_cond + (1.0 - alpha) * v_uncond) * dt
+            x = x + (w_cond * v_cond + w_uncond * v_uncond) * dt
         if trace is not None:
             trace["x_t"], trace["velocity"] = torch.stack(states), torch.stack(velocities)
         return x
@@ -119,11 +132,13 @@ class FlowHead(nn.Module):
         q = torch.round((x.clamp(-1.0, 1.0) + 1.0) / 2.0 * levels)
         return q.to(torch.int64) + N_AUDIO_SPECIAL
 
-    def forward(self, h: torch.Tensor, noise: torch.Tensor, semantic_noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, noise: torch.Tensor, semantic_noise: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         """One frame: hidden [B, D], noise [B, 36] (and optionally the semantic code's sampling
-        noise [B, semantic_head_rows]) → codes [B, 37] (int64, +2 offset)."""
+        noise [B, semantic_head_rows] and each row's guidance weights [B, 2]) → codes [B, 37]
+        (int64, +2 offset)."""
         semantic = self.semantic_code(h, semantic_noise)
-        acoustic = self.quantize(self.solve(h, noise))
+        acoustic = self.quantize(self.solve(h, noise, guidance=guidance))
         ended = (semantic == END_AUDIO)[:, None]
         acoustic = torch.where(ended, torch.full_like(acoustic, EMPTY_AUDIO + N_AUDIO_SPECIAL), acoustic)
         return torch.cat((semantic[:, None], acoustic), dim=1)

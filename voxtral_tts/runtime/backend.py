@@ -15,9 +15,11 @@ and requests belong to the runtime above it (:mod:`.decoding`, :mod:`.scheduler`
                                    caller (the voice-prefix cache) → :class:`PrefixKV`
 ``step(embeds, positions, slots)`` one backbone step for n sequences, each at its own position
                                    in its own slot: [n, D] → hidden [n, D]
-``flow(hidden, noise, semantic)`` n frames' codes: hidden [n, D], x0 noise [n, 36] → [n, 37];
-                                   ``semantic`` [n, 8320] is added to the masked semantic logits
-                                   before the argmax (temperature sampling; None: zeros, greedy)
+``flow(hidden, noise, semantic,    n frames' codes: hidden [n, D], x0 noise [n, 36] → [n, 37];
+expressiveness)``                  ``semantic`` [n, 8320] is added to the masked semantic logits
+                                   before the argmax (temperature sampling; None: zeros, greedy);
+                                   ``expressiveness`` [n]: each row's guidance scale α (None:
+                                   the checkpoint's ``cfg_alpha`` for every row)
 ``codec(codes)``                   one codec call: codes [T, 37], T ≤ ``CODEC_FRAMES`` → audio
 ``capacity``, ``max_batch``        KV positions per slot, slots (sequences decoded together)
 ``close()``                        release what the backend holds (also on garbage collection)
@@ -54,6 +56,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import CapacityError, VoxtralError
 from .constants import CODEC_FRAMES
+from .guidance import check_expressiveness
 from .load_options import LoadOptions
 
 
@@ -188,7 +191,12 @@ class Backend(ABC):
             raise CapacityError(f"position {positions.max()} is beyond the KV cache ({self.capacity} positions)")
         return self._step(np.ascontiguousarray(embeds, dtype=np.float32), positions, slots)
 
-    def flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None = None) -> np.ndarray:
+    def check_guidance(self, scale: float) -> None:
+        """Refuse, in one line, a guidance scale (``expressiveness``, checked) other than the
+        checkpoint's that this backend cannot run; the default runs any."""
+
+    def flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None = None,
+             expressiveness=None) -> np.ndarray:
         if not 1 <= len(hidden) <= self.max_batch or len(noise) != len(hidden):
             raise VoxtralError(f"{len(hidden)} hidden states and {len(noise)} noise rows: a flow call takes "
                                f"1 to {self.max_batch} (max_batch) of each")
@@ -199,8 +207,20 @@ class Backend(ABC):
                     f"semantic sampling noise must be [{len(hidden)}, {rows}], got {list(np.shape(semantic))}"
                 )
             semantic = np.ascontiguousarray(semantic, dtype=np.float32)
+        default = self.config.flow.cfg_alpha
+        if expressiveness is None:
+            scales = np.full(len(hidden), default)
+        else:
+            scales = np.asarray(expressiveness, dtype=np.float64)
+            if scales.shape != (len(hidden),):
+                raise VoxtralError(f"expressiveness must be one scale per row [{len(hidden)}], got "
+                                   f"{list(scales.shape)}")
+            for scale in set(scales.tolist()):
+                if scale != default:
+                    check_expressiveness(scale)
+                    self.check_guidance(scale)
         return self._flow(np.ascontiguousarray(hidden, dtype=np.float32), np.ascontiguousarray(noise, dtype=np.float32),
-                          semantic)
+                          semantic, scales)
 
     def codec(self, codes: np.ndarray) -> np.ndarray:
         codes = np.ascontiguousarray(codes, dtype=np.int64)
@@ -236,9 +256,11 @@ class Backend(ABC):
         """Checked: float32 [n, D], int64 positions [n] < capacity, distinct valid slots [n] → [n, D]."""
 
     @abstractmethod
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
-        """Checked: float32 [n, D] and [n, 36], 1 ≤ n ≤ max_batch, and float32 [n, semantic_head_rows]
-        or None (zeros) → int64 codes [n, 37]."""
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+              expressiveness: np.ndarray) -> np.ndarray:
+        """Checked: float32 [n, D] and [n, 36], 1 ≤ n ≤ max_batch, float32 [n, semantic_head_rows]
+        or None (zeros), and each row's guidance scale, float64 [n] (the default filled in; the
+        graphs take :func:`.guidance.guidance_weights` of it) → int64 codes [n, 37]."""
 
     @abstractmethod
     def _codec(self, codes: np.ndarray) -> np.ndarray:

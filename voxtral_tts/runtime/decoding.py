@@ -87,6 +87,11 @@ class Sequence:
         return self.finish_reason is not None
 
     @property
+    def expressiveness(self) -> float | None:
+        """The flow head's guidance scale of its frames (None: the checkpoint's)."""
+        return None if self.request is None else self.request.expressiveness
+
+    @property
     def next_position(self) -> int:
         """Where the last frame's codes are fed back: the prompt's length P plus that frame's index."""
         return self.embeds.shape[0] + len(self.codes) - 1
@@ -145,7 +150,11 @@ class FrameLoop:
             for row, (_, sample) in zip(semantic, draws):
                 if sample is not None:
                     row[:] = sample
-        codes = self.backend.flow(hidden, noise, semantic)
+        scales = None  # every row at the checkpoint's guidance scale, unless one asked for another
+        if any(s.expressiveness is not None for s in batch):
+            default = self.backend.config.flow.cfg_alpha
+            scales = np.array([default if s.expressiveness is None else s.expressiveness for s in batch])
+        codes = self.backend.flow(hidden, noise, semantic, scales)
         events, going_on = [], []
         for sequence, frame in zip(batch, codes):
             if frame[0] == END_AUDIO:

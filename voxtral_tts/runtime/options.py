@@ -14,6 +14,7 @@ from ..errors import OptionError, VoxtralError
 from ..normalize import resolve_language
 from ..text import MAX_CHUNK_CHARS
 from ..voices import Voice
+from .guidance import check_expressiveness
 from .noise import check_temperature
 
 #: the seed's range: numpy's generators take any integer ≥ 0; 2^63 keeps it a signed 64-bit value
@@ -30,7 +31,10 @@ class SpeechOptions:
     array. ``max_frames``: the cap on frames per part (None: 50 + 4 per character of the part, at
     most 2048). ``normalize``: rewrite numbers, dates, markdown… as words of ``language`` (None: the
     voice's; English for a voice file) before speaking. ``part_chars``: long text is spoken in parts
-    of at most this many characters, cut at sentence ends (None: one part, whatever its length)."""
+    of at most this many characters, cut at sentence ends (None: one part, whatever its length).
+    ``expressiveness``: the flow head's classifier-free guidance scale, from 1.0 (none) to 100 (None:
+    the checkpoint's ``cfg_alpha``, 1.2 for the release); higher pushes each frame further toward
+    the prediction conditioned on the voice and text."""
 
     voice: str | Path | Voice | None = None
     seed: int | None = None
@@ -40,6 +44,7 @@ class SpeechOptions:
     normalize: bool = True
     language: str | None = None
     part_chars: int | None = MAX_CHUNK_CHARS
+    expressiveness: float | None = None
 
     def __post_init__(self):
         if self.seed is not None and self.noise is not None:
@@ -53,6 +58,8 @@ class SpeechOptions:
             raise OptionError("part_chars", f"must be at least 1, got {self.part_chars}")
         if not isinstance(self.normalize, bool):
             raise OptionError("normalize", f"must be true or false, got {self.normalize!r}")
+        if self.expressiveness is not None:
+            object.__setattr__(self, "expressiveness", check_expressiveness(self.expressiveness))
         if self.language is not None:  # an unknown one: the normaliser's TextError, naming the languages
             object.__setattr__(self, "language", resolve_language(self.language))
 

@@ -31,7 +31,8 @@ class Usage:
 class Request:
     """One text to speak: its parts (each generated from a fresh prompt), voice, noise and
     per-part frame cap. ``streaming``: audio in chunks as frames arrive (the scheduler's stream
-    schedule) instead of one piece per part. Thread-safe :meth:`cancel`."""
+    schedule) instead of one piece per part. ``expressiveness``: the flow head's guidance scale for
+    this request's frames (None: the checkpoint's). Thread-safe :meth:`cancel`."""
 
     text: str  # the whole text, checked
     parts: tuple[str, ...]
@@ -39,6 +40,7 @@ class Request:
     noise: NoiseSource
     max_frames: int | None = None
     streaming: bool = True
+    expressiveness: float | None = None
     usage: Usage = field(default_factory=Usage, init=False)  # so far; final in RequestDone
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 

@@ -112,7 +112,9 @@ class TTS:
                 if len(parts) == 1:
                     raise
                 raise type(exc)(f"part {i + 1} of {len(parts)}: {exc}") from None
-        return Request(text, tuple(parts), voice, source, options.max_frames, streaming)
+        if options.expressiveness is not None and options.expressiveness != self.config.flow.cfg_alpha:
+            self.backend.check_guidance(options.expressiveness)  # before anything is generated
+        return Request(text, tuple(parts), voice, source, options.max_frames, streaming, options.expressiveness)
 
     def events(self, request: Request, cancelled: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Run ``request`` through the scheduler and yield its typed events."""

@@ -142,16 +142,19 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return tts, text, voice
 
     async def submit(tts: TTS, text: str, voice: str, body, request: HTTPRequest):
-        """Queue the request (seed, temperature and normalize from ``body``) and wait for its first
+        """Queue the request (seed, temperature, normalize and expressiveness from ``body``) and wait for its first
         event: the job and that event (an audio chunk or the end), or the error its client gets —
         before any audio, with a proper status."""
         try:
             speech_options = SpeechOptions(voice=voice, seed=body.seed, temperature=body.temperature,
-                                           max_frames=options.max_frames, normalize=body.normalize)
+                                           max_frames=options.max_frames, normalize=body.normalize,
+                                           expressiveness=body.expressiveness)
         except OptionError as exc:
             raise APIError(400, str(exc), param=exc.field) from None
         try:  # every part checked against the KV cache before anything is generated
             speech_request = tts.request(text, speech_options)
+        except OptionError as exc:  # an expressiveness the engine cannot run
+            raise APIError(400, str(exc), param=exc.field) from None
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
             log.error("voice %s cannot be read: %s", voice, exc)
             raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",

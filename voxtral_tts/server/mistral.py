@@ -3,8 +3,8 @@
 
 Which shape a request has (:func:`is_mistral`): a ``voice`` field makes it OpenAI's, whatever else
 it holds (as before this shape existed); else a field only Mistral's request has (``voice_id``,
-``expressiveness``, ``metadata``, ``prompt_cache_key``, ``phoneme_hints``,
-``conversation_history``) makes it Mistral's; else a field only OpenAI's has (``stream_format``,
+``metadata``, ``prompt_cache_key``, ``phoneme_hints``, ``conversation_history``; ``expressiveness``
+is in both, OpenAI's as this server's extra field) makes it Mistral's; else a field only OpenAI's has (``stream_format``,
 ``speed``, ``instructions``), not null, makes it OpenAI's; else the ``Accept`` header decides: Mistral's when
 it names ``application/json`` or ``text/event-stream`` (what the SDK sends) and no audio type,
 OpenAI's otherwise (its SDK sends ``application/octet-stream``, curl ``*/*``) — unless only Mistral's
@@ -33,12 +33,11 @@ from pydantic import ValidationError
 from ..encoding import StreamEncoder
 from ..runtime.request import AudioChunk, RequestFailed
 from .errors import APIError, as_api_error, encodable
-from .schemas import DEFAULT_EXPRESSIVENESS, MistralSpeechRequest, SpeechRequest
+from .schemas import MistralSpeechRequest, SpeechRequest
 from .streaming import audio_events
 
 #: fields only Mistral's request has, and only OpenAI's: either decides the shape (see the module's docstring)
-MISTRAL_ONLY = frozenset({"voice_id", "expressiveness", "metadata", "prompt_cache_key", "phoneme_hints",
-                          "conversation_history"})
+MISTRAL_ONLY = frozenset({"voice_id", "metadata", "prompt_cache_key", "phoneme_hints", "conversation_history"})
 OPENAI_ONLY = frozenset({"stream_format", "speed", "instructions"})
 _MISTRAL_MEDIA = {"application/json", "text/event-stream"}
 
@@ -110,10 +109,6 @@ def refusals(body: MistralSpeechRequest, data: dict, no_encoder: str) -> None:
     if body.ref_audio is not None:
         raise APIError(400, no_encoder.replace("reference audio", "reference audio (ref_audio)"), param="ref_audio",
                        code="voice_cloning_unavailable")
-    if body.expressiveness is not None and body.expressiveness != DEFAULT_EXPRESSIVENESS:
-        raise APIError(400, f"expressiveness {body.expressiveness} is not supported yet: the exported flow graphs "
-                            f"have the model's guidance scale {DEFAULT_EXPRESSIVENESS} built in; leave it out or "
-                            f"send {DEFAULT_EXPRESSIVENESS}", param="expressiveness", code="not_supported")
     for name, why in (("phoneme_hints", "this server has no pronunciation hints"),
                       ("conversation_history", "this checkpoint has no conversation conditioning")):
         if getattr(body, name) is not None:

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED
 from ..runtime.constants import MAX_TEMPERATURE
+from ..runtime.guidance import MAX_EXPRESSIVENESS
 from ..text import MAX_INPUT_CHARS, SAYABLE_PATTERN
 
 MODEL_ID = "voxtral-4b-tts-2603"
@@ -42,12 +43,17 @@ def _integer(value):
     return value
 
 
+#: both shapes' ``expressiveness`` (OpenAI's: this server's extra field)
+EXPRESSIVENESS = (f"the flow head's classifier-free guidance scale, 1.0 (none) to {MAX_EXPRESSIVENESS:g}; null: the "
+                  "model's own (1.2 for the release). Each request in a batch keeps its own")
+
 #: the seed: a JSON-safe integer ≥ 0
 Seed = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_integer)]
 
 
 class SpeechRequest(BaseModel):
-    """OpenAI's request body, plus ``seed``, ``stream`` and the voice-cloning fields we refuse."""
+    """OpenAI's request body, plus ``seed``, ``stream``, ``temperature``, ``normalize``,
+    ``expressiveness`` and the voice-cloning fields we refuse."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -72,16 +78,15 @@ class SpeechRequest(BaseModel):
     normalize: bool = Field(default=True, strict=True,
                             description="rewrite numbers, currencies, dates, times and markdown into words of the "
                                         "voice's language before speaking (false: the text as given)")
+    expressiveness: float | None = Field(default=None, strict=True,
+                                         json_schema_extra={"minimum": 1.0, "maximum": MAX_EXPRESSIVENESS},
+                                         description=EXPRESSIVENESS)
     ref_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
                            description="refused (400) unless null: voice cloning needs the codec encoder the "
                                        "release lacks")
     ref_text: Any = Field(default=None, json_schema_extra={"type": "null"}, description="refused (400), as ref_audio")
     reference_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
                                  description="refused (400), as ref_audio")
-
-
-#: the flow head's classifier-free-guidance scale of this checkpoint (``cfg_alpha``), Mistral's ``expressiveness``
-DEFAULT_EXPRESSIVENESS = 1.2
 
 
 def _refused(description: str):
@@ -106,11 +111,8 @@ class MistralSpeechRequest(BaseModel):
         default="mp3", description="the audio format; pcm is raw little-endian float32 (Mistral's), not OpenAI's 16-bit")
     stream: StrictBool | None = Field(default=False, description="server-sent events speech.audio.delta, then "
                                                           "speech.audio.done")
-    expressiveness: float | None = Field(
-        default=None, strict=True, ge=1.0, allow_inf_nan=False, json_schema_extra={"anyOf": [{"type": "number", "enum": [DEFAULT_EXPRESSIVENESS]},
-                                                   {"type": "null"}]},
-        description=f"only {DEFAULT_EXPRESSIVENESS} (the model's own) for now: other values are refused (400) until "
-                    "the exported flow graphs take the guidance scale as an input")
+    expressiveness: float | None = Field(default=None, strict=True, ge=1.0, le=MAX_EXPRESSIVENESS,
+                                         allow_inf_nan=False, description=EXPRESSIVENESS)
     metadata: dict | None = None  # accepted and ignored, as a label of the request
     prompt_cache_key: str | None = None  # accepted and ignored: voice prompts are cached per voice anyway
     seed: Seed | None = None

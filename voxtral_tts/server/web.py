@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from ..audio import SAMPLE_RATE
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED
 from ..runtime.constants import MAX_TEMPERATURE
+from ..runtime.guidance import MAX_EXPRESSIVENESS
 
 #: the package's folder of page files
 STATIC = "static"
@@ -36,7 +37,8 @@ def add_web(app: FastAPI, *, max_input_chars: int, model_id: str) -> None:
     index = static_dir().joinpath("index.html")
     config = {"model": model_id, "max_input_chars": max_input_chars, "formats": list(FORMATS),
               "speed": {"min": MIN_SPEED, "max": MAX_SPEED, "default": 1.0},
-              "temperature": {"min": 0.0, "max": MAX_TEMPERATURE, "default": 0.0}, "sample_rate": SAMPLE_RATE}
+              "temperature": {"min": 0.0, "max": MAX_TEMPERATURE, "default": 0.0},
+              "expressiveness": {"min": 1.0, "max": MAX_EXPRESSIVENESS, "default": None}, "sample_rate": SAMPLE_RATE}
 
     @app.get("/", include_in_schema=False)
     async def page():

@@ -6,7 +6,8 @@
   read out of a state with ``MLState.read_state`` and written into the next sequence's fresh state
   with ``write_state`` (whole: the API writes a state's full shape), then only the rest of the
   prompt is prefilled.
-- ``flow_frame.mlpackage``: one frame per call (codes come back int32, returned as int64).
+- ``flow_frame.mlpackage``: one frame per call (codes come back int32, returned as int64), with
+  the frame's guidance weights (a format-3 package has its scale built in and no such input).
 - ``codec.mlpackage`` takes a fixed 75-frame chunk: shorter chunks are padded at the end with
   their last frame and the audio of the padding dropped (the codec is causal).
 
@@ -25,6 +26,7 @@ import numpy as np
 from ...engine import Engine
 from ...errors import VoxtralError
 from ..codec import pad_codec_chunk
+from ..guidance import guidance_weights
 from ..load_options import CoreMLOptions
 from .engine_backend import EngineBackend
 
@@ -149,19 +151,18 @@ class CoreMLBackend(EngineBackend):
         return np.stack(out)
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+              expressiveness: np.ndarray) -> np.ndarray:
         if semantic is None:
             semantic = np.zeros((len(hidden), self.config.audio.semantic_head_rows), np.float32)
-        flow = self._models["flow_frame"]
-        return np.stack(
-            [
-                np.asarray(
-                    flow.predict({"hidden": h[None], "noise": x[None], "semantic_noise": s[None]})["codes"],
-                    dtype=np.int64,
-                )[0]
-                for h, x, s in zip(hidden, noise, semantic)
-            ]
-        )
+        flow, guidance = self._models["flow_frame"], guidance_weights(expressiveness)
+        codes = []
+        for h, x, s, g in zip(hidden, noise, semantic, guidance):
+            feeds = {"hidden": h[None], "noise": x[None], "semantic_noise": s[None]}
+            if self.engine.flow_guidance:
+                feeds["guidance"] = g[None]
+            codes.append(np.asarray(flow.predict(feeds)["codes"], dtype=np.int64)[0])
+        return np.stack(codes)
 
     def _codec(self, codes: np.ndarray) -> np.ndarray:
         """One fixed chunk of the engine's ``codec_frames``, padded at the end (the codec is causal)."""

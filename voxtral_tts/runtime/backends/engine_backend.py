@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ...engine import Engine, is_engine_dir, open_engine
-from ...errors import VoxtralError
+from ...errors import OptionError, VoxtralError
 from ..backend import Backend
+from ..guidance import guidance_weights
 from ..load_options import LoadOptions
 from .host_embeddings import HostEmbeddings
 
@@ -42,6 +43,13 @@ class EngineBackend(Backend):
     def check_engine(cls, engine: Engine) -> None:
         """Refuse an engine this backend cannot run, in one :class:`VoxtralError` line."""
 
+    def check_guidance(self, scale: float) -> None:
+        """An engine whose flow graph has no ``guidance`` input (format 3) runs its built-in scale only."""
+        if not self.engine.flow_guidance:
+            raise OptionError("expressiveness", f"{scale:g} cannot be used with {self.engine.path}: its flow graph has "
+                                                f"{self.config.flow.cfg_alpha:g} built in (engine format 3); re-export "
+                                                "it with this version of voxtral-export")
+
     # --- host buffers of the step and the flow frame ------------------------------------------------
     def _host_buffers(self, flow_rows: int) -> None:
         """The step's inputs and output for every slot, and ``flow_rows`` rows of the flow frame's."""
@@ -53,6 +61,7 @@ class EngineBackend(Backend):
         self._flow_noise = np.zeros((flow_rows, a.n_acoustic_codebook), np.float32)
         self._flow_semantic = np.zeros((flow_rows, a.semantic_head_rows), np.float32)  # zeros unless sampling
         self._flow_sampled = False  # whether _flow_semantic holds a sample (to be zeroed for greedy)
+        self._flow_guidance = guidance_weights([self.config.flow.cfg_alpha] * flow_rows)
         self._flow_codes = np.zeros((flow_rows, a.num_codebooks), np.int64)
 
     def _stage_step(self, embeds: np.ndarray, positions: np.ndarray, rows: np.ndarray) -> None:
@@ -63,13 +72,16 @@ class EngineBackend(Backend):
         self._step_embeds[rows, 0] = embeds
         self._step_positions[rows, 0] = positions
 
-    def _stage_flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> bool:
-        """The flow frame's inputs in the first rows (the rest zeros); True when the semantic noise
-        changed (a sample now, or zeros again after one)."""
+    def _stage_flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+                    expressiveness: np.ndarray) -> bool:
+        """The flow frame's inputs in the first rows (the rest zeros; guidance: the default's weights);
+        True when the semantic noise changed (a sample now, or zeros again after one)."""
         n = len(hidden)
         self._flow_hidden.fill(0.0)
         self._flow_noise.fill(0.0)
         self._flow_hidden[:n], self._flow_noise[:n] = hidden, noise
+        self._flow_guidance[:] = guidance_weights([self.config.flow.cfg_alpha])
+        self._flow_guidance[:n] = guidance_weights(expressiveness)
         changed = semantic is not None or self._flow_sampled
         if changed:
             self._flow_semantic.fill(0.0)

@@ -13,7 +13,8 @@ State lives in buffers allocated once and bound with IO binding, never reallocat
   bound by device pointer, ``present_*`` are device buffers, the new rows are copied device to
   device, and only embeddings, positions, hidden states, codes and audio cross to the host;
 - the step's ``embeds`` / ``positions`` inputs and its ``hidden`` / ``present_*`` outputs, and
-  the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` inputs and ``codes`` output, sized
+  the flow frame's ``hidden`` / ``noise`` / ``semantic_noise`` / ``guidance`` inputs (no
+  ``guidance`` in a format-3 engine: its scale is built in) and ``codes`` output, sized
   for every slot; the IO binding of n rows (made once per n) binds their first n rows.
 
 Embedding lookups (text table, codebook sum) run on the host from the engine's ``.npy`` tables,
@@ -352,6 +353,8 @@ class OnnxBackend(EngineBackend):
             self._bind(binding, "input", "hidden", self._flow_hidden[:rows])
             self._bind(binding, "input", "noise", self._flow_noise[:rows])
             self._bind(binding, "input", "semantic_noise", self._flow_semantic[:rows])
+            if self.engine.flow_guidance:
+                self._bind(binding, "input", "guidance", self._flow_guidance[:rows])
             self._bind(binding, "output", "codes", self._flow_codes[:rows])
         return binding
 
@@ -454,10 +457,11 @@ class OnnxBackend(EngineBackend):
         return self._step_hidden[rows, 0].copy()
 
     # --- flow and codec ----------------------------------------------------------------------------
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+              expressiveness: np.ndarray) -> np.ndarray:
         """One call at exactly the frames asked for, through the fixed bindings of that many rows."""
         n = len(hidden)
-        self._stage_flow(hidden, noise, semantic)
+        self._stage_flow(hidden, noise, semantic, expressiveness)
         self._sessions["flow_frame"].run_with_iobinding(self._flow_binding(n))
         return self._flow_codes[:n].copy()
 

@@ -13,7 +13,8 @@ Every device buffer is allocated once (:func:`buffer_plan`) and every tensor add
   captured on its first use; the new rows go into the cache with ``cudaMemcpy2DAsync`` (one copy
   per sequence and cache);
 - the flow frame: one context per batch width (the smallest holding the frame's sequences),
-  replayed as a CUDA graph;
+  replayed as a CUDA graph; each row's guidance weights copied in with its noise (a format-3
+  engine's flow graph has its scale built in and no such input);
 - the codec: one fixed chunk of 75 frames, shorter inputs padded at the end (the codec is causal:
   padding after the last frame does not change the audio before it);
 - the prefill: its own context, length set per call, no graph. Its past is a cached voice
@@ -164,6 +165,7 @@ class TensorRTBackend(EngineBackend):
         self.widths = batch_widths(self._slots)
         self.placement = SlotPlacement(self.layout, self.widths)
         directory, _ = ensure_plans(engine, self.capacity, self._slots, capability, trt, bucket_width)
+        self._takes_guidance = engine.flow_guidance
 
         self._trt, self._cuda = trt, Cuda(cudart)
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -192,7 +194,8 @@ class TensorRTBackend(EngineBackend):
             self._contexts["backbone", bucket, rows] = self._context(
                 "backbone", profile, backbone_bindings(self.layout, dim, bucket, rows), scratch)
         for profile, rows in enumerate(self.widths):
-            self._contexts["flow", rows] = self._context("flow_frame", profile, flow_bindings(self.config, rows), scratch)
+            self._contexts["flow", rows] = self._context("flow_frame", profile,
+                                                         flow_bindings(self.config, rows, self._takes_guidance), scratch)
         self._contexts["codec", None] = self._context("codec", 0, codec_bindings(self.config), scratch)
         self._cuda("cudaStreamSynchronize", self._stream)
 
@@ -365,12 +368,15 @@ class TensorRTBackend(EngineBackend):
         self._d2h(self._step_hidden[:width], "step.hidden")
         return self._step_hidden[rows, 0].copy()
 
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+              expressiveness: np.ndarray) -> np.ndarray:
         n = len(hidden)
         rows = bucket_for(n, self.widths)
-        changed = self._stage_flow(hidden, noise, semantic)
+        changed = self._stage_flow(hidden, noise, semantic, expressiveness)
         self._h2d("flow.hidden", self._flow_hidden[:rows])
         self._h2d("flow.noise", self._flow_noise[:rows])
+        if self._takes_guidance:
+            self._h2d("flow.guidance", self._flow_guidance[:rows])
         if changed:  # all rows (a narrower frame must not leave a sample behind); zeros stay while greedy
             self._h2d("flow.semantic_noise", self._flow_semantic)
         self._replay(("flow", rows))

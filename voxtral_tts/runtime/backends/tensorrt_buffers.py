@@ -61,6 +61,7 @@ def buffer_plan(config: ModelConfig, capacity: int, max_batch: int,
         DeviceBuffer("flow.hidden", (slots, dim), f32),
         DeviceBuffer("flow.noise", (slots, a.n_acoustic_codebook), f32),
         DeviceBuffer("flow.semantic_noise", (slots, a.semantic_head_rows), f32),
+        DeviceBuffer("flow.guidance", (slots, 2), f32),
         DeviceBuffer("flow.codes", (slots, a.num_codebooks), i64),
         DeviceBuffer("codec.codes", (1, codec_frames, a.num_codebooks), i64),
         DeviceBuffer("codec.audio", (1, codec_frames * config.samples_per_frame), f32),
@@ -97,11 +98,14 @@ def backbone_bindings(layout: KVLayout, dim: int, bucket: int | None = None,
     ]
 
 
-def flow_bindings(config: ModelConfig, slots: int) -> list[TensorBinding]:
+def flow_bindings(config: ModelConfig, slots: int, guidance: bool = True) -> list[TensorBinding]:
+    """The flow frame's tensors at ``slots`` rows; ``guidance``: whether its graph takes the
+    guidance weights (False: a format-3 engine, its scale built in)."""
     a = config.audio
     return [TensorBinding("hidden", "flow.hidden", 0, (slots, config.backbone.dim)),
             TensorBinding("noise", "flow.noise", 0, (slots, a.n_acoustic_codebook)),
             TensorBinding("semantic_noise", "flow.semantic_noise", 0, (slots, a.semantic_head_rows)),
+            *([TensorBinding("guidance", "flow.guidance", 0, (slots, 2))] if guidance else []),
             TensorBinding("codes", "flow.codes", 0, (slots, a.num_codebooks))]
 
 

@@ -13,11 +13,13 @@ Optimisation profiles (:func:`graph_profiles`), every shape fixed where a CUDA g
   its sequences, the cache laid out that wide, :mod:`.kv_slots`). The runtime binds each layer's
   cache prefix ``[:bucket]`` and masks the rows past each sequence's length, so each (bucket,
   width) is one execution context and one CUDA graph (:func:`decode_profiles` lists them in order);
-- flow frame: one profile per batch width; codec: one chunk of 75 frames (50 new + 25 context).
+- flow frame: one profile per batch width (with the ``guidance`` input from engine format 4 on);
+  codec: one chunk of 75 frames (50 new + 25 context).
 
 Plans are cached in ``ENGINE_DIR/tensorrt/<key digest>/`` (``$VOXTRAL_TTS_CACHE/tensorrt/`` when
 the engine directory is read-only), keyed by GPU compute capability, TensorRT version, model
-identity, precision and profile (:func:`cache_key`), and rebuilt when the stored key differs
+identity, precision, the engine's format (its graphs' inputs) and profile (:func:`cache_key`), and
+rebuilt when the stored key differs
 (:func:`rebuild_reason`); a TensorRT upgrade replaces the set it supersedes.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import ModelConfig
-from ...engine import Engine, cache_root
+from ...engine import FORMAT_VERSION, Engine, cache_root
 from ...errors import EngineError, VoxtralError
 from ..constants import CODEC_FRAMES
 from .buckets import power_buckets
@@ -47,8 +49,8 @@ PREFILL_OPT = 256
 GRAPHS = ("backbone", "flow_frame", "codec")
 PLANS_DIR = "tensorrt"
 KEY_FILE = "key.json"
-KEY_FORMAT = 4  # 2: the prefill profile takes a past (voice-prefix cache); 3: flow_frame takes semantic_noise;
-# 4: decode and flow profiles per batch width
+KEY_FORMAT = 5  # 2: the prefill profile takes a past (voice-prefix cache); 3: flow_frame takes semantic_noise;
+# 4: decode and flow profiles per batch width; 5: the engine's format version (4: flow_frame takes guidance)
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
@@ -103,15 +105,17 @@ def backbone_profiles(config: ModelConfig, capacity: int, max_batch: int,
     return profiles
 
 
-def graph_profiles(config: ModelConfig, capacity: int, max_batch: int,
-                   width: int = DECODE_BUCKET) -> dict[str, list[Profile]]:
-    """The optimisation profiles of every graph."""
+def graph_profiles(config: ModelConfig, capacity: int, max_batch: int, width: int = DECODE_BUCKET,
+                   guidance: bool = True) -> dict[str, list[Profile]]:
+    """The optimisation profiles of every graph; ``guidance``: whether the flow frame takes the
+    guidance weights (False: a format-3 engine)."""
     a = config.audio
     return {
         "backbone": backbone_profiles(config, capacity, max_batch, width),
         "flow_frame": [{"hidden": _fixed((rows, config.backbone.dim)),
                         "noise": _fixed((rows, a.n_acoustic_codebook)),
-                        "semantic_noise": _fixed((rows, a.semantic_head_rows))} for rows in batch_widths(max_batch)],
+                        "semantic_noise": _fixed((rows, a.semantic_head_rows)),
+                        **({"guidance": _fixed((rows, 2))} if guidance else {})} for rows in batch_widths(max_batch)],
         "codec": [{"codes": _fixed((1, CODEC_FRAMES, a.num_codebooks))}],
     }
 
@@ -119,14 +123,17 @@ def graph_profiles(config: ModelConfig, capacity: int, max_batch: int,
 # --- plan cache --------------------------------------------------------------------------------------
 
 def cache_key(identity: dict[str, str], precision: str, compute_capability: tuple[int, int], tensorrt_version: str,
-              capacity: int, max_batch: int, width: int = DECODE_BUCKET) -> dict[str, Any]:
-    """What a set of plans depends on: GPU, TensorRT, model, precision and profile."""
+              capacity: int, max_batch: int, width: int = DECODE_BUCKET,
+              engine_format: int = FORMAT_VERSION) -> dict[str, Any]:
+    """What a set of plans depends on: GPU, TensorRT, model, precision, the engine's format (which
+    inputs its graphs take) and profile."""
     return {
         "format": KEY_FORMAT,
         "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}",
         "tensorrt": str(tensorrt_version),
         "model": {k: identity.get(k) for k in ("params_sha256", "checkpoint_sha256", "tekken_sha256")},
         "precision": precision,
+        "engine_format": int(engine_format),
         "profile": {"capacity": int(capacity), "max_batch": int(max_batch),
                     "decode_buckets": decode_buckets(capacity, width), "batch_widths": batch_widths(max_batch),
                     "codec_frames": CODEC_FRAMES},
@@ -138,7 +145,8 @@ def key_digest(key: dict[str, Any]) -> str:
 
 
 _KEY_NAMES = {"format": "key format", "compute_capability": "GPU compute capability", "tensorrt": "TensorRT version",
-              "model": "model identity", "precision": "precision", "profile": "optimisation profile"}
+              "model": "model identity", "precision": "precision", "engine_format": "engine format",
+              "profile": "optimisation profile"}
 
 
 def rebuild_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], plans_present: bool) -> str | None:
@@ -156,7 +164,7 @@ def rebuild_reason(stored: dict[str, Any] | None, wanted: dict[str, Any], plans_
 
 def superseded(stored: dict[str, Any], new: dict[str, Any]) -> bool:
     """A stored set that ``new`` replaces: same GPU, model, precision and profile, other TensorRT."""
-    same = ("compute_capability", "model", "precision", "profile")
+    same = ("compute_capability", "model", "precision", "engine_format", "profile")
     return all(stored.get(k) == new.get(k) for k in same) and stored.get("tensorrt") != new.get("tensorrt")
 
 
@@ -183,13 +191,15 @@ def plans_complete(directory: Path) -> bool:
 def ensure_plans(engine: Engine, capacity: int, max_batch: int, compute_capability: tuple[int, int], trt,
                  width: int = DECODE_BUCKET) -> tuple[Path, dict[str, Any]]:
     """The plan set for this GPU and profile, built (minutes at full size) when missing or stale."""
-    key = cache_key(engine.identity, engine.precision, compute_capability, trt.__version__, capacity, max_batch, width)
+    key = cache_key(engine.identity, engine.precision, compute_capability, trt.__version__, capacity, max_batch, width,
+                    engine.manifest["format_version"])
     root = plans_root(engine.path)
     directory = root / key_digest(key)
     reason = rebuild_reason(read_key(directory), key, plans_complete(directory))
     if reason is not None:
         log.info("building TensorRT plans in %s: %s", directory, reason)
-        build_plans(engine, directory, key, graph_profiles(engine.config, capacity, max_batch, width), trt)
+        build_plans(engine, directory, key,
+                    graph_profiles(engine.config, capacity, max_batch, width, engine.flow_guidance), trt)
         for other in root.iterdir():
             stored = read_key(other) if other.is_dir() and other != directory else None
             if stored is not None and superseded(stored, key):

@@ -36,6 +36,7 @@ from ...engine import is_engine_dir
 from ...errors import VoxtralError
 from ..backend import Backend
 from ..constants import DEFAULT_CAPACITY, MAX_BATCH
+from ..guidance import guidance_weights
 from ..hardware import cpu_bf16
 from ..load_options import TORCH_DTYPES, TorchOptions
 from .buckets import bucket_for, power_buckets
@@ -228,6 +229,7 @@ class TorchBackend(Backend):
         self._noise = torch.zeros(self._slots, a.n_acoustic_codebook, dtype=torch.float32, device=self.device)
         self._semantic = torch.zeros(self._slots, a.semantic_head_rows, dtype=torch.float32, device=self.device)
         self._sampled = False  # whether _semantic holds samples (zeroed again for a greedy frame)
+        self._guidance = torch.zeros(self._slots, 2, dtype=torch.float32, device=self.device)  # each row's (α, 1 − α)
         self._fused = FusedBlocks(self.model) if options.compile else None
         # feedback sums on the host, in float32; text rows are looked up by the module (on its device)
         table = self.model.backbone.mm_audio_embeddings.audio_codebook_embeddings.embeddings.weight
@@ -348,14 +350,18 @@ class TorchBackend(Backend):
 
     # --- flow and codec ----------------------------------------------------------------------------
     @torch.no_grad()
-    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None) -> np.ndarray:
+    def _flow(self, hidden: np.ndarray, noise: np.ndarray, semantic: np.ndarray | None,
+              expressiveness: np.ndarray) -> np.ndarray:
         n = len(hidden)
         rows = bucket_for(n, self._batch_buckets)
         host_hidden = np.zeros((rows, hidden.shape[-1]), np.float32)  # rows past n: zeros, codes unused
         host_noise = np.zeros((rows, noise.shape[-1]), np.float32)
         host_hidden[:n], host_noise[:n] = hidden, noise
+        scales = np.full(rows, self.config.flow.cfg_alpha)
+        scales[:n] = expressiveness
         self._hidden[:rows].copy_(torch.from_numpy(host_hidden))
         self._noise[:rows].copy_(torch.from_numpy(host_noise))
+        self._guidance[:rows].copy_(torch.from_numpy(guidance_weights(scales)))
         if semantic is not None:
             self._semantic[n:rows].zero_()
             self._semantic[:n].copy_(torch.from_numpy(semantic))
@@ -364,7 +370,7 @@ class TorchBackend(Backend):
         self._sampled = semantic is not None
         flow = self.model.acoustic_transformer
         codes = self._captured(("flow", rows), lambda: flow(self._hidden[:rows], self._noise[:rows],
-                                                            self._semantic[:rows]))
+                                                            self._semantic[:rows], self._guidance[:rows]))
         return codes[:n].cpu().numpy()
 
     @torch.no_grad()

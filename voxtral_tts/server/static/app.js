@@ -72,6 +72,7 @@ async function loadConfig() {
   speed.max = config.speed.max;
   $("speed-hint").textContent = `${config.speed.min} to ${config.speed.max}; the pitch is kept.`;
   $("temperature").max = config.temperature.max;
+  $("expressiveness").max = config.expressiveness.max;
   const format = $("format");
   format.replaceChildren(...config.formats.map((name) => new Option(name, name)));
   format.value = config.formats.includes("mp3") ? "mp3" : config.formats[0];
@@ -134,6 +135,8 @@ function requestBody(format) {
   if (seed !== "") body.seed = Number(seed);
   const temperature = $("temperature").value.trim();
   if (temperature !== "" && Number(temperature) !== 0) body.temperature = Number(temperature);
+  const expressiveness = $("expressiveness").value.trim();
+  if (expressiveness !== "") body.expressiveness = Number(expressiveness);
   return body;
 }
 
