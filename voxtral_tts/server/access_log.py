@@ -161,10 +161,10 @@ def _error_code(body: bytes) -> str | None:
     if not isinstance(data, dict):
         return None
     if isinstance(data.get("error"), dict):
-        return data["error"].get("code") or data["error"].get("type")
+        return data["error"].get("code")
     if "detail" in data:
         return "invalid_field"
-    return data.get("code") or data.get("type")
+    return data.get("code")
 
 
 class AccessLog:

@@ -134,7 +134,7 @@ class _WorkerCollector:
         cache = tts.scheduler.prefix_cache
         if cache is None:
             return
-        stats = cache.stats()
+        stats = cache.stats
         for name, value, text in (("hits", stats.hits, "voice prefixes found in the cache"),
                                   ("misses", stats.misses, "voice prefixes computed (not in the cache)"),
                                   ("evictions", stats.evictions, "cache entries dropped for the byte budget")):

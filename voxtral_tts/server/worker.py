@@ -136,7 +136,7 @@ class Synthesizer:
         self.load_error: str | None = None
         self.load_seconds: float | None = None
         self.draining = False
-        self.load = Load()  # replaced by the worker thread after each step
+        self._state = Load()  # the scheduler's, replaced by the worker thread after each step
         self.step_observers: list[Callable[[int], None]] = []  # called with each step's decode rows
         self._submitted: queue.Queue = queue.Queue()
         self._jobs: dict[Request, Job] = {}  # the worker thread's own
@@ -152,6 +152,12 @@ class Synthesizer:
 
     def stop(self) -> None:
         self._submitted.put(None)
+
+    @property
+    def load(self) -> Load:
+        """In flight and free slots as of the latest step; queued: every admitted request not in flight, now."""
+        state = self._state
+        return Load(state.in_flight, max(self._pending - state.in_flight, 0), state.free_slots)
 
     @property
     def pending(self) -> int:
@@ -220,7 +226,7 @@ class Synthesizer:
             log.error("model failed to load: %s", self.load_error)
             return
         scheduler = self.tts.scheduler
-        self.load = Load(free_slots=self.tts.backend.max_batch)
+        self._state = Load(free_slots=self.tts.backend.max_batch)
         ending = False
         while True:
             try:  # wait for work only when there is nothing to do
@@ -265,8 +271,6 @@ class Synthesizer:
 
     def _observe(self, scheduler) -> None:
         state = scheduler.load()
-        with self._lock:
-            queued = self._pending - state.in_flight
-        self.load = Load(state.in_flight, max(queued, 0), state.free_slots)
+        self._state = Load(state.in_flight, state.waiting, state.free_slots)
         for observer in self.step_observers:
             observer(scheduler.frame_rows)
