@@ -37,8 +37,9 @@ def add_web(app: FastAPI, *, max_input_chars: int, model_id: str, api_key_requir
     index = static_dir().joinpath("index.html")
     config = {"model": model_id, "max_input_chars": max_input_chars, "formats": list(FORMATS),
               "speed": {"min": MIN_SPEED, "max": MAX_SPEED, "default": 1.0},
-              "temperature": {"min": 0.0, "max": MAX_TEMPERATURE, "default": 0.0}, "sample_rate": SAMPLE_RATE,
-              "api_key_required": api_key_required}
+              "temperature": {"min": 0.0, "max": MAX_TEMPERATURE, "default": 0.0}, "sample_rate": SAMPLE_RATE}
+    if api_key_required:  # the page then asks for the key (absent: none needed)
+        config["api_key_required"] = True
 
     @app.get("/", include_in_schema=False)
     async def page():
