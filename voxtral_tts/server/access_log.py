@@ -46,7 +46,7 @@ ACCESS_LOGGER = "voxtral_tts.access"
 REQUEST_ID = "X-Request-Id"
 #: a client's request id is taken as it is when it looks like one (else a new id is made)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-#: paths probed every few seconds: their lines are written at DEBUG, not INFO
+#: paths probed every few seconds (a 503 from /ready while loading included): their lines are written at DEBUG
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 #: the finish reasons a request ends with (``end``/``length``: the runtime's; the others: how it ended here)
 FINISH_REASONS = ("end", "length", "cancelled", "failed")
@@ -140,7 +140,7 @@ class RequestLog:
     def end(self, record: RequestRecord) -> None:
         record.latency = time.monotonic() - record.started
         fields = record.fields()
-        level = logging.DEBUG if record.path in QUIET_PATHS and (record.status or 0) < 400 else logging.INFO
+        level = logging.DEBUG if record.path in QUIET_PATHS else logging.INFO
         gone = " (client went away)" if record.client_gone else ""
         self.log.log(level, "%s %s %s %.3fs%s", record.method, record.path, record.status, record.latency, gone,
                      extra={"access": fields})
@@ -244,7 +244,10 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger [request id]: message key=value …`` (the access fields after the message)."""
+    """``time level logger [request id]: message key=value …`` (the access fields after the message,
+    less those the message says: method, path, status, latency; ``client_gone`` only when true)."""
+
+    SAID = frozenset({"request_id", "method", "path", "status", "latency_s"})
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
@@ -253,8 +256,9 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         fields = getattr(record, "access", None)
         if fields:
-            line += " " + " ".join(f"{key}={json.dumps(value) if isinstance(value, str) else value}"
-                                   for key, value in fields.items() if key not in ("request_id",))
+            line += "".join(f" {key}={json.dumps(value) if isinstance(value, str) else value}"
+                            for key, value in fields.items()
+                            if key not in self.SAID and not (key == "client_gone" and not value))
         return line
 
 
