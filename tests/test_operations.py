@@ -185,6 +185,9 @@ def test_an_abandoned_request_is_logged_as_such(tiny_engine_dir, access_lines):
     assert lines["left-stream"]["status"] == 200 and lines["left-stream"]["client_gone"] is True
     assert lines["left-stream"]["finish_reason"] == "cancelled"
     assert lines["left-file"]["client_gone"] is True and lines["left-file"]["finish_reason"] == "cancelled"
+    # the worker thread's line about the cancelled generation carries the request's id too
+    stopped = [r for r in access_lines.records if r.getMessage().startswith("request cancelled after")]
+    assert [r.request_id for r in stopped] == ["left-stream"]
 
 
 # --- API keys -------------------------------------------------------------------------------------------

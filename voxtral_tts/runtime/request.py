@@ -39,6 +39,7 @@ class Request:
     noise: NoiseSource
     max_frames: int | None = None
     streaming: bool = True
+    log_id: str | None = None  # its caller's id for it (a server's request id): on the scheduler's log lines about it
     usage: Usage = field(default_factory=Usage, init=False)  # so far; final in RequestDone
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 

@@ -177,7 +177,8 @@ class Scheduler:
             if flight.next_part == 0:
                 error = Cancelled("cancelled before generation started")
             else:
-                log.info("request cancelled after %d frames", request.usage.frames)
+                log.info("request cancelled after %d frames", request.usage.frames,
+                         extra={"request_id": request.log_id} if request.log_id else None)
                 error = Cancelled(f"generation cancelled after {request.usage.frames} frames")
             self._fail(request, error, events)
 

@@ -75,6 +75,10 @@ class Job:
     gone: bool = False  # its client went away
     closed: bool = False
 
+    def __post_init__(self):
+        if self.record is not None:  # the worker thread's log lines about it carry its id too
+            self.request.log_id = self.record.id
+
     def put(self, event: Event) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, event)
 
