@@ -3,8 +3,9 @@
 
 Ray's proxy hands ``/metrics`` to one replica, which knows only its own numbers. So each replica
 pushes its metrics (Prometheus' text, :mod:`.metrics`) every :data:`PUSH_INTERVAL_S` seconds to one
-small named actor, the :class:`MetricsHub` (no CPU reserved; detached, so that it outlives the
-replica that created it; found by name by the others). The replica answering a scrape renders its
+small named actor per application, the :class:`MetricsHub` (no CPU reserved; detached, so that it
+outlives the replica that created it; found by name by the others; :func:`remove_hub` ends it
+with the application). The replica answering a scrape renders its
 own metrics fresh, adds the others' latest from the hub — those pushed within
 :data:`STALE_AFTER_S`: a replica that died drops out — and labels every sample with its replica's
 tag (:func:`merge`). Counters are per replica, as Prometheus expects: ``sum by`` adds them up.
@@ -48,10 +49,18 @@ class MetricsHub:
         return {replica: text for replica, (at, text) in self.texts.items() if now - at <= max_age}
 
 
-def hub():
-    """The cluster's hub (created by the first replica that asks)."""
-    return MetricsHub.options(name=HUB_NAME, namespace=HUB_NAMESPACE, get_if_exists=True,
+def hub(app_name: str):
+    """The application's hub (created by the first replica that asks)."""
+    return MetricsHub.options(name=f"{HUB_NAME}:{app_name}", namespace=HUB_NAMESPACE, get_if_exists=True,
                               lifetime="detached").remote()
+
+
+def remove_hub(app_name: str) -> None:
+    """End the application's hub (taking the application down), if there is one."""
+    try:
+        ray.kill(ray.get_actor(f"{HUB_NAME}:{app_name}", namespace=HUB_NAMESPACE))
+    except ValueError:  # none
+        pass
 
 
 class _Families:
@@ -84,9 +93,9 @@ class ReplicaMetrics:
     with every live replica's metrics (:meth:`exposition`, which replaces
     :attr:`~.metrics.Metrics.exposition`)."""
 
-    def __init__(self, replica: str, render: Callable[[], bytes]):
-        self.replica, self.render = replica, render
-        self.hub = hub()
+    def __init__(self, replica: str, render: Callable[[], bytes], app_name: str):
+        self.replica, self.render, self.app_name = replica, render, app_name
+        self.hub = hub(app_name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._push_forever, name="voxtral-metrics-push", daemon=True)
         self._thread.start()
@@ -98,7 +107,7 @@ class ReplicaMetrics:
             except Exception as exc:  # the hub restarting, the cluster going down: the next push retries
                 log.debug("metrics push failed: %s", exc)
                 try:
-                    self.hub = hub()
+                    self.hub = hub(self.app_name)
                 except Exception:
                     pass
 

@@ -42,7 +42,7 @@ from ..runtime.tts import TTS
 from .app import create_app
 from .config import ServeConfig, check_ray_arguments, parser, serve_config
 from .errors import encodable, error_body
-from .ray_metrics import ReplicaMetrics
+from .ray_metrics import ReplicaMetrics, remove_hub
 from .schemas import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,7 @@ class VoxtralTTS:
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         context = serve.get_replica_context()
         self.tag = f"{context.deployment}#{context.replica_tag}"
+        self.app_name = context.app_name
         self.name = f"{self.tag}; node={ray.util.get_node_ip_address()}; pid={os.getpid()}"
         self.options = options
         self.tts = load()
@@ -173,7 +174,7 @@ class VoxtralTTS:
         app = create_app(lambda: tts, self.options)
         app.add_middleware(ReplicaHeader, value=self.name)
         self.synthesizer = app.state.synthesizer
-        self.metrics = ReplicaMetrics(self.tag, app.state.metrics.render)
+        self.metrics = ReplicaMetrics(self.tag, app.state.metrics.render, self.app_name)
         app.state.metrics.exposition = self.metrics.exposition  # every replica's, labelled
         return app
 
@@ -326,5 +327,7 @@ def take_down(app_name: str | None = None, timeout: float = SHUTDOWN_TIMEOUT_S) 
         worker.join(timeout)
         if worker.is_alive():
             log.warning("Ray Serve did not shut down within %d s (is the cluster gone?); leaving it", timeout)
+        elif app_name:  # the replicas' metrics hub outlives them (detached): ended with its application
+            remove_hub(app_name)
     finally:
         ray.shutdown()
