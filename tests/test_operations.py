@@ -33,6 +33,7 @@ from voxtral_tts.server.config import parser, serve_config  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 
 from test_server import FRAMES, SECONDS, Live, slow_server, wait_until  # noqa: E402
+from test_web import browser  # noqa: E402, F401  (the fixture: a real browser, or a skip)
 
 SPEECH = "/v1/audio/speech"
 BODY = {"model": "m", "input": "Hello there.", "voice": "alloy", "response_format": "pcm"}
@@ -224,6 +225,34 @@ def test_the_api_needs_a_key(keyed):
     assert client.audio.speech.create(model="m", voice="alloy", input="Hi.", response_format="wav").content[:4] == b"RIFF"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=keyed.url + "/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_the_page_asks_for_the_key(keyed, browser):  # noqa: F811 (the fixture imported above)
+    """With keys, the page at / shows a key field, says it needs the key, and once given one loads
+    the voices and speaks with it."""
+    tab = browser.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+
+    def wait(expression: str, timeout: float = 20):  # polled: the page's CSP forbids Playwright's eval
+        deadline = time.time() + timeout
+        while not tab.evaluate(expression):
+            assert time.time() < deadline, (expression, tab.inner_text("#status"), tab.inner_text("#error"))
+            time.sleep(0.02)
+
+    try:
+        tab.goto(keyed.url + "/")
+        wait("voxtralPage.state === 'key'")
+        assert tab.is_visible("#api-key") and "API key" in tab.inner_text("#status")
+        tab.fill("#api-key", "key-one")
+        tab.dispatch_event("#api-key", "change")
+        wait("voxtralPage.state === 'idle'")
+        tab.fill("#text", "Hello there.")
+        tab.click("#speak")
+        wait("voxtralPage.state === 'done'", 60)
+        assert tab.evaluate("voxtralPage.lastStatus") == 200 and errors == []
+    finally:
+        tab.close()
 
 
 def test_a_websocket_handshake_needs_a_key():

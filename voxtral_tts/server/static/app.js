@@ -11,7 +11,7 @@ const stats = {
   partsDone: 0,
   parts: 0,
   lastStatus: null, // HTTP status of the last request
-  state: "loading", // loading | idle | busy | done | stopped | error
+  state: "loading", // loading | key (the server asks for an API key) | idle | busy | done | stopped | error
 };
 window.voxtralPage = stats;
 
@@ -94,7 +94,7 @@ async function loadConfig() {
 async function loadVoices() {
   const response = await fetch("/v1/audio/voices", { headers: authHeaders() });
   if (response.status === 401) { // wait for the key: entering it loads the voices
-    setStatus("This server asks for an API key: enter it above.", "error");
+    setStatus("This server asks for an API key: enter it above.", "key");
     $("api-key").focus();
     return;
   }
