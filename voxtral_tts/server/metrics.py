@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-from .access_log import RequestRecord
+from .access_log import FINISH_REASONS, RequestRecord
 
 if TYPE_CHECKING:
     from .worker import Synthesizer
@@ -70,7 +70,7 @@ class Metrics:
                               "observed): the decode batch's occupancy, at most voxtral_decode_slots",
                               buckets=ROW_BUCKETS, registry=r)
         self.exposition: Callable[[], bytes] = self.render
-        for reason in ("end", "length", "cancelled", "failed"):
+        for reason in FINISH_REASONS:
             self.finished.labels(reason)  # each reason shows, at 0, before its first request
 
     def watch(self, synth: Synthesizer) -> None:
