@@ -272,6 +272,29 @@ def test_overload_is_503_with_retry_after(gate):
     assert all(len(r.content) == PCM_BYTES for r in responses)
 
 
+def test_every_replicas_metrics_appear_with_its_label(gate):
+    """/metrics through Ray's proxy answers every replica's metrics, each sample labelled with
+    its replica (the name its responses carry in X-Voxtral-Replica)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        served = {replica_of(r) for r in pool.map(lambda seed: speech(gate.url, seed=seed), range(8))}
+    assert len(served) == 2
+    deadline = time.time() + 30
+    while True:  # each replica pushes its metrics every second
+        response = httpx.get(gate.url + "/metrics", timeout=30)
+        assert response.status_code == 200
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+        slots = {s.labels["replica"]: s.value for s in families["voxtral_decode_slots"].samples}
+        requests = {s.labels["replica"] for s in families["voxtral_requests"].samples
+                    if s.name == "voxtral_requests_total" and s.labels["endpoint"] == "/v1/audio/speech"}
+        if set(slots) == served and requests == served or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(slots) == served and all(value == MAX_BATCH for value in slots.values()), slots
+    assert requests == served
+
+
 def steps(gate) -> int:
     """Decode steps taken by all replicas so far."""
     return sum(int(path.read_text() or 0) for path in gate.gate.glob("steps-*"))

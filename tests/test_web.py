@@ -132,19 +132,15 @@ def test_no_web_leaves_the_api_alone(tiny_engine_dir):
 
 def test_voxtral_serve_has_no_web_flag(monkeypatch):
     """``--no-web`` reaches the app's options (what the app then serves is the test above)."""
-    import logging
-
-    import uvicorn
-
     from voxtral_tts.runtime.load_options import load_plan
-    from voxtral_tts.server import cli, config
+    from voxtral_tts.server import cli, config, shutdown
 
     made = []
     monkeypatch.setattr(cli, "create_app", lambda load, options: made.append(options) or "app")
     monkeypatch.setattr(config, "model_path", lambda path: path)
     monkeypatch.setattr(config, "options_from_args", lambda args, **kwargs: load_plan("onnxruntime"))
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
-    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # the test process's logging stays as is
+    monkeypatch.setattr(shutdown, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)  # the test process's logging stays as is
     assert cli.main(["engine"]) == 0 and cli.main(["engine", "--no-web"]) == 0
     assert [options.web for options in made] == [True, False]
 

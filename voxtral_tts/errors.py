@@ -34,6 +34,11 @@ class TextError(VoxtralError):
     """Empty or too-long input text."""
 
 
+class NormalisedToNothing(TextError):
+    """Text that normalisation for speech leaves empty (only emoji or symbols); spoken as given with
+    ``normalize=False``."""
+
+
 class OptionError(VoxtralError):
     """A request option out of its range: ``field`` names it (the server's ``param``; the command
     line's flag is ``--`` + the field with dashes), ``problem`` says what is wrong with it

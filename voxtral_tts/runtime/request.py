@@ -41,6 +41,7 @@ class Request:
     max_frames: int | None = None
     streaming: bool = True
     expressiveness: float | None = None
+    log_id: str | None = None  # its caller's id for it (a server's request id): on the scheduler's log lines about it
     usage: Usage = field(default_factory=Usage, init=False)  # so far; final in RequestDone
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 

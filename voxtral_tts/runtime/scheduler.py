@@ -65,6 +65,17 @@ PARTS_AHEAD_PER_SLOT = 4
 PromptBuilder = Callable[[str, Voice], "tuple[np.ndarray, np.ndarray]"]
 
 
+@dataclass(frozen=True)
+class SchedulerLoad:
+    """The scheduler's state for a server's gauges: requests with a part started (``in_flight``) and
+    not yet started (``waiting``), parts decoding (``running``) and free decoding slots."""
+
+    in_flight: int
+    waiting: int
+    running: int
+    free_slots: int
+
+
 @dataclass(eq=False)
 class _Flight:
     """A request inside the scheduler: its next part to start, its parts running, and the events of
@@ -101,6 +112,7 @@ class Scheduler:
         self._loop = FrameLoop(backend)
         self._flights: dict[Request, _Flight] = {}  # submitted and not done, in submission order
         self._running: list[Sequence] = []  # admitted and not finished, in admission order
+        self.frame_rows = 0  # sequences in the latest step's frame (0: no frame ran)
 
     @property
     def idle(self) -> bool:
@@ -110,11 +122,17 @@ class Scheduler:
     def submit(self, request: Request) -> None:
         self._flights[request] = _Flight(request)
 
+    def load(self) -> SchedulerLoad:
+        """What the scheduler holds now (read it on the thread that steps it)."""
+        started = sum(1 for flight in self._flights.values() if flight.next_part)
+        return SchedulerLoad(started, len(self._flights) - started, len(self._running), len(self._loop.free))
+
     def step(self) -> list[Event]:
         """Drop cancelled requests, admit parts into free slots, run one frame for everything in flight."""
         events: list[Event] = []
         self._drop_cancelled(events)
         self._admit(events)
+        self.frame_rows = len(self._running)
         if self._running:
             self._frame(events)
         return events
@@ -159,7 +177,8 @@ class Scheduler:
             if flight.next_part == 0:
                 error = Cancelled("cancelled before generation started")
             else:
-                log.info("request cancelled after %d frames", request.usage.frames)
+                log.info("request cancelled after %d frames", request.usage.frames,
+                         extra={"request_id": request.log_id} if request.log_id else None)
                 error = Cancelled(f"generation cancelled after {request.usage.frames} frames")
             self._fail(request, error, events)
 

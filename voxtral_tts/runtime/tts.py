@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..engine import check_not_partial_engine
-from ..errors import TextError, VoxtralError
+from ..errors import NormalisedToNothing, VoxtralError
 from ..normalize import normalize_text
 from ..text import CheckedText, check_text, split_text
 from ..tokenizer import Tekken
@@ -97,7 +97,7 @@ class TTS:
             try:
                 text = check_text(said, max_chars=None)
             except VoxtralError:
-                raise TextError("text is empty once normalised for speech (only symbols or emoji?); "
+                raise NormalisedToNothing("text is empty once normalised for speech (only symbols or emoji?); "
                                 "normalize=False / --no-normalize speaks it as given") from None
         parts = [text] if options.part_chars is None else split_text(text, options.part_chars)
         if len(parts) > 1:

@@ -6,8 +6,9 @@ The pieces, one concern each: the request and response bodies and the app's opti
 (:mod:`.errors`: 400 for bad input, 500 without a traceback); the model's worker thread, which runs
 every request through the runtime's scheduler, the requests in flight together (:mod:`.worker`: 503
 while loading or overloaded); the 413 for an oversized body (:mod:`.middleware`); the streamed
-response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); and the page to try the
-voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off.
+response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); the page to try the
+voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off; one log line per request
+with its id (:mod:`.access_log`), ``GET /metrics`` (:mod:`.metrics`) and API keys (:mod:`.auth`).
 
 Audio is encoded per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as
 server-sent events (``stream_format: "sse"``). A client that goes away cancels its generation at
@@ -17,6 +18,7 @@ the next frame.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -29,14 +31,17 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from ..encoding import FORMATS, MAX_SPEED, MIN_SPEED, StreamEncoder, check_format, check_speed
-from ..errors import OptionError, VoiceError, VoxtralError
+from ..errors import NormalisedToNothing, OptionError, VoiceError, VoxtralError
 from ..runtime.options import SpeechOptions
 from ..runtime.request import RequestFailed
 from ..runtime.tts import TTS
 from ..text import check_text
 from ..voices import voice_gender, voice_language
 from . import mistral
+from .access_log import AccessLog, RequestLog, current_request
+from .auth import APIKeys, RequireKey
 from .errors import APIError, add_error_handlers, as_api_error, quoted
+from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit
 from .mistral import accepts_mistral, is_mistral, mistral_error, validation_error
 from .openapi import patch_openapi
@@ -72,7 +77,15 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
 
     app = FastAPI(title="voxtral-tts", summary="OpenAI-compatible speech for Voxtral-4B-TTS-2603", lifespan=lifespan)
     app.state.synthesizer = synth
+    app.state.api_keys = keys = APIKeys(options.api_keys)
+    app.state.request_log = request_log = RequestLog()
+    app.state.metrics = metrics = Metrics()
+    metrics.watch(synth)
+    request_log.observe(metrics.observe_request)
+    synth.step_observers.append(metrics.observe_step)
+    app.add_middleware(RequireKey, keys=keys, metrics=options.metrics_need_key)  # inside BodyLimit: the body is read
     app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    app.add_middleware(AccessLog, request_log=request_log)  # outermost: every answer is logged
     patch_openapi(app, synth)
     add_error_handlers(app)
 
@@ -95,8 +108,18 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
 
     @app.get("/ready")
     async def ready():
+        """Readiness: 200 with the load (requests in flight and queued) while the model serves;
+        503 while it loads, once it failed, and while the server shuts down."""
         tts_or_503()
-        return {"status": "ready", "model": options.model_id}
+        if synth.draining:
+            raise APIError(503, "the server is shutting down", "server_error", code="shutting_down")
+        return {"status": "ready", "model": options.model_id, "in_flight": synth.load.in_flight,
+                "queued": synth.load.queued}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        """Prometheus' text format (:mod:`.metrics`)."""
+        return Response(await asyncio.to_thread(metrics.exposition), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models():
@@ -139,6 +162,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except VoxtralError:
             raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
                            param=voice_param, code="unknown_voice") from None
+        if (record := current_request()) is not None:
+            record.voice, record.text_chars = voice, len(text)
         return tts, text, voice
 
     async def submit(tts: TTS, text: str, voice: str, body, request: HTTPRequest):
@@ -152,7 +177,11 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except OptionError as exc:
             raise APIError(400, str(exc), param=exc.field) from None
         try:  # every part checked against the KV cache before anything is generated
-            speech_request = tts.request(text, speech_options)
+            try:
+                speech_request = tts.request(text, speech_options)
+            except NormalisedToNothing:  # as the schema says: spoken as given (only emoji or symbols)
+                log.info("normalisation leaves nothing of the text: speaking it as given")
+                speech_request = tts.request(text, dataclasses.replace(speech_options, normalize=False))
         except OptionError as exc:  # an expressiveness the engine cannot run
             raise APIError(400, str(exc), param=exc.field) from None
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
@@ -211,10 +240,12 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             speed = check_speed(body.speed)
         except ValueError:
             raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+        fmt = check_format(body.response_format)  # ogg → opus
+        if (record := current_request()) is not None:
+            record.format = fmt
         job, first = await submit(tts, text, voice, body, request)
         streamed = False
         try:
-            fmt = check_format(body.response_format)  # ogg → opus
             sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
             if sse or body.stream_format == "audio":
                 streamed = True  # the stream closes the job when it ends
@@ -234,6 +265,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         mistral.refusals(body, data, NO_ENCODER)
         tts, text, voice = prepare(body.input, body.voice_id, "voice_id")
         fmt = check_format(body.response_format)
+        if (record := current_request()) is not None:
+            record.format = fmt
         job, first = await submit(tts, text, voice, body, request)
         if body.stream:  # the stream closes the job when it ends
             return StreamingResponse(mistral.server_sent_events(job, first, mistral.encoder(fmt, tts.sample_rate, False)),
@@ -247,5 +280,6 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return mistral.audio_json(content, job.collector.finish_reason)
 
     if options.web:
-        add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)
+        add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id,
+                api_key_required=keys.required)
     return app

@@ -2,6 +2,9 @@
 
     voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch] [--device cpu|cuda]
     voxtral-serve ENGINE_OR_MODEL_DIR --replicas N [--max-replicas M] [--ray-address ADDR]   # on Ray Serve
+    voxtral-serve … [--api-key KEY] [--ssl-certfile F --ssl-keyfile F] [--log-format json] [--graceful-timeout S]
+
+Operating it (metrics at /metrics, the log, keys, TLS, shutdown): docs/operations.md.
 
 A browser at http://127.0.0.1:8080/ gets a page to try the voices (``--no-web``: the API alone).
 Any OpenAI client works unchanged::
@@ -17,6 +20,7 @@ import logging
 import sys
 
 from ..errors import VoxtralError, run_cli
+from .access_log import configure_logging
 from .app import create_app
 from .config import RAY_MISSING, check_ray_arguments, parser, serve_config
 
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
 
     def serve() -> int:
         check_ray_arguments(args)
@@ -37,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 raise VoxtralError(RAY_MISSING) from None
             return ray_serve.serve_forever(args)
-        import uvicorn
+        from . import shutdown
 
         config = serve_config(args)
         app = create_app(config.load, config.server)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        shutdown.run(app, host=args.host, port=args.port, graceful_timeout=args.graceful_timeout,
+                     ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                     access_log=args.uvicorn_access_log, log_level=args.log_level)
         return 0
 
     return run_cli("voxtral-serve", serve)

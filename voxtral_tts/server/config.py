@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..api import open_tts
 from ..cli_options import add_backend_arguments, add_max_batch_argument, options_from_args
@@ -17,7 +18,10 @@ from ..hub import model_path
 from ..runtime.constants import STREAM_CHUNKS
 from ..runtime.load_options import LoadPlan
 from ..runtime.options import SpeechOptions
+from .access_log import LOG_FORMATS
+from .auth import API_KEYS_ENV, keys_from
 from .schemas import ServerOptions
+from .shutdown import DEFAULT_GRACEFUL_TIMEOUT_S
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
 
@@ -42,6 +46,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-web", dest="web", action="store_false",
                    help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
+    ops = p.add_argument_group("operations (docs/operations.md)")
+    ops.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="log lines as text or as one JSON object each (default %(default)s); one line per request")
+    ops.add_argument("--uvicorn-access-log", action="store_true",
+                     help="uvicorn's own access log too (off: the server's one line per request says more)")
+    ops.add_argument("--api-key", action="append", metavar="KEY",
+                     help=f"require Authorization: Bearer KEY on the API (/v1/…); repeat for several keys; also "
+                          f"${API_KEYS_ENV} (keys separated by commas), which keeps them out of the process list")
+    ops.add_argument("--metrics-need-key", action="store_true", help="/metrics behind the API keys too (default: open)")
+    ops.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM; with --ssl-keyfile)")
+    ops.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    ops.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S, metavar="SECONDS",
+                     help="on SIGTERM, let requests in progress finish for this long, then end them and exit "
+                          "(default %(default)s: under Kubernetes' default terminationGracePeriodSeconds of 30)")
     ray = p.add_argument_group("scale-out on Ray Serve (pip install 'voxtral-tts[ray]')")
     ray.add_argument("--replicas", type=int,
                      help="serve through Ray Serve with this many replicas, each with its own model and decode batch "
@@ -74,6 +92,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     """The model path, backend and options from parsed flags (checked here, before anything loads)."""
     if args.max_queue < 0:
         raise VoxtralError(f"--max-queue must be at least 0, got {args.max_queue}")
+    check_operation_arguments(args)
     try:  # the per-part frame cap every request gets: checked once, as a request's own would be
         SpeechOptions(max_frames=args.max_frames)
     except OptionError as exc:
@@ -84,8 +103,23 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(str(model), plan.backend, plan, ServerOptions(max_queue=args.max_queue,
                                                                    max_frames=args.max_frames,
                                                                    max_input_chars=args.max_input_chars,
-                                                                   web=args.web),
+                                                                   web=args.web,
+                                                                   api_keys=keys_from(args.api_key),
+                                                                   metrics_need_key=args.metrics_need_key),
                        args.max_batch)
+
+
+def check_operation_arguments(args: argparse.Namespace) -> None:
+    """The TLS pair and the graceful timeout (the keys need no check)."""
+    if args.graceful_timeout < 0:
+        raise VoxtralError(f"--graceful-timeout must be at least 0 seconds, got {args.graceful_timeout}")
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        raise VoxtralError("--ssl-certfile and --ssl-keyfile go together")
+    for flag, path in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise VoxtralError(f"{flag}: no such file: {path}")
+    if args.metrics_need_key and not keys_from(args.api_key):
+        raise VoxtralError(f"--metrics-need-key needs API keys (--api-key or ${API_KEYS_ENV})")
 
 
 def check_ray_arguments(args: argparse.Namespace) -> None:
@@ -94,6 +128,9 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
             raise VoxtralError(f"--{'max-replicas' if args.max_replicas is not None else 'ray-address'} applies "
                                "with --replicas (serving on Ray Serve)")
         return
+    if args.ssl_certfile is not None:
+        raise VoxtralError("--ssl-certfile applies to the single server; with --replicas, end TLS at a proxy in "
+                           "front of Ray Serve (docs/operations.md)")
     if args.replicas < 1:
         raise VoxtralError(f"--replicas must be at least 1, got {args.replicas}")
     if args.max_replicas is not None and args.max_replicas < args.replicas:

@@ -21,6 +21,10 @@ from ..errors import VoxtralError
 log = logging.getLogger(__name__)
 
 
+class ServerShuttingDown(Exception):
+    """A request ended by the server's shutdown (its graceful timeout passed): 503 ``shutting_down``."""
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None, headers: dict | None = None):
@@ -55,6 +59,9 @@ def as_api_error(exc: Exception) -> APIError:
     else 500 (logged, without its detail in the answer)."""
     if isinstance(exc, VoxtralError):
         return APIError(400, str(exc))
+    if isinstance(exc, ServerShuttingDown):
+        log.warning("request ended by the shutdown: %s", exc)
+        return APIError(503, str(exc), "server_error", code="shutting_down", headers={"Retry-After": "1"})
     log.error("generation failed: %s: %s", type(exc).__name__, exc)
     return APIError(500, "internal server error", "server_error")
 

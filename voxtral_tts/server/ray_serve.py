@@ -16,7 +16,9 @@ simultaneous arrivals as queued until each is placed, so a smaller queue would r
 replicas have room for); beyond it Ray answers 503 with ``Retry-After: 1`` — in OpenAI's shape, code
 ``overloaded``, like the single server's, where :func:`proxy_middlewares` is installed in Ray's
 proxy (``voxtral-serve --replicas`` does it on the cluster it starts). Every response
-names its replica in :data:`REPLICA_HEADER`.
+names its replica in :data:`REPLICA_HEADER`. ``GET /metrics`` answers every replica's metrics, each
+with a ``replica`` label (:mod:`.ray_metrics`). On shutdown Ray drains each replica for
+``--graceful-timeout`` seconds (its ``graceful_shutdown_timeout_s``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ..runtime.tts import TTS
 from .app import create_app
 from .config import ServeConfig, check_ray_arguments, parser, serve_config
 from .errors import encodable, error_body
+from .ray_metrics import ReplicaMetrics, remove_hub
 from .schemas import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -157,11 +160,13 @@ class VoxtralTTS:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         context = serve.get_replica_context()
-        self.name = (f"{context.deployment}#{context.replica_tag}; node={ray.util.get_node_ip_address()}; "
-                     f"pid={os.getpid()}")
+        self.tag = f"{context.deployment}#{context.replica_tag}"
+        self.app_name = context.app_name
+        self.name = f"{self.tag}; node={ray.util.get_node_ip_address()}; pid={os.getpid()}"
         self.options = options
         self.tts = load()
         self.synthesizer = None
+        self.metrics: ReplicaMetrics | None = None
         log.info("replica %s ready: %d decoding slots", self.name, self.tts.backend.max_batch)
 
     def __serve_build_asgi_app__(self):
@@ -169,7 +174,13 @@ class VoxtralTTS:
         app = create_app(lambda: tts, self.options)
         app.add_middleware(ReplicaHeader, value=self.name)
         self.synthesizer = app.state.synthesizer
+        self.metrics = ReplicaMetrics(self.tag, app.state.metrics.render, self.app_name)
+        app.state.metrics.exposition = self.metrics.exposition  # every replica's, labelled
         return app
+
+    def __del__(self):
+        if self.metrics is not None:
+            self.metrics.close()
 
     def check_health(self) -> None:
         """Ray's health check: a replica whose worker thread has stopped is restarted."""
@@ -190,7 +201,7 @@ def replica_resources(config: ServeConfig) -> dict:
 
 def application(load: Callable[[], TTS], options: ServerOptions, *, max_batch: int, replicas: int = 1,
                 max_replicas: int | None = None, ray_actor_options: dict | None = None,
-                log_level: str = "info") -> serve.Application:
+                log_level: str = "info", graceful_timeout: float | None = None) -> serve.Application:
     """The Ray Serve application: ``replicas`` replicas of :func:`create_app` (``load``: a picklable
     callable that builds the model, called once in each replica), or autoscaled between
     ``replicas`` and ``max_replicas`` on ongoing requests (``max_batch`` per replica)."""
@@ -204,6 +215,8 @@ def application(load: Callable[[], TTS], options: ServerOptions, *, max_batch: i
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": ray_actor_options or {"num_cpus": 1},
     }
+    if graceful_timeout is not None:  # how long Ray lets a stopping replica's requests finish
+        settings["graceful_shutdown_timeout_s"] = graceful_timeout
     if max_replicas is None:
         settings["num_replicas"] = replicas
     else:
@@ -224,11 +237,11 @@ def app_from_args(args: argparse.Namespace) -> serve.Application:
     config = _exported(serve_config(args))
     return application(config.load, config.server, max_batch=config.max_batch, replicas=args.replicas,
                        max_replicas=args.max_replicas, ray_actor_options=replica_resources(config),
-                       log_level=args.log_level)
+                       log_level=args.log_level, graceful_timeout=args.graceful_timeout)
 
 
 #: options of voxtral-serve that are flags (no value)
-_FLAGS = {"compile"}
+_FLAGS = {"compile", "metrics_need_key", "uvicorn_access_log"}
 
 
 def build_app(args: dict) -> serve.Application:
@@ -257,7 +270,8 @@ def build_app(args: dict) -> serve.Application:
     try:
         parsed = parser().parse_args(argv)
     except SystemExit:  # argparse has printed what is wrong
-        raise ValueError(f"voxtral-tts: bad application arguments {argv}") from None
+        shown = ["***" if i and argv[i - 1] == "--api-key" else arg for i, arg in enumerate(argv)]  # never a key
+        raise ValueError(f"voxtral-tts: bad application arguments {shown}") from None
     return app_from_args(parsed)
 
 
@@ -313,5 +327,7 @@ def take_down(app_name: str | None = None, timeout: float = SHUTDOWN_TIMEOUT_S) 
         worker.join(timeout)
         if worker.is_alive():
             log.warning("Ray Serve did not shut down within %d s (is the cluster gone?); leaving it", timeout)
+        elif app_name:  # the replicas' metrics hub outlives them (detached): ended with its application
+            remove_hub(app_name)
     finally:
         ray.shutdown()

@@ -8,7 +8,7 @@ of ``POST /v1/audio/speech`` — OpenAI's (:class:`SpeechRequest`) and Mistral's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
@@ -30,6 +30,8 @@ class ServerOptions:
     max_frames: int | None = None  # per text part; None: the runtime's text-length budget (at most 2048)
     model_id: str = MODEL_ID
     web: bool = True  # the page to try the voices at GET / (voxtral-serve --no-web: the API alone)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # Bearer keys the API asks for (none: open; .auth)
+    metrics_need_key: bool = False  # /metrics behind the API keys too
 
 
 class VoiceRef(BaseModel):
@@ -77,7 +79,8 @@ class SpeechRequest(BaseModel):
                                            "argmax); reproducible with a seed")
     normalize: bool = Field(default=True, strict=True,
                             description="rewrite numbers, currencies, dates, times and markdown into words of the "
-                                        "voice's language before speaking (false: the text as given)")
+                                        "voice's language before speaking (false: the text as given); text that "
+                                        "normalisation would leave empty (only emoji or symbols) is spoken as given")
     expressiveness: float | None = Field(default=None, strict=True,
                                          json_schema_extra={"minimum": 1.0, "maximum": MAX_EXPRESSIVENESS},
                                          description=EXPRESSIVENESS)

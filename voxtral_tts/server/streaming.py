@@ -30,6 +30,7 @@ async def next_event(job: Job) -> AudioChunk | RequestDone | RequestFailed | Non
         if event is GONE or (isinstance(event, RequestFailed) and isinstance(event.error, Cancelled)):
             return GONE
         if not isinstance(job.collector.take(event), PartFinished):
+            job.took(event)
             return event
 
 

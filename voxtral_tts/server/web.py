@@ -32,13 +32,16 @@ def static_dir():
     return resources.files(__package__).joinpath(STATIC)
 
 
-def add_web(app: FastAPI, *, max_input_chars: int, model_id: str) -> None:
-    """``GET /`` (the page), ``/static/…`` (its files) and ``GET /web/config`` (the settings it shows)."""
+def add_web(app: FastAPI, *, max_input_chars: int, model_id: str, api_key_required: bool = False) -> None:
+    """``GET /`` (the page), ``/static/…`` (its files) and ``GET /web/config`` (the settings it shows;
+    ``api_key_required``: the page asks for the key the API needs, :mod:`.auth`)."""
     index = static_dir().joinpath("index.html")
     config = {"model": model_id, "max_input_chars": max_input_chars, "formats": list(FORMATS),
               "speed": {"min": MIN_SPEED, "max": MAX_SPEED, "default": 1.0},
               "temperature": {"min": 0.0, "max": MAX_TEMPERATURE, "default": 0.0},
               "expressiveness": {"min": 1.0, "max": MAX_EXPRESSIVENESS, "default": None}, "sample_rate": SAMPLE_RATE}
+    if api_key_required:  # the page then asks for the key (absent: none needed)
+        config["api_key_required"] = True
 
     @app.get("/", include_in_schema=False)
     async def page():

@@ -11,7 +11,7 @@ const stats = {
   partsDone: 0,
   parts: 0,
   lastStatus: null, // HTTP status of the last request
-  state: "loading", // loading | idle | busy | done | stopped | error
+  state: "loading", // loading | key (the server asks for an API key) | idle | busy | done | stopped | error
 };
 window.voxtralPage = stats;
 
@@ -61,6 +61,17 @@ function languageName(code) {
 
 // --- set-up: the server's settings and voices ----------------------------------------------------
 
+// The Authorization header the API asks for when the server has keys (voxtral-serve --api-key).
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function keyChanged() {
+  sessionStorage.setItem("voxtral-api-key", $("api-key").value.trim());
+  loadVoices().catch(failedToLoad);
+}
+
 async function loadConfig() {
   const response = await fetch("/web/config");
   if (!response.ok) throw new ServerError(await serverMessage(response));
@@ -76,11 +87,18 @@ async function loadConfig() {
   const format = $("format");
   format.replaceChildren(...config.formats.map((name) => new Option(name, name)));
   format.value = config.formats.includes("mp3") ? "mp3" : config.formats[0];
+  $("key-field").hidden = !config.api_key_required;
+  $("api-key").value = sessionStorage.getItem("voxtral-api-key") || "";
   countText();
 }
 
 async function loadVoices() {
-  const response = await fetch("/v1/audio/voices");
+  const response = await fetch("/v1/audio/voices", { headers: authHeaders() });
+  if (response.status === 401) { // wait for the key: entering it loads the voices
+    setStatus("This server asks for an API key: enter it above.", "key");
+    $("api-key").focus();
+    return;
+  }
   if (!response.ok) {
     const body = await response.clone().json().catch(() => null);
     if (body && body.error && body.error.code === "loading") { // say so, and ask again
@@ -188,7 +206,7 @@ async function run(label, work) {
 async function post(body, signal) {
   const response = await fetch("/v1/audio/speech", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", ...authHeaders() },
     body: JSON.stringify(body),
     signal,
   });
@@ -330,6 +348,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!$("download").disabled) run("Making the file…", download);
   });
   $("stop").addEventListener("click", stop);
+  $("api-key").addEventListener("change", keyChanged);
   $("text").addEventListener("input", countText);
   $("text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
