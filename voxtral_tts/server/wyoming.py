@@ -378,6 +378,12 @@ class SpeechHandler(AsyncEventHandler):
             self._touch()
 
     # --- the connection --------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except ConnectionError:  # reset by the client (it closed with our audio unread): disconnect() has run
+            pass
+
     def _touch(self) -> None:
         """Restart the idle clock (an event came in, or an answer was finished)."""
         if self.idle_timeout is None:
