@@ -8,17 +8,19 @@ Per connection, one :class:`SpeechHandler` (the ``wyoming`` package's :class:`As
 - ``describe`` → ``info``: one TTS program (:func:`describe`), every voice with its language.
 - ``synthesize`` → ``audio-start`` (24 kHz, 16-bit, mono), an ``audio-chunk`` for each chunk the
   scheduler streams (its stream schedule: the first after 160 ms of audio), ``audio-stop``.
-- ``synthesize-start``, ``synthesize-chunk``…, ``synthesize-stop``: the text goes through the
-  incremental segmenter as it arrives; each complete segment is spoken (one request each, in order)
-  while the client is still sending; one ``audio-start`` … ``audio-stop`` for the whole stream, then
-  ``synthesize-stopped``. The ``synthesize`` copy of the text a client sends inside the stream (for
-  servers without streaming) is ignored.
+- ``synthesize-start``, ``synthesize-chunk``…, ``synthesize-stop``: one open request
+  (:class:`~voxtral_tts.runtime.text_stream.TextStream`, as ``TTS.stream_text``): the text goes
+  through the incremental segmenter as it arrives and each complete segment becomes the request's
+  next part, spoken while the client is still sending; one ``audio-start`` … ``audio-stop`` for the
+  whole stream, then ``synthesize-stopped``. The ``synthesize`` copy of the text a client sends
+  inside the stream (for servers without streaming) is ignored.
 
 Answers go out in the order their requests came. Bad input, an unknown voice, a full server or a
 failed generation is an ``error`` event (``code``: :data:`CODES`) and the connection stays open for
 the next request; a stream that had an error still ends with ``synthesize-stopped``. A client that
 closes its connection cancels its work at the next frame; a connection with nothing to do for
-``idle_timeout`` seconds is told so (``idle_timeout``) and closed.
+``idle_timeout`` seconds (no event, nothing generating: a stream waiting for text counts as idle)
+is told so (``idle_timeout``) and closed.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ from ..errors import TextError, VoiceError, VoxtralError
 from ..normalize import resolve_language
 from ..runtime.options import SpeechOptions
 from ..runtime.request import RequestDone, RequestFailed
+from ..runtime.text_stream import TextStream
 from ..runtime.tts import TTS
 from ..text import check_text
-from ..segmenter import Segmenter
 from ..voices import voice_gender, voice_language
 from .errors import APIError, quoted
 from .streaming import next_event
@@ -167,72 +169,83 @@ class _Audio:
         await self.handler.write_event(AudioStop().event())
 
 
-_END = object()  # a text stream's last item: synthesize-stop
-
-
 class _TextStream:
-    """A ``synthesize-start`` … ``synthesize-stop`` stream: text in as it arrives (:meth:`add`,
-    :meth:`stop`), through the segmenter, out as segments to speak in order (:meth:`run`)."""
+    """A ``synthesize-start`` … ``synthesize-stop`` stream: ONE open request of the server's worker
+    (:class:`~voxtral_tts.runtime.text_stream.TextStream`, what ``TTS.stream_text`` is made of),
+    submitted at the start; each segment the segmenter completes is appended as its next part while
+    the client is still writing, and the scheduler starts it in a free slot. :meth:`run` (in the
+    connection's order of answers) writes its audio as it comes."""
 
     def __init__(self, handler: "SpeechHandler", start: dict):
         self.handler = handler
-        self.items: asyncio.Queue = asyncio.Queue()  # segments, a Refusal, then _END
         self.chars = 0
-        self.refused = False
-        self.voice, self.language, self.refusal = None, None, None
-        try:  # the voice and language first: the segmenter cuts by the language's rules
+        self.failure: Refusal | None = None  # why the stream stopped speaking (said once, in order)
+        self.stopped = asyncio.Event()  # synthesize-stop came
+        self.stream: TextStream | None = None
+        self.job: Job | None = None
+        try:
             check_format(start.get("text_format"))
-            self.voice, self.language = choose_voice(handler.tts(), start.get("voice"))
+            tts = handler.tts()
+            voice, language = choose_voice(tts, start.get("voice"))
+            options = SpeechOptions(voice=voice, language=language, max_frames=handler.synth.options.max_frames)
+            self.stream = TextStream(tts, options)
+            self.job = handler.submit(tts, self.stream.request)
+        except VoiceError as exc:
+            self.failure = voice_unavailable(start.get("voice"), exc)
         except Refusal as refusal:
-            self.refusal, self.refused = refusal, True
-        self.segmenter = Segmenter(self.language or (voice_language(self.voice) if self.voice else "en"))
+            self.failure = refusal
 
     def add(self, text: object) -> None:
-        if self.refused:
+        if self.failure is not None:
             return
         limit = self.handler.synth.options.max_input_chars
         if not isinstance(text, str):
-            return self._refuse(Refusal("text must be a string", "invalid_event"))
+            return self._fail(Refusal("text must be a string", "invalid_event"))
         self.chars += len(text)
         if self.chars > limit:
-            return self._refuse(Refusal(f"the stream's text is longer than the limit of {limit} characters",
-                                        "text_too_long"))
-        for segment in self.segmenter.push(text):
-            self.items.put_nowait(segment)
+            return self._fail(Refusal(f"the stream's text is longer than the limit of {limit} characters",
+                                      "text_too_long"))
+        try:
+            self.stream.append(text)
+        except VoxtralError as exc:  # a segment too long for the model's context
+            self._fail(Refusal(str(exc), "invalid_text"))
 
     def stop(self) -> None:
-        if not self.refused:
-            for segment in self.segmenter.flush():
-                self.items.put_nowait(segment)
-        self.items.put_nowait(_END)
+        if self.failure is None:
+            try:
+                self.stream.close()
+            except VoxtralError as exc:
+                self._fail(Refusal(str(exc), "invalid_text"))
+        self.stopped.set()
 
-    def _refuse(self, refusal: Refusal) -> None:
-        self.refused = True
-        self.items.put_nowait(refusal)
+    def _fail(self, refusal: Refusal) -> None:
+        """Stop speaking: the request leaves the scheduler; the rest of the text is ignored."""
+        self.failure = refusal
+        if self.job is not None:
+            self.job.close()
 
     async def run(self) -> None:
-        """Speak each segment as it comes; after an error, skip the rest. Always ends with
+        """The stream's audio as it is made, an error if it failed, and at synthesize-stop
         ``audio-stop`` (if audio began) and ``synthesize-stopped``."""
         handler = self.handler
-        failed = self.refusal is not None
-        if failed:
-            await handler.write_event(self.refusal.event())
-        audio = _Audio(handler, handler.synth.tts.sample_rate) if not failed else None
-        while (item := await self.items.get()) is not _END:
-            if failed:
-                continue
+        audio = _Audio(handler, handler.synth.tts.sample_rate) if self.job is not None else None
+        if self.job is not None:
             try:
-                if isinstance(item, Refusal):
-                    raise item
-                await handler.speak(item, self.voice, self.language, audio)
+                await handler.play(self.job, audio)
             except Refusal as refusal:
-                if refusal.code == "empty_text":  # a segment with nothing to say: the stream goes on
-                    continue
-                await handler.write_event(refusal.event())
-                failed = True
+                self.failure = self.failure or refusal
+        if self.failure is not None:
+            await handler.write_event(self.failure.event())
+        await self.stopped.wait()
         if audio is not None and audio.started:
             await audio.stop()
         await handler.write_event(SynthesizeStopped().event())
+
+
+def voice_unavailable(voice, exc: VoiceError) -> Refusal:
+    """A preset's file the server cannot read: the operator's to fix (logged), not the client's."""
+    log.error("voice %s cannot be read: %s", voice, exc)
+    return Refusal(f"voice {quoted(voice)} is unavailable on this server", "voice_unavailable")
 
 
 class SpeechHandler(AsyncEventHandler):
@@ -327,23 +340,31 @@ class SpeechHandler(AsyncEventHandler):
         await audio.stop()
 
     async def speak(self, text: str, voice: str, language: str | None, audio: _Audio) -> None:
-        """One request through the server's scheduler, its audio chunks written as they come."""
+        """One text as one request of the server's worker, its audio written as it comes."""
         tts = self.tts()
         try:
             options = SpeechOptions(voice=voice, language=language, max_frames=self.synth.options.max_frames)
             request = tts.request(text, options)
-        except VoiceError as exc:  # a preset's file the server cannot read: the operator's to fix
-            log.error("voice %s cannot be read: %s", voice, exc)
-            raise Refusal(f"voice {voice!r} is unavailable on this server", "voice_unavailable") from None
-        except TextError as exc:  # nothing to say once normalised (a stream's "👍" segment)
+        except VoiceError as exc:
+            raise voice_unavailable(voice, exc) from None
+        except TextError as exc:  # nothing to say once normalised
             raise Refusal(str(exc), "empty_text") from None
         except VoxtralError as exc:
             raise Refusal(str(exc), "invalid_text") from None
+        await self.play(self.submit(tts, request), audio)
+
+    def submit(self, tts: TTS, request) -> Job:
+        """``request`` queued on the server's worker (the HTTP API's too), or the refusal of a full server."""
         job = Job(request, tts.collector(request), asyncio.get_running_loop())
         try:
             self.synth.submit(job)
         except APIError as exc:  # the queue is full
             raise Refusal(exc.message, exc.code or "overloaded") from None
+        return job
+
+    async def play(self, job: Job, audio: _Audio) -> None:
+        """Write the job's audio chunks as the scheduler makes them, until it is done (or cancelled);
+        its failure as a refusal. The job is closed at the end (cancelled if still running)."""
         self._job = job
         try:
             while True:
@@ -393,8 +414,9 @@ class SpeechHandler(AsyncEventHandler):
         self._idle = asyncio.get_running_loop().call_later(self.idle_timeout, self._on_idle)
 
     def _on_idle(self) -> None:
-        if self._job is not None:  # generating is not idle
-            return self._touch()
+        job = self._job
+        if job is not None and not (job.request.open and len(job.collector.parts) == job.collector.n_parts):
+            return self._touch()  # generating (or queued) is not idle; a stream waiting for text is
         log.info("wyoming: closing a connection idle for %g s", self.idle_timeout)
         asyncio.ensure_future(self._close_idle())
 
