@@ -238,14 +238,34 @@ def test_streaming_synthesis_speaks_before_the_stream_ends(live):
             await c.write_event(SynthesizeChunk(" you today?").event())
             await c.write_event(Synthesize("Hello there. How are you today?").event())
             await c.write_event(SynthesizeStop().event())
-            return first, await answer(c, until=(SynthesizeStopped, Error))
+            rest = await answer(c, until=(SynthesizeStopped, Error))
+            await c.write_event(SynthesizeChunk("x").event())  # answered in order: nothing else was queued
+            return first, rest, await c.read_event()
 
-    first, rest = run(scenario())
+    first, rest, after = run(scenario())
     events = first + rest
     assert [e.type for e in first] == ["audio-start", "audio-chunk"]
     assert SynthesizeStopped.is_type(events[-1].type) and AudioStop.is_type(events[-2].type)
     assert sum(AudioStart.is_type(e.type) for e in events) == 1
-    assert len(audio_of(events)) == 2 * SAMPLES  # two sentences, one request each
+    assert len(audio_of(events)) == 2 * SAMPLES  # two sentences: two parts of one request
+    assert Error.from_event(after).code == "no_stream"  # the synthesize inside the stream was not spoken
+
+
+def test_a_stream_over_the_text_limit_stops_speaking(live):
+    async def scenario():
+        async with client(live.port) as c:
+            await c.write_event(SynthesizeStart().event())
+            await c.write_event(SynthesizeChunk("Hello there. How").event())
+            await answer(c, until=(AudioChunk,))  # the first sentence is being spoken
+            await c.write_event(SynthesizeChunk(" are you" * 600).event())  # 4,800 characters more
+            await c.write_event(SynthesizeStop().event())
+            return await answer(c, until=(SynthesizeStopped,))
+
+    events = run(scenario())
+    types = [e.type for e in events]
+    assert Error.from_event(events[types.index("error")]).code == "text_too_long"
+    assert types[-2:] == ["audio-stop", "synthesize-stopped"]
+    wait_until(lambda: live.synth._pending == 0)  # its request left the scheduler
 
 
 def test_a_stream_with_an_error_still_ends_with_synthesize_stopped(live):
@@ -357,14 +377,24 @@ def test_wyoming_alone_closes_idle_connections(tiny_engine_dir):
                 await c.write_event(Synthesize("Hi.").event())
                 spoken = await answer(c)  # generating is not idle, however long it takes
                 told = await c.read_event()  # then, half a second without a request
-                return spoken, told, await c.read_event()
+                after = await c.read_event()
+
+            async with client(port) as c:  # a stream waiting for text is idle
+                await c.write_event(SynthesizeStart().event())
+                await c.write_event(SynthesizeChunk("Hello there. How").event())
+                streamed = await answer(c, until=(Error,))
+                closed = await c.read_event()
+            while synth._pending:  # the stream's open request left the scheduler
+                await asyncio.sleep(0.05)
+            return spoken, told, after, streamed, closed
         finally:
             stop.set()
             await task
 
-    spoken, told, after = run(scenario())
+    spoken, told, after, streamed, closed = run(scenario())
     assert len(audio_of(spoken)) == SAMPLES
     assert Error.from_event(told).code == "idle_timeout" and after is None  # told, then closed
+    assert len(audio_of(streamed)) == SAMPLES and error_of(streamed).code == "idle_timeout" and closed is None
     wait_until(lambda: not synth.alive)  # stopped with the server
 
 
