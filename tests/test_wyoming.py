@@ -40,7 +40,7 @@ from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.cli import main as serve_main  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
-from voxtral_tts.server.worker import Synthesizer  # noqa: E402
+from voxtral_tts.server.worker import Job, Synthesizer  # noqa: E402
 from voxtral_tts.server.wyoming import Refusal, choose_voice, describe  # noqa: E402
 from voxtral_tts.server.wyoming_serve import serve  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
@@ -323,8 +323,9 @@ def test_wyoming_and_http_requests_share_one_decode_batch(tiny_engine_dir):
 
 
 @pytest.fixture
-def held(tiny_engine_dir):
-    """A server on a held backend (:class:`HeldBackend`), one decoding slot, no queue, 40 frames."""
+def held(tiny_engine_dir, request):
+    """A server on a held backend (:class:`HeldBackend`), one decoding slot, 40 frames, a queue of
+    ``request.param`` (default 0)."""
     holder = {}
 
     def load():
@@ -332,7 +333,7 @@ def held(tiny_engine_dir):
         holder["model"] = tts.backend
         return tts
 
-    server = LiveBoth(load, ServerOptions(max_frames=40, max_queue=0))
+    server = LiveBoth(load, ServerOptions(max_frames=40, max_queue=getattr(request, "param", 0)))
     yield server, holder["model"]
     holder["model"].released.set()
     server.close()
@@ -359,6 +360,34 @@ def test_a_client_that_goes_away_cancels_its_work_and_a_full_server_says_so(held
     model.released.set()
     wait_until(lambda: server.synth._pending == 0)  # it left the scheduler at the next step
     assert model.frames == HeldBackend.HOLD_AT + 1 and server.synth.tts.scheduler.idle
+
+
+@pytest.mark.parametrize("held", [1], indirect=True)
+def test_a_client_that_goes_away_cancels_a_stream_not_yet_played(held):
+    """A stream opened behind a synthesize on the same connection (its request submitted, its audio
+    not yet being written): the client leaves, and both requests leave the scheduler."""
+    server, model = held
+
+    async def scenario():
+        c = client(server.port)
+        await c.connect()
+        await c.write_event(Synthesize("Hi.").event())
+        await answer(c, until=(AudioChunk,))
+        assert await asyncio.to_thread(model.holding.wait, 30)  # the synthesize is generating, held
+        await c.write_event(SynthesizeStart().event())
+        await c.write_event(SynthesizeChunk("Hello there. How").event())
+        await asyncio.to_thread(wait_until, lambda: server.synth._pending == 2)  # the stream's request is in
+        await c.disconnect()
+
+    run(scenario())
+    def cancelled():  # the requests in the scheduler and those still queued for it (WAKEs aside)
+        queued = [item.request for item in list(server.synth._submitted.queue) if isinstance(item, Job)]
+        return sum(request.cancelled for request in list(server.synth._jobs) + queued)
+
+    wait_until(lambda: cancelled() == 2)  # both
+    model.released.set()
+    wait_until(lambda: server.synth._pending == 0)  # both left the scheduler at its next step
+    assert server.synth.tts.scheduler.idle
 
 
 # --- alone, idle connections, the command ------------------------------------------------------------

@@ -260,7 +260,8 @@ class SpeechHandler(AsyncEventHandler):
         self._work: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._worker = asyncio.create_task(self._run_work(), name="wyoming requests")
         self._stream: _TextStream | None = None
-        self._job: Job | None = None  # the request being generated
+        self._job: Job | None = None  # the request whose audio is being written
+        self._live: set[Job] = set()  # every request submitted and not yet over (a stream's, before its turn)
         self._idle: asyncio.TimerHandle | None = None
         self._touch()
 
@@ -360,6 +361,7 @@ class SpeechHandler(AsyncEventHandler):
             self.synth.submit(job)
         except APIError as exc:  # the queue is full
             raise Refusal(exc.message, exc.code or "overloaded") from None
+        self._live.add(job)
         return job
 
     async def play(self, job: Job, audio: _Audio) -> None:
@@ -380,6 +382,7 @@ class SpeechHandler(AsyncEventHandler):
         finally:
             job.close()  # a no-op once done; else (cancelled, connection lost) it leaves at the next frame
             self._job = None
+            self._live.discard(job)
 
     async def _run_work(self) -> None:
         while True:
@@ -433,5 +436,5 @@ class SpeechHandler(AsyncEventHandler):
         if self._idle is not None:
             self._idle.cancel()
         self._worker.cancel()
-        if self._job is not None:
-            self._job.close()
+        for job in list(self._live):  # also a stream opened behind other work, not yet played
+            job.close()
