@@ -41,7 +41,7 @@ from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.cli import main as serve_main  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 from voxtral_tts.server.worker import Job, Synthesizer  # noqa: E402
-from voxtral_tts.server.wyoming import Refusal, choose_voice, describe  # noqa: E402
+from voxtral_tts.server.wyoming import CODES, Refusal, choose_voice, describe  # noqa: E402
 from voxtral_tts.server.wyoming_serve import serve  # noqa: E402
 from voxtral_tts.testing import Forwarding  # noqa: E402
 
@@ -220,6 +220,13 @@ def test_errors_are_events_and_the_connection_goes_on(live, event, code):
     refused, after = run(scenario())
     assert len(refused) == 1 and error_of(refused).code == code and error_of(refused).text
     assert len(audio_of(after)) == SAMPLES and AudioStop.is_type(after[-1].type)
+
+
+def test_every_error_code_is_documented():
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "home-assistant.md").read_text()
+    assert [code for code in CODES if f"`{code}`" not in page] == []
 
 
 # --- streaming synthesis ----------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class Refusal(Exception):
     """What the client is told instead of audio: an ``error`` event's text and code."""
 
     def __init__(self, text: str, code: str):
+        if code not in CODES:  # the documented codes are all there is
+            raise ValueError(f"undocumented error code {code!r}")
         super().__init__(text)
         self.text, self.code = text, code
 
