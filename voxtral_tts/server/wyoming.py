@@ -185,15 +185,16 @@ class _TextStream:
         self.stopped = asyncio.Event()  # synthesize-stop came
         self.stream: TextStream | None = None
         self.job: Job | None = None
+        voice = None
         try:
             check_format(start.get("text_format"))
             tts = handler.tts()
             voice, language = choose_voice(tts, start.get("voice"))
             options = SpeechOptions(voice=voice, language=language, max_frames=handler.synth.options.max_frames)
-            self.stream = TextStream(tts, options)
+            self.stream = TextStream(tts, options)  # reads the voice's file
             self.job = handler.submit(tts, self.stream.request)
         except VoiceError as exc:
-            self.failure = voice_unavailable(start.get("voice"), exc)
+            self.failure = voice_unavailable(voice, exc)
         except Refusal as refusal:
             self.failure = refusal
 
