@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 raise VoxtralError(RAY_MISSING) from None
             return ray_serve.serve_forever(args)
+        import uvicorn
+
         config = serve_config(args)
-        if args.wyoming is not None:
+        if args.wyoming is not None:  # and HTTP beside it unless --no-http
             try:
                 from .wyoming_serve import serve_forever
             except ImportError as exc:
@@ -48,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 raise VoxtralError(WYOMING_MISSING) from None
             return serve_forever(config, args)
-        import uvicorn
-
         app = create_app(config.load, config.server)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0

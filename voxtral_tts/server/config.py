@@ -43,15 +43,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-web", dest="web", action="store_false",
                    help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
-    wyoming = p.add_argument_group("Home Assistant: the Wyoming protocol (docs/home-assistant.md)")
-    wyoming.add_argument("--wyoming", metavar="URI",
-                         help="also serve the Wyoming protocol here, on the same model and decode batch "
-                              "(tcp://HOST:PORT, e.g. tcp://0.0.0.0:10200; or unix://PATH)")
-    wyoming.add_argument("--no-http", dest="http", action="store_false",
-                         help="serve Wyoming alone (no HTTP API, --host and --port unused); needs --wyoming")
-    wyoming.add_argument("--wyoming-idle-timeout", type=float, default=60.0, metavar="SECONDS",
-                         help="close a Wyoming connection after this long without a request "
-                              "(default %(default)s; 0: never)")
     ray = p.add_argument_group("scale-out on Ray Serve (pip install 'voxtral-tts[ray]')")
     ray.add_argument("--replicas", type=int,
                      help="serve through Ray Serve with this many replicas, each with its own model and decode batch "
@@ -61,6 +52,15 @@ def parser() -> argparse.ArgumentParser:
     ray.add_argument("--ray-address",
                      help="the Ray cluster to join (auto: the one `ray start` began on this machine; default: "
                           "$RAY_ADDRESS, else a local cluster started for this process)")
+    wyoming = p.add_argument_group("Home Assistant: the Wyoming protocol (docs/home-assistant.md)")
+    wyoming.add_argument("--wyoming", metavar="URI",
+                         help="also serve the Wyoming protocol here, on the same model and decode batch "
+                              "(tcp://HOST:PORT, e.g. tcp://0.0.0.0:10200; or unix://PATH)")
+    wyoming.add_argument("--no-http", dest="http", action="store_false",
+                         help="serve Wyoming alone (no HTTP API, --host and --port unused); needs --wyoming")
+    wyoming.add_argument("--wyoming-idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="close a Wyoming connection after this long without a request "
+                              "(default %(default)s; 0: never)")
     return p
 
 
@@ -98,17 +98,6 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
                        args.max_batch)
 
 
-def check_wyoming_arguments(args: argparse.Namespace) -> None:
-    if args.wyoming is None:
-        if not args.http:
-            raise VoxtralError("--no-http needs --wyoming URI (else there is nothing to serve)")
-        return
-    if args.replicas is not None:
-        raise VoxtralError("--wyoming is not available with --replicas (Ray Serve serves HTTP only)")
-    if args.wyoming_idle_timeout < 0:
-        raise VoxtralError(f"--wyoming-idle-timeout must be at least 0, got {args.wyoming_idle_timeout:g}")
-
-
 def check_ray_arguments(args: argparse.Namespace) -> None:
     if args.replicas is None:
         if args.max_replicas is not None or args.ray_address is not None:
@@ -119,3 +108,14 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         raise VoxtralError(f"--replicas must be at least 1, got {args.replicas}")
     if args.max_replicas is not None and args.max_replicas < args.replicas:
         raise VoxtralError(f"--max-replicas ({args.max_replicas}) must be at least --replicas ({args.replicas})")
+
+
+def check_wyoming_arguments(args: argparse.Namespace) -> None:
+    if args.wyoming is None:
+        if not args.http:
+            raise VoxtralError("--no-http needs --wyoming URI (else there is nothing to serve)")
+        return
+    if args.replicas is not None:
+        raise VoxtralError("--wyoming is not available with --replicas (Ray Serve serves HTTP only)")
+    if args.wyoming_idle_timeout < 0:
+        raise VoxtralError(f"--wyoming-idle-timeout must be at least 0, got {args.wyoming_idle_timeout:g}")
