@@ -17,7 +17,7 @@ The rules:
    import only the layers :data:`MAY_IMPORT` lists for it:
 
    - the shared modules (``config, tokenizer, voices, text, audio, encoding, normalize, errors, reporting,
-     hub, engine, tensors, checkpoint, reference_audio``): only each other;
+     hub, engine, tensors, checkpoint, reference_audio, segmenter``): only each other;
    - ``runtime/``: the shared modules (nothing from ``model``, ``export``, ``server``, ``api``,
      ``cli``);
    - ``model/``: the shared modules and ``runtime`` (nothing from ``export``, ``server``, ``api``,
@@ -45,7 +45,7 @@ PACKAGE = "voxtral_tts"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 SHARED = ("config", "tokenizer", "voices", "text", "audio", "encoding", "normalize", "errors", "hub", "engine",
-          "tensors", "checkpoint", "reporting", "reference_audio")
+          "tensors", "checkpoint", "reporting", "reference_audio", "segmenter")
 #: a module's first name under the package → its layer
 LAYER = {**{name: "shared" for name in SHARED},
          **{name: name for name in ("runtime", "model", "export", "api", "cli", "testing", "server")},

@@ -15,8 +15,12 @@ from .errors import TextError
 
 MAX_CHUNK_CHARS = 400
 MAX_INPUT_CHARS = 4096
-_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*\s+")
-_CLAUSE_END = ".!?,;:…。！？"
+#: what ends a sentence, what may close it after the stop (quotes, brackets), and what a part may end
+#: with without reading as cut off; the incremental :mod:`.segmenter` builds on the same sets
+STOPS = ".!?…。！？"
+CLOSERS = "\"'”’)]"
+CLAUSE_END = STOPS + ",;:"
+_SENTENCE_END = re.compile(f"[{re.escape(STOPS)}][{re.escape(CLOSERS)}]*\\s+")
 
 
 #: what does not count as something to say: whitespace, control characters, a byte-order mark
@@ -44,15 +48,25 @@ def check_text(text: str, max_chars: int | None = MAX_INPUT_CHARS) -> CheckedTex
     return CheckedText(stripped)
 
 
-def _cut(window: str) -> int:
-    ends = [m.end() for m in _SENTENCE_END.finditer(window)]
-    if ends:
-        return ends[-1]
+def word_cut(window: str) -> int:
+    """Where to cut ``window`` when no sentence ends in it: after its last line break, else after its
+    last space, else at its end (a hard cut)."""
     for sep in ("\n", " "):
         pos = window.rfind(sep)
         if pos > 0:
             return pos + 1
     return len(window)
+
+
+def continuing(part: str) -> str:
+    """A part cut before its sentence ends, with a ``,`` if it ends in no punctuation, so that it is
+    read as a continuing clause."""
+    return part + "," if part and part[-1] not in CLAUSE_END else part
+
+
+def _cut(window: str) -> int:
+    ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+    return ends[-1] if ends else word_cut(window)
 
 
 def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
@@ -64,9 +78,7 @@ def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
     while len(rest) > max_chars:
         cut = _cut(rest[: max_chars + 1])
         cut = min(cut, max_chars) if cut > max_chars else cut
-        part, rest = rest[:cut].strip(), rest[cut:].strip()
-        if part and part[-1] not in _CLAUSE_END:
-            part += ","
+        part, rest = continuing(rest[:cut].strip()), rest[cut:].strip()
         if part:
             parts.append(part)
     if rest:

@@ -108,4 +108,5 @@ LANGUAGE = Arabic(
     fractions={(1, 2): "نصف", (1, 3): "ثلث", (2, 3): "ثلثان", (1, 4): "ربع",
                (3, 4): "ثلاثة أرباع"},
     scale_words="ألف|مليون|مليار",
+    abbreviations=frozenset("د".split()),
 )

@@ -122,4 +122,7 @@ LANGUAGE = German(
     time_patterns=(_TIME,),
     ordinal_pattern=_ORDINAL,
     not_a_list_item=_DATE_LINE,
+    abbreviations=frozenset(
+        "hr hrn fr dr prof st z.b d.h u.a bzw ca vgl nr str evtl ggf sog abs bspw inkl "
+        "zzgl jh mio mrd".split()),
 )

@@ -77,4 +77,7 @@ LANGUAGE = English(
                 "INR": currency("rupee", "rupees", sub=("paisa", "paise"))},
     scale_words="thousand|million|billion|trillion",
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset(
+        "mr mrs ms dr prof sr jr st mt vs e.g i.e approx dept fig gov lt col capt sgt "
+        "rev hon jan feb mar apr jun jul aug sep sept oct nov dec vol cf".split()),
 )

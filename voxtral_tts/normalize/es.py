@@ -72,4 +72,7 @@ LANGUAGE = Spanish(
     scale_words="mil|millón|millones",
     million_of=re.compile(r"\b(?:millón|millones|billón|billones)$"), of_word="de",
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset(
+        "sr sra srta sres dr dra d dña ud uds vd vds lic ing prof aprox pág núm p.ej av "
+        "avda".split()),
 )

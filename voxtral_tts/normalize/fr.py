@@ -73,4 +73,6 @@ LANGUAGE = French(
     million_of=re.compile(r"\b(?:millions?|milliards?|billions?)$"), of_word="de",
     time_patterns=(_TIME,),
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset("mme mlle mm dr pr me st ste cf env p.ex av apr vol chap éd n°".split()),
+    spaced_closer="»",
 )

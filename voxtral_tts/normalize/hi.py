@@ -91,4 +91,5 @@ LANGUAGE = Hindi(
     scale_words="हज़ार|हजार|लाख|करोड़",
     time_patterns=(_TIME,),
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset("डॉ प्रो".split()),
 )

@@ -57,4 +57,5 @@ LANGUAGE = Italian(
     scale_words="mila|mille|milion[ei]|miliard[oi]",
     million_of=re.compile(r"\b(?:milion[ei]|miliard[oi]|bilion[ei])$"), of_word="di",
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset("sig sigg dott dr prof ing avv geom rag arch on p.es pag cfr".split()),
 )

@@ -104,6 +104,11 @@ class Language:
     ordinal_pattern: re.Pattern | None = None  # written ordinals: number and suffix
     #: a line that looks like a list item but is not ("3. Oktober ...")
     not_a_list_item: re.Pattern | None = None
+    #: words a "." follows without ending the sentence (titles, "e.g."), lower case, without the
+    #: final "." (read by the incremental segmenter, :mod:`voxtral_tts.segmenter`)
+    abbreviations: frozenset[str] = frozenset()
+    #: a closing quote the language writes after a space ("« Oui. »"): it still closes the sentence
+    spaced_closer: str = ""
 
     # --- number words ------------------------------------------------------------------------
 

@@ -48,4 +48,5 @@ LANGUAGE = Dutch(
                 "INR": currency("roepie", "roepie", sub=("paisa", "paise"))},
     scale_words="duizend|miljoen|miljard",
     ordinal_pattern=re.compile(r"(?<![\d.,])(\d+)(ste|de|e)\b"),
+    abbreviations=frozenset("dhr mevr mw dr prof ir mr ing drs bijv bv d.w.z o.a ca nr blz zgn resp".split()),
 )

@@ -62,4 +62,5 @@ LANGUAGE = Portuguese(
     scale_words="mil|milhão|milhões|bilhão|bilhões",
     million_of=re.compile(r"\b(?:milhão|milhões|bilião|biliões|bilhão|bilhões)$"), of_word="de",
     ordinal_pattern=_ORDINAL,
+    abbreviations=frozenset("sr sra srta dr dra prof profa exmo exma p.ex pág aprox av nº".split()),
 )

@@ -31,10 +31,14 @@ class Usage:
 class Request:
     """One text to speak: its parts (each generated from a fresh prompt), voice, noise and
     per-part frame cap. ``streaming``: audio in chunks as frames arrive (the scheduler's stream
-    schedule) instead of one piece per part. ``expressiveness``: the flow head's guidance scale for
-    this request's frames (None: the checkpoint's). Thread-safe :meth:`cancel`."""
+    schedule) instead of one piece per part. ``open``: more parts may still come
+    (:meth:`append`, from any thread, while the request runs) until :meth:`close` — the request is
+    done once it is closed and its last part is out. Thread-safe :meth:`cancel`, :meth:`append`,
+    :meth:`close`; each tells the :meth:`listen` callbacks (whoever drives the scheduler and waits
+    while it has nothing to do). ``expressiveness``: the flow head's guidance scale for this
+    request's frames (None: the checkpoint's)."""
 
-    text: str  # the whole text, checked
+    text: str  # the whole text, checked (of an open request: its parts so far)
     parts: tuple[str, ...]
     voice: Voice
     noise: NoiseSource
@@ -42,16 +46,48 @@ class Request:
     streaming: bool = True
     expressiveness: float | None = None
     log_id: str | None = None  # its caller's id for it (a server's request id): on the scheduler's log lines about it
+    open: bool = False
     usage: Usage = field(default_factory=Usage, init=False)  # so far; final in RequestDone
+    error: Exception | None = field(default=None, init=False)  # why it was stopped (None: by its caller)
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _listeners: list = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def cancel(self) -> None:
-        """Stop generating: the request leaves at the scheduler's next step (any thread)."""
+    def cancel(self, error: Exception | None = None) -> None:
+        """Stop generating: the request leaves at the scheduler's next step (any thread), failed
+        with ``error`` (None: :class:`Cancelled`)."""
+        if error is not None and not self._cancel.is_set():
+            self.error = error
         self._cancel.set()
+        self._changed()
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def append(self, part: str) -> None:
+        """One more part, after the others (an open request only)."""
+        with self._lock:
+            if not self.open:
+                raise VoxtralError("parts can be appended only to an open request, before it is closed")
+            self.parts = (*self.parts, part)
+            self.text = f"{self.text} {part}" if self.text else part
+        self._changed()
+
+    def close(self) -> None:
+        """No more parts: the request is done once those it has are out."""
+        with self._lock:
+            self.open = False
+        self._changed()
+
+    def listen(self, callback) -> None:
+        """Call ``callback()`` (from the thread that changes the request) after each append, close
+        or cancel."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._listeners):
+            callback()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ slot; once others wait, it gets no further slot before each of them holds as man
 a short request arriving behind a long text starts at the next slot that frees (running parts are
 never stopped for it).
 
+**Open requests.** A request may be open (``TTS.stream_text``, the realtime server): its parts
+are appended while it runs, and it is done once it is closed and its last part is out. While it
+waits for text the scheduler may have nothing to do (:attr:`Scheduler.idle`); whoever drives it
+then waits for a change (:meth:`.request.Request.listen`) instead of stepping.
+
 Streamed audio follows the scheduler's chunk schedule (:func:`.codec.stream_chunk_frames`: 2
 frames, 3 more, then 5s up to 25, then 25s by default). The per-part frame budget is
 :func:`.decoding.frame_budget`. A failed or cancelled request takes all its running parts out.
@@ -41,6 +46,7 @@ frames, 3 more, then 5s up to 25, then 25s by default). The per-part frame budge
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -60,6 +66,9 @@ log = logging.getLogger(__name__)
 #: how far a request's parts may run ahead of the part whose events go out next, in parts per
 #: decoding slot: a long first part does not make the scheduler hold the audio of every later one
 PARTS_AHEAD_PER_SLOT = 4
+
+#: how often :meth:`Scheduler.run` polls its ``cancelled`` while it waits for an open request's text
+IDLE_POLL_S = 0.05
 
 #: a request's text → (token ids [P], prompt embeddings [P, D])
 PromptBuilder = Callable[[str, Voice], "tuple[np.ndarray, np.ndarray]"]
@@ -87,6 +96,12 @@ class _Flight:
     out: int = 0
     held: dict[int, list[Event]] = field(default_factory=dict)
     finished: set[int] = field(default_factory=set)  # parts whose PartFinished is held
+
+    @property
+    def complete(self) -> bool:
+        """Closed, and every part's events are out (``open`` read before the parts: an append happens
+        before the close)."""
+        return not self.request.open and self.out == len(self.request.parts)
 
     def waiting(self, ahead: int) -> bool:
         """A part may start now: one is left, fewer than ``ahead`` parts after the one whose events
@@ -116,8 +131,12 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing in flight."""
-        return not self._flights
+        """Nothing to do until something changes: nothing in flight, no part that may start, no
+        request cancelled or finished (an open request waiting for text leaves the scheduler idle)."""
+        if self._running:
+            return False
+        ahead = PARTS_AHEAD_PER_SLOT * self.backend.max_batch
+        return not any(f.request.cancelled or f.complete or f.waiting(ahead) for f in self._flights.values())
 
     def submit(self, request: Request) -> None:
         self._flights[request] = _Flight(request)
@@ -131,6 +150,7 @@ class Scheduler:
         """Drop cancelled requests, admit parts into free slots, run one frame for everything in flight."""
         events: list[Event] = []
         self._drop_cancelled(events)
+        self._finish_closed(events)
         self._admit(events)
         self.frame_rows = len(self._running)
         if self._running:
@@ -140,12 +160,18 @@ class Scheduler:
     def run(self, request: Request, cancelled: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Submit ``request`` and yield its events until it is done or failed, stepping the whole
         scheduler. ``cancelled`` is polled before each step. A caller that stops early (or an
-        exception) takes the request out of the scheduler."""
+        exception) takes the request out of the scheduler. While the scheduler has nothing to do (an
+        open request waiting for its next part) it waits for the request to change."""
+        changed = threading.Event()
+        request.listen(changed.set)
         self.submit(request)
         try:
             while True:
                 if cancelled is not None and cancelled():
                     request.cancel()
+                if self.idle:
+                    changed.wait(IDLE_POLL_S)
+                    changed.clear()
                 for event in self.step():
                     if event.request is request:
                         yield event
@@ -170,17 +196,25 @@ class Scheduler:
             self.abort(request)
             events.append(RequestFailed(request, error))
 
-    # --- the three phases of a step ---------------------------------------------------------------
+    # --- the phases of a step ---------------------------------------------------------------------
     def _drop_cancelled(self, events: list[Event]) -> None:
         for flight in [f for f in self._flights.values() if f.request.cancelled]:
             request = flight.request
-            if flight.next_part == 0:
+            if request.error is not None:
+                error = request.error
+            elif flight.next_part == 0:
                 error = Cancelled("cancelled before generation started")
             else:
                 log.info("request cancelled after %d frames", request.usage.frames,
                          extra={"request_id": request.log_id} if request.log_id else None)
                 error = Cancelled(f"generation cancelled after {request.usage.frames} frames")
             self._fail(request, error, events)
+
+    def _finish_closed(self, events: list[Event]) -> None:
+        """An open request closed after its last part was out (or with none) is done now."""
+        for flight in [f for f in self._flights.values() if f.complete]:
+            del self._flights[flight.request]
+            events.append(RequestDone(flight.request, flight.request.usage))
 
     def _choose(self) -> _Flight | None:
         """The request the next free slot goes to (the module's fairness rule), or None."""
@@ -287,7 +321,7 @@ class Scheduler:
                 break
             flight.finished.discard(flight.out)
             flight.out += 1
-        if flight.out == len(flight.request.parts):
+        if flight.complete:
             del self._flights[flight.request]
             events.append(RequestDone(flight.request, flight.request.usage))
 

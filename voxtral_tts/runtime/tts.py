@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ..config import ModelConfig
 from ..engine import check_not_partial_engine
 from ..errors import NormalisedToNothing, VoxtralError
 from ..normalize import normalize_text
+from ..segmenter import RESPONSIVE
 from ..text import CheckedText, check_text, split_text
 from ..tokenizer import Tekken
 from ..voices import VOICE_DIR, Voice, VoiceBank
@@ -32,11 +33,14 @@ from .prefix_cache import PrefixCache
 from .request import Event, Request, RequestDone, RequestFailed
 from .results import Collector, SynthesisResult
 from .scheduler import Scheduler
+from .text_stream import TextStream
 
 log = logging.getLogger(__name__)
 
 #: what :meth:`TTS.synthesize_many` takes: a text, or a text and its own options
 Item = Union[str, "tuple[str, SpeechOptions]"]
+#: what :meth:`TTS.stream_text` takes: pieces of text, as they are written
+Pieces = Union[Iterable[str], AsyncIterable[str]]
 
 
 class TTS:
@@ -89,32 +93,59 @@ class TTS:
         generated. ``streaming``: audio in chunks as frames arrive rather than one piece per part."""
         options = SpeechOptions.build(options, **fields)
         text = text if isinstance(text, CheckedText) else check_text(text, max_chars=None)
-        voice = options.voice if isinstance(options.voice, Voice) else self.voice_bank.get(options.voice)
-        if options.normalize:
-            said = normalize_text(text, options.language or voice.language or "en")
-            if said != text:
-                log.debug("normalised for speech: %r", said[:200])
-            try:
-                text = check_text(said, max_chars=None)
-            except VoxtralError:
-                raise NormalisedToNothing("text is empty once normalised for speech (only symbols or emoji?); "
-                                "normalize=False / --no-normalize speaks it as given") from None
+        voice = self.resolve_voice(options)
+        text = self.said(text, options, voice)
         parts = [text] if options.part_chars is None else split_text(text, options.part_chars)
         if len(parts) > 1:
             log.info("text of %d characters split into %d parts", len(text), len(parts))
-        source = NoiseSource(self.config.audio.n_acoustic_codebook, seed=options.seed, noise=options.noise,
-                             temperature=options.temperature, logits=self.config.audio.semantic_head_rows)
+        source = self.noise_source(options)
         for i, part in enumerate(parts):  # every part must fit the cache before anything is generated
-            prompt_len = self.tokenizer.speech_prompt_length(part, voice.n_audio_tokens)
             try:
-                frame_budget(self.backend.capacity, prompt_len, options.max_frames, source, len(part))
+                self.check_part(part, voice, options, source)
             except VoxtralError as exc:
                 if len(parts) == 1:
                     raise
                 raise type(exc)(f"part {i + 1} of {len(parts)}: {exc}") from None
-        if options.expressiveness is not None and options.expressiveness != self.config.flow.cfg_alpha:
-            self.backend.check_guidance(options.expressiveness)  # before anything is generated
+        self.check_expressiveness(options)
         return Request(text, tuple(parts), voice, source, options.max_frames, streaming, options.expressiveness)
+
+    # the steps of a request, each once (also for an open request: :class:`.text_stream.TextStream`)
+    def resolve_voice(self, options: SpeechOptions) -> Voice:
+        """The options' voice, resolved (a name, an alias, a file or a :class:`Voice`)."""
+        return options.voice if isinstance(options.voice, Voice) else self.voice_bank.get(options.voice)
+
+    def said(self, text: str, options: SpeechOptions, voice: Voice) -> CheckedText:
+        """``text`` as it is spoken: normalised in the options' language (else the voice's, else
+        English) unless ``normalize`` is off; NormalisedToNothing when nothing is left to say."""
+        if not options.normalize:
+            return check_text(text, max_chars=None)
+        said = normalize_text(text, self.language_of(options, voice))
+        if said != text:
+            log.debug("normalised for speech: %r", said[:200])
+        try:
+            return check_text(said, max_chars=None)
+        except VoxtralError:
+            raise NormalisedToNothing("text is empty once normalised for speech (only symbols or emoji?); "
+                            "normalize=False / --no-normalize speaks it as given") from None
+
+    @staticmethod
+    def language_of(options: SpeechOptions, voice: Voice) -> str:
+        return options.language or voice.language or "en"
+
+    def noise_source(self, options: SpeechOptions) -> NoiseSource:
+        """The request's noise source (its parts draw from it: :meth:`.noise.NoiseSource.for_part`)."""
+        return NoiseSource(self.config.audio.n_acoustic_codebook, seed=options.seed, noise=options.noise,
+                           temperature=options.temperature, logits=self.config.audio.semantic_head_rows)
+
+    def check_expressiveness(self, options: SpeechOptions) -> None:
+        """The engine can run the options' guidance scale, or the OptionError (before anything is generated)."""
+        if options.expressiveness is not None and options.expressiveness != self.config.flow.cfg_alpha:
+            self.backend.check_guidance(options.expressiveness)
+
+    def check_part(self, part: str, voice: Voice, options: SpeechOptions, source: NoiseSource) -> None:
+        """A part fits the KV cache (and the noise rows) with the options' frame cap, or the error."""
+        prompt_len = self.tokenizer.speech_prompt_length(part, voice.n_audio_tokens)
+        frame_budget(self.backend.capacity, prompt_len, options.max_frames, source, len(part))
 
     def events(self, request: Request, cancelled: Callable[[], bool] | None = None) -> Iterator[Event]:
         """Run ``request`` through the scheduler and yield its typed events."""
@@ -153,6 +184,28 @@ class TTS:
         polled every frame; when it returns True, :class:`.request.Cancelled` is raised."""
         request = self.request(text, options, streaming=True, **fields)
         yield from self.collector(request).audio(self.events(request, cancelled))
+
+    def stream_text(self, pieces: Pieces, options: SpeechOptions | None = None, /, *, mode: str = RESPONSIVE,
+                    cancelled: Callable[[], bool] | None = None, **fields) -> Iterator[np.ndarray] | AsyncIterator[np.ndarray]:
+        """Speak text while it is still being written: ``pieces`` (an iterable, or an async
+        iterable, of text pieces — an LLM's tokens) are cut into segments as soon as each is
+        complete (:mod:`voxtral_tts.segmenter`, ``mode`` ``responsive`` or ``long_form``), and
+        each segment becomes the next part of ONE request in the scheduler while later text is
+        still arriving; float32 audio chunks are yielded as they are made, part after part, as
+        :meth:`stream` yields them. The end of ``pieces`` speaks what is left. An iterable is read
+        on a thread of its own (a slow producer never stalls the audio) and an iterator is
+        returned; an async iterable is read on the caller's event loop and an async iterator is
+        returned. The segments do not depend on how the text is split into pieces or when they
+        arrive, and each part's noise comes from the seed and the part's index, so for a fixed
+        ``seed`` the audio does not depend on the timing either. An error in ``pieces`` (or a
+        segment that cannot be spoken) ends the stream with that error; stopping the iteration
+        early (or ``cancelled``) takes the request out."""
+        stream = TextStream(self, SpeechOptions.build(options, **fields), mode)
+        if isinstance(pieces, str):
+            pieces = (pieces,)
+        if hasattr(pieces, "__aiter__"):
+            return stream.audio_async(pieces, cancelled)
+        return stream.audio(pieces, cancelled)
 
     def synthesize_many(self, items: Iterable[Item], options: SpeechOptions | None = None, *,
                         return_exceptions: bool = False) -> Iterator[tuple[int, SynthesisResult | Exception]]:

@@ -1,6 +1,7 @@
 """``voxtral-serve``: the OpenAI-compatible speech server.
 
     voxtral-serve ENGINE_OR_MODEL_DIR [--host 127.0.0.1] [--port 8080] [--backend onnxruntime|torch] [--device cpu|cuda]
+    voxtral-serve ENGINE_OR_MODEL_DIR --wyoming tcp://0.0.0.0:10200 [--no-http]   # and Home Assistant's Wyoming
     voxtral-serve ENGINE_OR_MODEL_DIR --replicas N [--max-replicas M] [--ray-address ADDR]   # on Ray Serve
     voxtral-serve … [--api-key KEY] [--ssl-certfile F --ssl-keyfile F] [--log-format json] [--graceful-timeout S]
 
@@ -22,7 +23,7 @@ import sys
 from ..errors import VoxtralError, run_cli
 from .access_log import configure_logging
 from .app import create_app
-from .config import RAY_MISSING, check_ray_arguments, parser, serve_config
+from .config import RAY_MISSING, WYOMING_MISSING, check_ray_arguments, check_wyoming_arguments, parser, serve_config
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve() -> int:
         check_ray_arguments(args)
+        check_wyoming_arguments(args)
         if args.replicas is not None:
             try:
                 from . import ray_serve
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import shutdown
 
         config = serve_config(args)
+        if args.wyoming is not None:  # and HTTP beside it unless --no-http
+            try:
+                from .wyoming_serve import serve_forever
+            except ImportError as exc:
+                if (exc.name or "").split(".")[0] != "wyoming":
+                    raise
+                raise VoxtralError(WYOMING_MISSING) from None
+            return serve_forever(config, args)
         app = create_app(config.load, config.server)
         shutdown.run(app, host=args.host, port=args.port, graceful_timeout=args.graceful_timeout,
                      ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,

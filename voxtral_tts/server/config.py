@@ -24,6 +24,7 @@ from .schemas import ServerOptions
 from .shutdown import DEFAULT_GRACEFUL_TIMEOUT_S
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
+WYOMING_MISSING = "--wyoming needs the wyoming package, which is not installed: pip install 'voxtral-tts[server]'"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,6 +70,15 @@ def parser() -> argparse.ArgumentParser:
     ray.add_argument("--ray-address",
                      help="the Ray cluster to join (auto: the one `ray start` began on this machine; default: "
                           "$RAY_ADDRESS, else a local cluster started for this process)")
+    wyoming = p.add_argument_group("Home Assistant: the Wyoming protocol (docs/home-assistant.md)")
+    wyoming.add_argument("--wyoming", metavar="URI",
+                         help="also serve the Wyoming protocol here, on the same model and decode batch "
+                              "(tcp://HOST:PORT, e.g. tcp://0.0.0.0:10200; or unix://PATH)")
+    wyoming.add_argument("--no-http", dest="http", action="store_false",
+                         help="serve Wyoming alone (no HTTP API, --host and --port unused); needs --wyoming")
+    wyoming.add_argument("--wyoming-idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                         help="close a Wyoming connection after this long without a request "
+                              "(default %(default)s; 0: never)")
     return p
 
 
@@ -135,3 +145,14 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         raise VoxtralError(f"--replicas must be at least 1, got {args.replicas}")
     if args.max_replicas is not None and args.max_replicas < args.replicas:
         raise VoxtralError(f"--max-replicas ({args.max_replicas}) must be at least --replicas ({args.replicas})")
+
+
+def check_wyoming_arguments(args: argparse.Namespace) -> None:
+    if args.wyoming is None:
+        if not args.http:
+            raise VoxtralError("--no-http needs --wyoming URI (else there is nothing to serve)")
+        return
+    if args.replicas is not None:
+        raise VoxtralError("--wyoming is not available with --replicas (Ray Serve serves HTTP only)")
+    if args.wyoming_idle_timeout < 0:
+        raise VoxtralError(f"--wyoming-idle-timeout must be at least 0, got {args.wyoming_idle_timeout:g}")

@@ -90,16 +90,26 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run(app, *, host: str, port: int, graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S,
-        ssl_certfile: str | None = None, ssl_keyfile: str | None = None, access_log: bool = False,
-        log_level: str = "info") -> None:
-    """Serve ``app`` (:func:`~.app.create_app`'s) until a signal (see the module's docstring).
-    Logging is the process's own (:func:`~.access_log.configure_logging`); uvicorn's access log
-    only with ``access_log``."""
+def http_server(app, *, host: str, port: int, graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S,
+                ssl_certfile: str | None = None, ssl_keyfile: str | None = None, access_log: bool = False,
+                log_level: str = "info") -> GracefulServer:
+    """The server of ``app`` (:func:`~.app.create_app`'s), to run or to ``serve()`` in an event loop
+    of one's own (``voxtral-serve --wyoming``). Logging is the process's own
+    (:func:`~.access_log.configure_logging`); uvicorn's access log only with ``access_log``."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=log_level, access_log=access_log,
                             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                             timeout_graceful_shutdown=CLOSE_WAIT_S)
-    server = GracefulServer(config, app.state.synthesizer, graceful_timeout)
-    server.run()
+    return GracefulServer(config, app.state.synthesizer, graceful_timeout)
+
+
+def exit_if_forced(server: GracefulServer) -> None:
+    """After a second signal: the process ends now, whatever threads are left."""
     if server.force_exit:
         os._exit(128 + signal.SIGTERM)
+
+
+def run(app, **options) -> None:
+    """Serve ``app`` until a signal (see the module's docstring); ``options``: :func:`http_server`'s."""
+    server = http_server(app, **options)
+    server.run()
+    exit_if_forced(server)

@@ -55,6 +55,9 @@ class Load:
     in_flight: int = 0
     queued: int = 0
     free_slots: int = 0
+#: what the worker's queue is given when a request it runs changed (an open request's text, a
+#: cancel): the worker, waiting while it has nothing to do, looks again
+WAKE = object()
 
 
 @dataclass(eq=False)
@@ -142,7 +145,7 @@ class Synthesizer:
         self.draining = False
         self._state = Load()  # the scheduler's, replaced by the worker thread after each step
         self.step_observers: list[Callable[[int], None]] = []  # called with each step's decode rows
-        self._submitted: queue.Queue = queue.Queue()
+        self._submitted: queue.Queue = queue.Queue()  # jobs, WAKE, _END_ALL, and None to stop
         self._jobs: dict[Request, Job] = {}  # the worker thread's own
         self._pending = 0
         self._lock = threading.Lock()
@@ -212,7 +215,11 @@ class Synthesizer:
                                 f"{math.ceil(wait)} s", "server_error", code="overloaded",
                            headers={"Retry-After": str(max(1, math.ceil(wait))),
                                     "retry-after-ms": str(max(1, round(wait * 1000)))})
+        job.request.listen(self._wake)
         self._submitted.put(job)
+
+    def _wake(self) -> None:
+        self._submitted.put(WAKE)
 
     def _run(self) -> None:
         started = time.monotonic()
@@ -240,7 +247,7 @@ class Synthesizer:
                         return
                     if job is _END_ALL:
                         ending = True
-                    else:
+                    elif job is not WAKE:
                         self._jobs[job.request] = job
                         scheduler.submit(job.request)
                     job = self._submitted.get_nowait()
