@@ -6,8 +6,9 @@ The pieces, one concern each: the request and response bodies and the app's opti
 (:mod:`.errors`: 400 for bad input, 500 without a traceback); the model's worker thread, which runs
 every request through the runtime's scheduler, the requests in flight together (:mod:`.worker`: 503
 while loading or overloaded); the 413 for an oversized body (:mod:`.middleware`); the streamed
-response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); and the page to try the
-voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off.
+response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); the voices — listed, created
+from a recording, deleted, and a speech request's ``ref_audio`` (:mod:`.voices_api`); and the page
+to try the voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off.
 
 Audio is encoded per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as
 server-sent events (``stream_format: "sse"``). A client that goes away cancels its generation at
@@ -34,7 +35,7 @@ from ..runtime.options import SpeechOptions
 from ..runtime.request import RequestFailed
 from ..runtime.tts import TTS
 from ..text import check_text
-from ..voices import voice_gender, voice_language
+from ..voices import Voice
 from . import mistral
 from .errors import APIError, add_error_handlers, as_api_error, quoted
 from .middleware import BodyLimit
@@ -42,6 +43,7 @@ from .mistral import accepts_mistral, is_mistral, mistral_error, validation_erro
 from .openapi import patch_openapi
 from .schemas import SPEECH_RESPONSES, MistralSpeechRequest, ServerOptions, SpeechRequest, VoiceRef
 from .streaming import chunked, next_event, server_sent_events, whole_file
+from .voices_api import VOICES_PATH, Voices, add_voice_routes, body_limit
 from .web import add_web
 from .worker import GONE, Job, Synthesizer
 
@@ -49,10 +51,6 @@ __all__ = ["ServerOptions", "create_app"]
 
 log = logging.getLogger(__name__)
 
-NO_ENCODER = (
-    "voice cloning from reference audio is not available: the released Voxtral-4B-TTS-2603 checkpoint "
-    "has no codec encoder; use one of the preset voices (GET /v1/audio/voices)"
-)
 NOT_AN_OBJECT = "the request body must be a JSON object, sent with Content-Type: application/json"
 #: response header of a whole file: "end" (every part ended with END_AUDIO) or "length" (a part
 #: stopped at its frame budget and its audio is cut)
@@ -67,13 +65,14 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     @asynccontextmanager
     async def lifespan(app):
         synth.start()
+        voices.start()
         yield
+        voices.stop()
         synth.stop()
 
     app = FastAPI(title="voxtral-tts", summary="OpenAI-compatible speech for Voxtral-4B-TTS-2603", lifespan=lifespan)
     app.state.synthesizer = synth
-    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
-    patch_openapi(app, synth)
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes, paths={VOICES_PATH: body_limit(options)})
     add_error_handlers(app)
 
     def tts_or_503() -> TTS:
@@ -83,6 +82,10 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         if not synth.ready:
             raise APIError(503, "the model is still loading; retry shortly", "server_error", code="loading")
         return synth.tts
+
+    voices = Voices(options, tts_or_503)
+    app.state.voices = voices
+    patch_openapi(app, synth, voices)
 
     @app.get("/health")
     async def health():
@@ -103,13 +106,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return {"object": "list", "data": [{"id": options.model_id, "object": "model", "created": 0,
                                             "owned_by": "mistralai"}]}
 
-    @app.get("/v1/audio/voices")
-    async def voices():
-        tts = tts_or_503()
-        aliases = tts.voice_bank.aliases
-        return {"voices": [{"id": name, "name": name, "language": voice_language(name), "gender": voice_gender(name),
-                            "aliases": sorted(a for a, v in aliases.items() if v == name)} for name in tts.voices],
-                "default": tts.voice_bank.default}
+    add_voice_routes(app, voices)
 
     async def read_object(request: HTTPRequest) -> dict:
         """The request's body: a JSON object (sent as JSON, or with no content type), or a 400."""
@@ -126,14 +123,20 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             raise APIError(400, NOT_AN_OBJECT)
         return data
 
-    def prepare(text: str, voice_name: str | None, voice_param: str) -> tuple[TTS, str, str]:
-        """The model, the checked text and the voice's name (from a name or an alias: never a server
-        path), or a 400 naming ``input`` or the voice's field."""
+    async def prepare(text: str, voice_name: str | None, voice_param: str, ref_audio=None,
+                      ref_param: str = "ref_audio") -> tuple[TTS, str, str | Voice]:
+        """The model, the checked text and the voice: a preset's name (from a name or an alias: never a
+        server path), a created voice's rows (by its id), or those of ``ref_audio`` (made on first
+        use); or a 400 naming ``input`` or the voice's field."""
         tts = tts_or_503()
         try:
             text = check_text(text, options.max_input_chars)
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
+        if ref_audio is not None:
+            return tts, text, await voices.reference_voice(tts, ref_audio, ref_param)
+        if voice_name is not None and (created := voices.created_voice(tts, voice_name, voice_param)) is not None:
+            return tts, text, created
         try:
             voice = tts.voice_bank.resolve_name(voice_name) if voice_name is not None else tts.voice_bank.default
         except VoxtralError:
@@ -141,7 +144,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
                            param=voice_param, code="unknown_voice") from None
         return tts, text, voice
 
-    async def submit(tts: TTS, text: str, voice: str, body, request: HTTPRequest):
+    async def submit(tts: TTS, text: str, voice: str | Voice, body, request: HTTPRequest):
         """Queue the request (seed, temperature and normalize from ``body``) and wait for its first
         event: the job and that event (an audio chunk or the end), or the error its client gets —
         before any audio, with a proper status."""
@@ -153,8 +156,9 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         try:  # every part checked against the KV cache before anything is generated
             speech_request = tts.request(text, speech_options)
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
-            log.error("voice %s cannot be read: %s", voice, exc)
-            raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",
+            name = voice.name if isinstance(voice, Voice) else voice
+            log.error("voice %s cannot be read: %s", name, exc)
+            raise APIError(500, f"voice {name!r} is unavailable on this server", "server_error",
                            code="voice_unavailable") from None
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
@@ -200,10 +204,10 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return await openai_speech(body, request)
 
     async def openai_speech(body: SpeechRequest, request: HTTPRequest):
-        if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
-            raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
-        tts, text, voice = prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
-                                   "voice")
+        ref_param = "ref_audio" if body.ref_audio is not None else "reference_audio"
+        tts, text, voice = await prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
+                                         "voice", body.ref_audio if body.ref_audio is not None else body.reference_audio,
+                                         ref_param)
         try:
             speed = check_speed(body.speed)
         except ValueError:
@@ -228,8 +232,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.collector.finish_reason})
 
     async def mistral_speech(body: MistralSpeechRequest, data: dict, request: HTTPRequest):
-        mistral.refusals(body, data, NO_ENCODER)
-        tts, text, voice = prepare(body.input, body.voice_id, "voice_id")
+        mistral.refusals(body, data)
+        tts, text, voice = await prepare(body.input, body.voice_id, "voice_id", body.ref_audio)
         fmt = check_format(body.response_format)
         job, first = await submit(tts, text, voice, body, request)
         if body.stream:  # the stream closes the job when it ends

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..api import open_tts
 from ..cli_options import add_backend_arguments, add_max_batch_argument, options_from_args
@@ -16,8 +17,11 @@ from ..errors import ArgumentParser, OptionError, VoxtralError
 from ..hub import model_path
 from ..runtime.constants import STREAM_CHUNKS
 from ..runtime.load_options import LoadPlan
+from ..engine import is_engine_dir
 from ..runtime.options import SpeechOptions
+from ..voice_create import DEFAULT_STEPS
 from .schemas import ServerOptions
+from .voice_store import default_voices_dir
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
 
@@ -42,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-web", dest="web", action="store_false",
                    help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
+    made = p.add_argument_group("voices made from recordings (POST /v1/audio/voices, ref_audio; needs torch)")
+    made.add_argument("--voices-dir", type=Path, default=default_voices_dir(),
+                      help="where created voices are kept, across restarts (default: %(default)s)")
+    made.add_argument("--voice-model", type=Path,
+                      help="the model directory whose codec makes voices (default: the served model, when it is a "
+                           "model directory rather than an engine directory)")
+    made.add_argument("--voice-steps", type=int, default=DEFAULT_STEPS,
+                      help="optimisation steps at most per voice (default %(default)s; fewer: faster, rougher)")
     ray = p.add_argument_group("scale-out on Ray Serve (pip install 'voxtral-tts[ray]')")
     ray.add_argument("--replicas", type=int,
                      help="serve through Ray Serve with this many replicas, each with its own model and decode batch "
@@ -78,13 +90,20 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         SpeechOptions(max_frames=args.max_frames)
     except OptionError as exc:
         raise VoxtralError(exc.flag()) from None
+    if args.voice_steps < 1:
+        raise VoxtralError(f"--voice-steps must be at least 1, got {args.voice_steps}")
+    if args.voice_model is not None and not (args.voice_model / "params.json").is_file():
+        raise VoxtralError(f"--voice-model {args.voice_model}: not a model directory (no params.json)")
     model = model_path(args.model)
+    voice_model = args.voice_model or (None if is_engine_dir(model) else model)
     plan = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
                              max_batch=args.max_batch, stream_chunks=args.stream_chunks)
     return ServeConfig(str(model), plan.backend, plan, ServerOptions(max_queue=args.max_queue,
                                                                    max_frames=args.max_frames,
                                                                    max_input_chars=args.max_input_chars,
-                                                                   web=args.web),
+                                                                   web=args.web, voices_dir=str(args.voices_dir),
+                                                                   voice_model=str(voice_model) if voice_model else None,
+                                                                   voice_steps=args.voice_steps),
                        args.max_batch)
 
 

@@ -104,12 +104,9 @@ def validation_error(exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def refusals(body: MistralSpeechRequest, data: dict, no_encoder: str) -> None:
+def refusals(body: MistralSpeechRequest, data: dict) -> None:
     """The 400 for a field this server cannot honour (yet), naming it and what is missing (``data``:
     the raw body, for OpenAI's fields, which Mistral's schema does not name)."""
-    if body.ref_audio is not None:
-        raise APIError(400, no_encoder.replace("reference audio", "reference audio (ref_audio)"), param="ref_audio",
-                       code="voice_cloning_unavailable")
     if body.expressiveness is not None and body.expressiveness != DEFAULT_EXPRESSIVENESS:
         raise APIError(400, f"expressiveness {body.expressiveness} is not supported yet: the exported flow graphs "
                             f"have the model's guidance scale {DEFAULT_EXPRESSIVENESS} built in; leave it out or "
