@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from .schemas import (REF_AUDIO_REFUSED, ErrorResponse, MistralError, MistralSpeechRequest, MistralSpeechResponse,
                       SpeechRequest)
 from .voice_store import VOICE_ID
-from .voices_api import VOICES_PATH, Voices
+from .voices_api import SEARCH_PATH, VOICES_PATH, Voices
 from .worker import Synthesizer
 
 SPEECH_PATH = "/v1/audio/speech"
@@ -38,7 +38,7 @@ def patch_openapi(app: FastAPI, synth: Synthesizer, voices: Voices) -> None:
             schema = fastapi_openapi()
             for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    if path != SPEECH_PATH and not path.startswith(VOICES_PATH):  # there, a 422 is Mistral's
+                    if path != SPEECH_PATH and not path.startswith((VOICES_PATH, SEARCH_PATH)):  # there, a 422 is Mistral's
                         operation.get("responses", {}).pop("422", None)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_speech_schemas())
             schema["paths"][SPEECH_PATH]["post"]["requestBody"] = {"required": True, "content": {"application/json": {

@@ -17,6 +17,9 @@ The routes (:func:`add_voice_routes`):
   polls ``GET /v1/audio/voices/{id}`` until ``ready``. (Answering when done would hold the
   connection for minutes on a CPU — past the SDK's 300 s default timeout and most proxies' — and
   lose the work to a dropped connection; the SDK accepts the early record, whose extra fields it ignores.)
+- ``GET /v2/audio/voices`` (the SDK's ``search``; ``/v1``'s listing is deprecated by Mistral):
+  ``{"data", "next_page_token"}``, by ``page_size`` and ``page_token`` (a cursor), filtered by
+  ``type``, ``gender``, ``language``, ``query`` (in the name) and ``kind``.
 - ``GET /v1/audio/voices/{id}``, ``DELETE /v1/audio/voices/{id}`` (a created voice only: presets are
   the model's; 400) and ``GET /v1/audio/voices/{id}/sample`` (the prepared recording, WAV).
 
@@ -50,6 +53,7 @@ from .voice_maker import VoiceMaker, check_sample
 from .voice_store import READY, SAMPLE, VoiceStore, is_voice_id, upload_suffix
 
 VOICES_PATH = "/v1/audio/voices"
+SEARCH_PATH = "/v2/audio/voices"
 #: a preset's created_at: presets come with the model
 EPOCH = "1970-01-01T00:00:00Z"
 #: ``ref_audio`` may be a data URL; its media type gives the decoder a file extension
@@ -128,6 +132,13 @@ class VoiceList(BaseModel):
     total_pages: int
     voices: list[VoiceRecord] = Field(description="every voice, unpaginated (this server's listing)")
     default: str
+
+
+class VoicePage(BaseModel):
+    """Mistral's ``VoiceListPage`` (``GET /v2/audio/voices``)."""
+
+    data: list[VoiceRecord]
+    next_page_token: str | None = Field(description="the cursor of the next page; null on the last")
 
 
 def _errors(*statuses: int) -> dict:
@@ -212,6 +223,11 @@ class Voices:
         return VoiceRecord(**{**record, "type": "custom", "kind": "ivc", "languages": languages,
                               "language": resolve_language(languages[0]) if languages else None}).model_dump()
 
+    def everything(self, tts: TTS, kind: str = "all") -> list[dict]:
+        """Every voice's record, presets first; ``kind``: all, preset or custom."""
+        records = ([self.preset_record(tts, name) for name in tts.voices] if kind != "custom" else [])
+        return records + ([self.created_record(r) for r in self.store.all()] if kind != "preset" else [])
+
     def find(self, tts: TTS, voice_id: str) -> dict:
         """The record of a created voice or a preset (by name or alias), or a 404."""
         if is_voice_id(voice_id) and (record := self.store.get(voice_id)) is not None:
@@ -280,19 +296,45 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
         try:
             limit = _query_int(query, "limit", 1000, 1, 1000)
             offset = _query_int(query, "offset", 0, 0, None)
-            kind = query.get("type", "all")
-            if kind not in ("all", "preset", "custom"):
-                raise ValueError(("type", "Input should be 'all', 'custom' or 'preset'", "literal_error"))
-        except ValueError as exc:  # Mistral's 422, as FastAPI words a query parameter's error
-            name, msg, type_ = exc.args[0]
-            return JSONResponse({"detail": [{"loc": ["query", name], "msg": msg, "type": type_}]}, status_code=422)
+            kind = _query_choice(query, "type", ("all", "custom", "preset"))
+        except ValueError as exc:
+            return _query_error(exc)
         tts = voices.tts_or_503()
-        everything = ([voices.preset_record(tts, name) for name in tts.voices]
-                      + [voices.created_record(r) for r in voices.store.all()])
-        chosen = [v for v in everything if kind == "all" or v["type"] == ("custom" if kind == "custom" else "preset")]
+        everything, chosen = voices.everything(tts), voices.everything(tts, kind)
         return {"items": chosen[offset:offset + limit], "total": len(chosen), "page": offset // limit + 1,
                 "page_size": limit, "total_pages": math.ceil(len(chosen) / limit), "voices": everything,
                 "default": tts.voice_bank.default}
+
+    @app.get(SEARCH_PATH, response_model=VoicePage, responses=_errors(503), openapi_extra={"parameters": [
+        {"name": "page_size", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
+        {"name": "page_token", "in": "query", "required": False, "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        {"name": "type", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["all", "custom", "preset"], "default": "all"}},
+        {"name": "gender", "in": "query", "required": False, "style": "form", "explode": True,
+         "schema": {"type": "array", "items": {"type": "string", "enum": ["female", "male", "neutral"]}}},
+        {"name": "language", "in": "query", "required": False, "style": "form", "explode": True,
+         "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "query", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"}}]})
+    @mistral_errors
+    async def search_voices(request: HTTPRequest):
+        """Voices a page at a time (a cursor), filtered: Mistral's ``GET /v2/audio/voices``."""
+        query = request.query_params
+        try:
+            size = _query_int(query, "page_size", 10, 1, 1000)
+            start = _query_int(query, "page_token", 0, 0, None)
+            kind = _query_choice(query, "type", ("all", "custom", "preset"))
+            genders = [_query_choice(query, "gender", ("female", "male", "neutral"), g) for g in query.getlist("gender")]
+        except ValueError as exc:
+            return _query_error(exc)
+        languages = {code.lower() for code in query.getlist("language")}
+        name = (query.get("query") or "").casefold()
+        chosen = [v for v in voices.everything(voices.tts_or_503(), kind)
+                  if (not genders or v["gender"] in genders) and (not languages or languages & set(v["languages"]))
+                  and name in v["name"].casefold() and query.get("kind") in (None, "", v["kind"])]
+        more = start + size < len(chosen)
+        return {"data": chosen[start:start + size], "next_page_token": str(start + size) if more else None}
 
     @app.post(VOICES_PATH, response_model=VoiceRecord, responses=_errors(400, 413, 503),
               include_in_schema=voices.store.enabled, openapi_extra={"requestBody": {
@@ -359,7 +401,7 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
 
 def _query_int(query, name: str, default: int, lowest: int, highest: int | None) -> int:
     text = query.get(name)
-    if text is None:
+    if text is None or text == "":
         return default
     try:
         value = int(text)
@@ -369,3 +411,16 @@ def _query_int(query, name: str, default: int, lowest: int, highest: int | None)
         raise ValueError((name, f"Input should be between {lowest} and {highest or 'any'}", "value_error"))
     return value
 
+
+
+def _query_choice(query, name: str, choices: tuple[str, ...], value: str | None = None) -> str:
+    value = query.get(name, choices[0]) if value is None else value
+    if value not in choices:
+        raise ValueError((name, "Input should be " + ", ".join(f"'{c}'" for c in choices), "literal_error"))
+    return value
+
+
+def _query_error(exc: ValueError) -> JSONResponse:
+    """A query parameter's error as Mistral's 422, worded as FastAPI words it."""
+    name, msg, type_ = exc.args[0]
+    return JSONResponse({"detail": [{"loc": ["query", name], "msg": msg, "type": type_}]}, status_code=422)
