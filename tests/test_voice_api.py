@@ -186,8 +186,10 @@ def test_presets_cannot_be_deleted(mistral, server):
         with pytest.raises(errors.SDKError) as caught:
             mistral.audio.voices.delete(voice_id=name)
         body = json.loads(caught.value.body)
-        assert caught.value.status_code == 400 and body["code"] == "preset_voice" and body["object"] == "error"
+        assert caught.value.status_code == 403 and body["code"] == "preset_voice" and body["object"] == "error"
     assert "casual_male" in [v["id"] for v in httpx.get(server.url + "/v1/audio/voices").json()["voices"]]
+    patch = httpx.patch(server.url + "/v1/audio/voices/casual_male", json={"name": "x"})  # Mistral's update: not here
+    assert patch.status_code == 405 and patch.headers["allow"] == "GET, DELETE"
 
 
 # --- persistence and creation off the request path ------------------------------------------------------

@@ -21,7 +21,10 @@ The routes (:func:`add_voice_routes`):
   ``{"data", "next_page_token"}``, by ``page_size`` and ``page_token`` (a cursor), filtered by
   ``type``, ``gender``, ``language``, ``query`` (in the name) and ``kind``.
 - ``GET /v1/audio/voices/{id}``, ``DELETE /v1/audio/voices/{id}`` (a created voice only: presets are
-  the model's; 400) and ``GET /v1/audio/voices/{id}/sample`` (the prepared recording, WAV).
+  the model's; 403) and ``GET /v1/audio/voices/{id}/sample`` (the prepared recording, WAV).
+
+``POST``, ``DELETE`` and the sample exist only where the server keeps created voices (a voices
+directory: ``voxtral-serve`` always has one); elsewhere they are a 405, as any method a path lacks.
 
 Errors have Mistral's shape (:func:`.mistral.mistral_error`; invalid fields: its 422); an upload over
 the limit is a 413.
@@ -46,7 +49,7 @@ from ..errors import VoxtralError
 from ..normalize import resolve_language
 from ..runtime.tts import TTS
 from ..voices import Voice, read_voice_file, voice_gender, voice_language
-from .errors import APIError, quoted
+from .errors import APIError, error_response, quoted
 from .mistral import mistral_error, validation_error
 from .schemas import MistralError, MistralValidationError, ServerOptions
 from .voice_maker import VoiceMaker, check_sample
@@ -336,9 +339,6 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
         more = start + size < len(chosen)
         return {"data": chosen[start:start + size], "next_page_token": str(start + size) if more else None}
 
-    @app.post(VOICES_PATH, response_model=VoiceRecord, responses=_errors(400, 413, 503),
-              include_in_schema=voices.store.enabled, openapi_extra={"requestBody": {
-                  "required": True, "content": {"application/json": {"schema": VoiceCreateRequest.model_json_schema()}}}})
     @mistral_errors
     async def create_voice(request: HTTPRequest):
         """A voice from a recording: answered at once (``status: queued``); poll its record until ``ready``."""
@@ -353,9 +353,6 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
         except ValidationError as exc:
             return validation_error(exc)
         voices.tts_or_503()
-        if not voices.store.enabled:
-            raise APIError(400, "this server keeps no created voices (it was started without a voices directory)",
-                           code="voice_creation_unavailable")
         if (why := voices.maker.unavailable()) is not None:
             raise APIError(400, why, code="voice_creation_unavailable")
         sample, suffix = decode_audio(body.sample_audio, "sample_audio", options.max_sample_bytes)
@@ -367,29 +364,25 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
         voices.maker.enqueue(record["id"])
         return voices.created_record(record)
 
+
     @app.get(VOICES_PATH + "/{voice_id}", response_model=VoiceRecord, responses=_errors(404, 503))
     @mistral_errors
     async def get_voice(voice_id: str):
         """A voice's record: a created voice's status and progress, or a preset (by name or alias)."""
         return voices.find(voices.tts_or_503(), voice_id)
 
-    @app.delete(VOICES_PATH + "/{voice_id}", response_model=VoiceRecord, responses=_errors(400, 404, 503))
     @mistral_errors
     async def delete_voice(voice_id: str):
         """Delete a created voice (stopping its making if under way); presets cannot be deleted."""
         record = voices.find(voices.tts_or_503(), voice_id)
         if record["type"] == "preset":
-            raise APIError(400, f"{record['id']} is a preset voice of the model; only created voices can be deleted",
+            raise APIError(403, f"{record['id']} is a preset voice of the model; only created voices can be deleted",
                            param="voice_id", code="preset_voice")
         deleted = voices.store.delete(record["id"])
         if deleted is None:  # deleted meanwhile
             raise APIError(404, f"no voice {quoted(voice_id)}", param="voice_id", code="voice_not_found")
         return voices.created_record(deleted)
 
-    @app.get(VOICES_PATH + "/{voice_id}/sample", response_class=FileResponse, responses={
-        200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
-              "description": "the recording the voice was made from, prepared (24 kHz mono, trimmed, level set)"},
-        **_errors(404, 503)})
     @mistral_errors
     async def voice_sample(voice_id: str):
         record = voices.find(voices.tts_or_503(), voice_id)
@@ -398,10 +391,35 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
             raise APIError(404, f"voice {quoted(voice_id)} has no sample", param="voice_id", code="no_sample")
         return FileResponse(path, media_type="audio/wav")
 
+    if voices.store.enabled:  # without a voices directory no voice can be created, deleted or have a sample
+        app.post(VOICES_PATH, response_model=VoiceRecord, responses=_errors(400, 413, 503), openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": VoiceCreateRequest.model_json_schema()}}}})(create_voice)
+        app.delete(VOICES_PATH + "/{voice_id}", response_model=VoiceRecord,
+                   responses=_errors(403, 404, 503))(delete_voice)
+        app.get(VOICES_PATH + "/{voice_id}/sample", response_class=FileResponse, responses={
+            200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+                  "description": "the recording the voice was made from, prepared (24 kHz mono, trimmed, level set)"},
+            **_errors(404, 503)})(voice_sample)
+    # a method a path does not have: 405 naming all it has (Starlette's would name one route's only)
+    not_allowed(app, VOICES_PATH, ("GET", "POST") if voices.store.enabled else ("GET",))
+    not_allowed(app, VOICES_PATH + "/{voice_id}", ("GET", "DELETE") if voices.store.enabled else ("GET",))
+
+
+def not_allowed(app: FastAPI, path: str, allowed: tuple[str, ...]) -> None:
+    """Answer every other method on ``path`` with a 405 whose Allow header lists ``allowed``."""
+    others = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+              if m not in allowed and not (m == "HEAD" and "GET" in allowed)]
+
+    async def method_not_allowed():
+        return error_response(APIError(405, "Method Not Allowed", headers={"Allow": ", ".join(allowed)}))
+
+    app.add_api_route(path, method_not_allowed, methods=others, include_in_schema=False)
+
 
 def _query_int(query, name: str, default: int, lowest: int, highest: int | None) -> int:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)
