@@ -1,7 +1,7 @@
 """Voice creation's cost and round trip on one model: seconds per optimisation step and to a finished
 voice for a sample of ``--seconds`` (issue #23), and how closely the codes come back.
 
-    python benchmarks/bench_voice_create.py MODEL_DIR [--steps 40] [--seconds 10] [--seed 0] [--device cpu]
+    python benchmarks/bench_voice_create.py MODEL_DIR [--steps 40] [--seconds 10] [--seed 0] [--device cpu] [--threads N]
 
 The sample is the model's own codec output for random valid codes (seeded), so the true codes are
 known: it is prepared as a recording would be (:func:`voxtral_tts.reference_audio.prepare`), its
@@ -69,7 +69,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of the sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent).stdout.strip()
     print(f"# revision {revision}: python benchmarks/bench_voice_create.py {' '.join(sys.argv[1:])}", flush=True)
