@@ -367,3 +367,24 @@ with TestClient(app) as client:
     voice_file = voices_dir / made["id"] / "voice.safetensors"
     assert_pcm_equal(np.frombuffer(proc.stdout, "<i2"),
                      reference.synthesize("Hi.", voice=voice_file, seed=3, max_frames=FRAMES, language="en").audio)
+
+
+def test_serve_flags(tiny_model_dir, tiny_engine_dir, tmp_path, monkeypatch):
+    """``--voices-dir`` (default under the XDG data dir), ``--voice-model`` (default: the served model
+    when it is a model directory), ``--voice-steps``; bad values are one line before anything loads."""
+    from voxtral_tts.errors import VoxtralError
+    from voxtral_tts.server.config import parser, serve_config
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    options = serve_config(parser().parse_args([str(tiny_model_dir)])).server
+    assert options.voices_dir == str(tmp_path / "data" / "voxtral-tts" / "voices")
+    assert options.voice_model == str(tiny_model_dir) and options.voice_steps == 600
+    options = serve_config(parser().parse_args([str(tiny_engine_dir), "--voices-dir", str(tmp_path / "v"),
+                                                "--voice-steps", "50"])).server
+    assert (options.voices_dir, options.voice_model, options.voice_steps) == (str(tmp_path / "v"), None, 50)
+    with_model = serve_config(parser().parse_args([str(tiny_engine_dir), "--voice-model", str(tiny_model_dir)])).server
+    assert with_model.voice_model == str(tiny_model_dir)
+    for flags, message in ((["--voice-steps", "0"], "--voice-steps must be at least 1"),
+                           (["--voice-model", str(tmp_path)], "not a model directory")):
+        with pytest.raises(VoxtralError, match=message):
+            serve_config(parser().parse_args([str(tiny_engine_dir), *flags]))
