@@ -26,8 +26,8 @@ The routes (:func:`add_voice_routes`):
 ``POST``, ``DELETE`` and the sample exist only where the server keeps created voices (a voices
 directory: ``voxtral-serve`` always has one); elsewhere they are a 405, as any method a path lacks.
 
-Errors have Mistral's shape (:func:`.mistral.mistral_error`; invalid fields: its 422); an upload over
-the limit is a 413.
+Errors have Mistral's shape (:func:`.mistral.mistral_error`; invalid fields: its 422) but for the
+listing's 503, which keeps OpenAI's, as before Mistral's fields joined it; an upload over the limit is a 413.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from ..runtime.tts import TTS
 from ..voices import Voice, read_voice_file, voice_gender, voice_language
 from .errors import APIError, error_response, quoted
 from .mistral import mistral_error, validation_error
-from .schemas import MistralError, MistralValidationError, ServerOptions
+from .schemas import ErrorResponse, MistralError, MistralValidationError, ServerOptions
 from .voice_maker import VoiceMaker, check_sample
 from .voice_store import READY, SAMPLE, VoiceStore, is_voice_id, upload_suffix
 
@@ -142,6 +142,9 @@ class VoicePage(BaseModel):
 
     data: list[VoiceRecord]
     next_page_token: str | None = Field(description="the cursor of the next page; null on the last")
+
+
+_openai_error = {"model": ErrorResponse, "description": "the model is loading or failed to load (OpenAI's error shape)"}
 
 
 def _errors(*statuses: int) -> dict:
@@ -286,15 +289,15 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
     """The routes of the module's docstring."""
     options = voices.options
 
-    @app.get(VOICES_PATH, response_model=VoiceList, responses=_errors(503), openapi_extra={"parameters": [
+    @app.get(VOICES_PATH, response_model=VoiceList, responses={**_errors(), 503: _openai_error}, openapi_extra={"parameters": [
         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                                                         "default": 1000}},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "default": 0}},
         {"name": "type", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["all", "custom", "preset"], "default": "all"}}]})
-    @mistral_errors
     async def list_voices(request: HTTPRequest):
-        """Every voice: Mistral's page (``items``…) and this server's listing (``voices``, ``default``)."""
+        """Every voice: Mistral's page (``items``…) and this server's listing (``voices``, ``default``).
+        Its 503 keeps OpenAI's error shape, as before Mistral's fields joined it (the page reads it)."""
         query = request.query_params
         try:
             limit = _query_int(query, "limit", 1000, 1, 1000)
