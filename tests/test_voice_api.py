@@ -36,6 +36,7 @@ from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 from voxtral_tts.server.voice_store import VOICE_ID  # noqa: E402
 
 from test_server import FRAMES, Live, assert_pcm_equal  # noqa: E402
+from test_web import Page, browser  # noqa: E402, F401  (the browser fixture, for the page's upload)
 
 errors = mistralai_client.errors
 STEPS = 4
@@ -388,3 +389,23 @@ def test_serve_flags(tiny_model_dir, tiny_engine_dir, tmp_path, monkeypatch):
                            (["--voice-model", str(tmp_path)], "not a model directory")):
         with pytest.raises(VoxtralError, match=message):
             serve_config(parser().parse_args([str(tiny_engine_dir), *flags]))
+
+
+def test_the_page_makes_a_voice_from_an_upload(browser, server, sample):  # noqa: F811
+    """The page at /: a recording chosen, "Make the voice", its progress, then the voice chosen and spoken."""
+    page = Page(browser, server.url)
+    try:
+        page.tab.click("#make-voice summary")
+        page.tab.set_input_files("#sample", files=[{"name": "me.wav", "mimeType": "audio/wav", "buffer": sample}])
+        page.tab.fill("#voice-name", "From the page")
+        page.tab.click("#create")
+        page.wait("document.querySelector('#create-status').textContent.includes('is ready')", timeout=120)
+        voice_id = page.js("document.querySelector('#voice').value")
+        assert VOICE_ID.fullmatch(voice_id)
+        assert httpx.get(f"{server.url}/v1/audio/voices/{voice_id}").json()["name"] == "From the page"
+        page.speak("Hello.")
+        page.wait("voxtralPage.state === 'done'", timeout=60)
+        assert page.console == []
+        httpx.delete(f"{server.url}/v1/audio/voices/{voice_id}")
+    finally:
+        page.tab.close()
