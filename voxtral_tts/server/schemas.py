@@ -47,7 +47,7 @@ def _integer(value):
 
 
 REF_AUDIO = ("a recording to speak in (3–25 s of one speaker, an audio file, base64 or a data URL), in place of the "
-             "voice: made into a voice by codec inversion on first use (the request waits: minutes on a CPU) and cached "
+             "voice: made into a voice by codec inversion on first use (the request waits: minutes or more on a CPU) and cached "
              "by its content; POST /v1/audio/voices keeps one for good")
 #: the description of ref_audio where the server cannot make voices (/openapi.json then allows only null)
 REF_AUDIO_REFUSED = "refused (400) unless null: this server cannot make voices (no model directory or no torch)"
