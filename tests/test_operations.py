@@ -212,6 +212,7 @@ def test_the_api_needs_a_key(keyed):
     ok = httpx.post(keyed.url + SPEECH, json=BODY, headers={"Authorization": "Bearer key-two"}, timeout=60)
     assert ok.status_code == 200 and len(ok.content) == FRAMES * 1920 * 2
     assert httpx.get(keyed.url + "/v1/audio/voices").status_code == 401
+    assert httpx.get(keyed.url + "/v2/audio/voices").status_code == 401  # the SDK's voice search
     # Mistral's request gets Mistral's error shape
     mistral = httpx.post(keyed.url + SPEECH, json={"input": "Hi.", "voice_id": "alloy"}, timeout=60)
     assert mistral.status_code == 401 and mistral.json()["object"] == "error"

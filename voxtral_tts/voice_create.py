@@ -19,6 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -94,8 +95,10 @@ def default_device() -> str:
 
 def find_voice(model: str | Path, audio: str | Path | np.ndarray, sample_rate: int | None = None, *,
                steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED, device: str | None = None,
-               progress: bool = True) -> CreatedVoice:
-    """:func:`create_voice` with what it found: the codes and their loss as well as the rows."""
+               progress: bool = True, on_step: Callable[[int, int, float], None] | None = None) -> CreatedVoice:
+    """:func:`create_voice` with what it found: the codes and their loss as well as the rows.
+    ``on_step(done, total, loss)``: called after each optimisation step (see
+    :func:`voxtral_tts.model.inversion.invert`)."""
     if steps < 0:
         raise VoxtralError(f"steps must be 0 or more, got {steps}")
     try:
@@ -115,7 +118,7 @@ def find_voice(model: str | Path, audio: str | Path | np.ndarray, sample_rate: i
     log.info("finding the codes of %.1f s of audio on %s: at most %d steps, seed %d", len(prepared) / 24000, device,
              steps, seed)
     try:
-        found = invert(decoder, prepared, steps=steps, seed=seed, device=device, progress=progress)
+        found = invert(decoder, prepared, steps=steps, seed=seed, device=device, progress=progress, on_step=on_step)
     except RuntimeError as exc:  # a device torch cannot use, out of memory
         raise VoxtralError(f"codec inversion on {device} failed: {str(exc).splitlines()[0]}") from None
     return CreatedVoice(voice_from_codes(path, found.codes), found.codes, found.loss, found.steps,
@@ -160,7 +163,8 @@ def cache_key(model_dir: Path, audio_file: Path, steps: int, seed: int) -> str:
 
 
 def cached_voice(model: str | Path, audio_file: str | Path, *, steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED,
-                 device: str | None = None, progress: bool = True) -> Path:
+                 device: str | None = None, progress: bool = True,
+                 on_step: Callable[[int, int, float], None] | None = None) -> Path:
     """The voice file of ``audio_file`` for ``model``, created once into ``<user cache>/voices/``
     and found there again (same audio bytes, model and settings)."""
     path = model_path(model, progress=progress)
@@ -173,7 +177,7 @@ def cached_voice(model: str | Path, audio_file: str | Path, *, steps: int = DEFA
     if target.is_file():
         log.info("voice of %s: from the cache (%s)", audio_file, target)
         return target
-    voice = find_voice(path, audio_file, steps=steps, seed=seed, device=device, progress=progress)
+    voice = find_voice(path, audio_file, steps=steps, seed=seed, device=device, progress=progress, on_step=on_step)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial.safetensors")
     write_voice(partial, voice.rows, voice_metadata(audio_file, voice, steps, seed))

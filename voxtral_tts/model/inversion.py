@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -162,11 +163,13 @@ def dequantize_levels(decoder: CodecDecoder, index: torch.Tensor, level: torch.T
 
 def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: int = 0, lr: float = 0.1,
            refine_fraction: float = 0.25, patience: int = 60, device: str | torch.device = "cpu",
-           progress: bool = True) -> Inversion:
+           progress: bool = True, on_step: Callable[[int, int, float], None] | None = None) -> Inversion:
     """Codes [T, 37] (+2 offset) for a 24 kHz waveform of T·1920 samples (a trailing partial frame is
     dropped): ``steps`` Adam steps on the continuous latents at most — fewer when the loss has not
     improved by 0.1 % for ``patience`` steps —, then ``refine_fraction`` of that many straight-through
-    steps on the snapped codes. Seeded: the same audio, seed and device give the same codes."""
+    steps on the snapped codes. Seeded: the same audio, seed and device give the same codes.
+    ``on_step(done, total, loss)`` is called after each step (``total``: the steps planned, fewer
+    once the first pass stopped early); an exception it raises ends the search."""
     args = decoder.args
     spf = args.samples_per_frame
     n_frames = len(audio) // spf
@@ -213,6 +216,8 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
             since_best += 1
         if step % 10 == 0:
             bar.set_postfix_str(f"{phase} loss {value:.4f}")
+        if on_step is not None:
+            on_step(step + 1, end if phase == "refine" else steps + refine_steps, value)
     bar.close()
     if phase == "continuous":  # steps == 0, or the loop ended in the first phase
         continuous_loss = best

@@ -6,9 +6,10 @@ The pieces, one concern each: the request and response bodies and the app's opti
 (:mod:`.errors`: 400 for bad input, 500 without a traceback); the model's worker thread, which runs
 every request through the runtime's scheduler, the requests in flight together (:mod:`.worker`: 503
 while loading or overloaded); the 413 for an oversized body (:mod:`.middleware`); the streamed
-response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); the page to try the
-voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off; one log line per request
-with its id (:mod:`.access_log`), ``GET /metrics`` (:mod:`.metrics`) and API keys (:mod:`.auth`).
+response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); the voices — listed, created
+from a recording, deleted, and a speech request's ``ref_audio`` (:mod:`.voices_api`); the page to
+try the voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off; one log line per
+request with its id (:mod:`.access_log`), ``GET /metrics`` (:mod:`.metrics`) and API keys (:mod:`.auth`).
 
 Audio is encoded per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as
 server-sent events (``stream_format: "sse"``). A client that goes away cancels its generation at
@@ -36,7 +37,7 @@ from ..runtime.options import SpeechOptions
 from ..runtime.request import RequestFailed
 from ..runtime.tts import TTS
 from ..text import check_text
-from ..voices import voice_gender, voice_language
+from ..voices import Voice
 from . import mistral
 from .access_log import AccessLog, RequestLog, current_request
 from .auth import APIKeys, RequireKey
@@ -47,6 +48,7 @@ from .mistral import accepts_mistral, is_mistral, mistral_error, validation_erro
 from .openapi import patch_openapi
 from .schemas import SPEECH_RESPONSES, MistralSpeechRequest, ServerOptions, SpeechRequest, VoiceRef
 from .streaming import chunked, next_event, server_sent_events, whole_file
+from .voices_api import VOICES_PATH, Voices, add_voice_routes, body_limit
 from .web import add_web
 from .worker import GONE, Job, Synthesizer
 
@@ -54,10 +56,6 @@ __all__ = ["ServerOptions", "create_app"]
 
 log = logging.getLogger(__name__)
 
-NO_ENCODER = (
-    "voice cloning from reference audio is not available: the released Voxtral-4B-TTS-2603 checkpoint "
-    "has no codec encoder; use one of the preset voices (GET /v1/audio/voices)"
-)
 NOT_AN_OBJECT = "the request body must be a JSON object, sent with Content-Type: application/json"
 #: response header of a whole file: "end" (every part ended with END_AUDIO) or "length" (a part
 #: stopped at its frame budget and its audio is cut)
@@ -72,7 +70,9 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     @asynccontextmanager
     async def lifespan(app):
         synth.start()
+        voices.start()
         yield
+        voices.stop()
         synth.stop()
 
     app = FastAPI(title="voxtral-tts", summary="OpenAI-compatible speech for Voxtral-4B-TTS-2603", lifespan=lifespan)
@@ -84,9 +84,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
     request_log.observe(metrics.observe_request)
     synth.step_observers.append(metrics.observe_step)
     app.add_middleware(RequireKey, keys=keys, metrics=options.metrics_need_key)  # inside BodyLimit: the body is read
-    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes, paths={VOICES_PATH: body_limit(options)})
     app.add_middleware(AccessLog, request_log=request_log)  # outermost: every answer is logged
-    patch_openapi(app, synth)
     add_error_handlers(app)
 
     def tts_or_503() -> TTS:
@@ -96,6 +95,10 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         if not synth.ready:
             raise APIError(503, "the model is still loading; retry shortly", "server_error", code="loading")
         return synth.tts
+
+    voices = Voices(options, tts_or_503)
+    app.state.voices = voices
+    patch_openapi(app, synth, voices)
 
     @app.get("/health")
     async def health():
@@ -126,13 +129,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return {"object": "list", "data": [{"id": options.model_id, "object": "model", "created": 0,
                                             "owned_by": "mistralai"}]}
 
-    @app.get("/v1/audio/voices")
-    async def voices():
-        tts = tts_or_503()
-        aliases = tts.voice_bank.aliases
-        return {"voices": [{"id": name, "name": name, "language": voice_language(name), "gender": voice_gender(name),
-                            "aliases": sorted(a for a, v in aliases.items() if v == name)} for name in tts.voices],
-                "default": tts.voice_bank.default}
+    add_voice_routes(app, voices)
 
     async def read_object(request: HTTPRequest) -> dict:
         """The request's body: a JSON object (sent as JSON, or with no content type), or a 400."""
@@ -149,33 +146,46 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             raise APIError(400, NOT_AN_OBJECT)
         return data
 
-    def prepare(text: str, voice_name: str | None, voice_param: str) -> tuple[TTS, str, str]:
-        """The model, the checked text and the voice's name (from a name or an alias: never a server
-        path), or a 400 naming ``input`` or the voice's field."""
+    async def prepare(text: str, voice_name: str | None, voice_param: str, ref_audio=None,
+                      ref_param: str = "ref_audio") -> tuple[TTS, str, str | Voice]:
+        """The model, the checked text and the voice: a preset's name (from a name or an alias: never a
+        server path), a created voice's rows (by its id), or those of ``ref_audio`` (made on first
+        use); or a 400 naming ``input`` or the voice's field."""
         tts = tts_or_503()
         try:
             text = check_text(text, options.max_input_chars)
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
-        try:
-            voice = tts.voice_bank.resolve_name(voice_name) if voice_name is not None else tts.voice_bank.default
-        except VoxtralError:
-            raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
-                           param=voice_param, code="unknown_voice") from None
         if (record := current_request()) is not None:
-            record.voice, record.text_chars = voice, len(text)
+            record.text_chars = len(text)
+        if ref_audio is not None:
+            voice = await voices.reference_voice(tts, ref_audio, ref_param)
+        elif voice_name is not None and (created := voices.created_voice(tts, voice_name, voice_param)) is not None:
+            voice = created
+        else:
+            try:
+                voice = tts.voice_bank.resolve_name(voice_name) if voice_name is not None else tts.voice_bank.default
+            except VoxtralError:
+                raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
+                               param=voice_param, code="unknown_voice") from None
+        if record is not None:
+            record.voice = voice.name if isinstance(voice, Voice) else voice
         return tts, text, voice
 
-    async def submit(tts: TTS, text: str, voice: str, body, request: HTTPRequest):
-        """Queue the request (seed, temperature, normalize and expressiveness from ``body``) and wait for its first
-        event: the job and that event (an audio chunk or the end), or the error its client gets —
-        before any audio, with a proper status."""
+    def speech_options(body) -> SpeechOptions:
+        """The request's options but its voice (seed, temperature, normalize and expressiveness from
+        ``body``), or a 400 naming the field: checked before a voice is made from ``ref_audio``."""
         try:
-            speech_options = SpeechOptions(voice=voice, seed=body.seed, temperature=body.temperature,
-                                           max_frames=options.max_frames, normalize=body.normalize,
-                                           expressiveness=body.expressiveness)
+            return SpeechOptions(seed=body.seed, temperature=body.temperature, max_frames=options.max_frames,
+                                 normalize=body.normalize, expressiveness=body.expressiveness)
         except OptionError as exc:
             raise APIError(400, str(exc), param=exc.field) from None
+
+    async def submit(tts: TTS, text: str, voice: str | Voice, speech_options: SpeechOptions, request: HTTPRequest):
+        """Queue the request (``speech_options`` with ``voice``) and wait for its first event: the job
+        and that event (an audio chunk or the end), or the error its client gets — before any audio,
+        with a proper status."""
+        speech_options = dataclasses.replace(speech_options, voice=voice)
         try:  # every part checked against the KV cache before anything is generated
             try:
                 speech_request = tts.request(text, speech_options)
@@ -185,8 +195,9 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         except OptionError as exc:  # an expressiveness the engine cannot run
             raise APIError(400, str(exc), param=exc.field) from None
         except VoiceError as exc:  # a preset's file the server cannot read: the server's fault
-            log.error("voice %s cannot be read: %s", voice, exc)
-            raise APIError(500, f"voice {voice!r} is unavailable on this server", "server_error",
+            name = voice.name if isinstance(voice, Voice) else voice
+            log.error("voice %s cannot be read: %s", name, exc)
+            raise APIError(500, f"voice {name!r} is unavailable on this server", "server_error",
                            code="voice_unavailable") from None
         except VoxtralError as exc:
             raise APIError(400, f"input: {exc}", param="input") from None
@@ -232,18 +243,20 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return await openai_speech(body, request)
 
     async def openai_speech(body: SpeechRequest, request: HTTPRequest):
-        if any(v is not None for v in (body.ref_audio, body.reference_audio, body.ref_text)):
-            raise APIError(400, NO_ENCODER, param="ref_audio", code="voice_cloning_unavailable")
-        tts, text, voice = prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
-                                   "voice")
         try:
             speed = check_speed(body.speed)
         except ValueError:
-            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}", param="speed") from None
+            raise APIError(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}",
+                           param="speed") from None
         fmt = check_format(body.response_format)  # ogg → opus
+        checked = speech_options(body)  # every field checked before a voice is made from ref_audio
+        ref_param = "ref_audio" if body.ref_audio is not None else "reference_audio"
+        tts, text, voice = await prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
+                                         "voice", body.ref_audio if body.ref_audio is not None else body.reference_audio,
+                                         ref_param)
         if (record := current_request()) is not None:
             record.format = fmt
-        job, first = await submit(tts, text, voice, body, request)
+        job, first = await submit(tts, text, voice, checked, request)
         streamed = False
         try:
             sse = body.stream_format == "sse" or (body.stream and body.stream_format != "audio")
@@ -262,12 +275,13 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         return Response(content, media_type=FORMATS[fmt], headers={FINISH_REASON: job.collector.finish_reason})
 
     async def mistral_speech(body: MistralSpeechRequest, data: dict, request: HTTPRequest):
-        mistral.refusals(body, data, NO_ENCODER)
-        tts, text, voice = prepare(body.input, body.voice_id, "voice_id")
+        mistral.refusals(body, data)
         fmt = check_format(body.response_format)
+        checked = speech_options(body)  # every field checked before a voice is made from ref_audio
+        tts, text, voice = await prepare(body.input, body.voice_id, "voice_id", body.ref_audio)
         if (record := current_request()) is not None:
             record.format = fmt
-        job, first = await submit(tts, text, voice, body, request)
+        job, first = await submit(tts, text, voice, checked, request)
         if body.stream:  # the stream closes the job when it ends
             return StreamingResponse(mistral.server_sent_events(job, first, mistral.encoder(fmt, tts.sample_rate, False)),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,7 +1,7 @@
 """API keys: ``voxtral-serve --api-key KEY`` (repeatable) or ``$VOXTRAL_API_KEYS`` (several,
 separated by commas or whitespace) makes the API ask for ``Authorization: Bearer KEY``.
 
-What needs a key: every path under ``/v1/`` — HTTP requests and WebSocket handshakes — and
+What needs a key: every path under ``/v1/`` and ``/v2/`` — HTTP requests and WebSocket handshakes — and
 ``/metrics`` with ``--metrics-need-key``. Open: ``/health``, ``/ready`` (an orchestrator's probes),
 ``/metrics`` by default (a scraper on the private network), the page at ``/`` with its files and
 ``/web/config`` (the page asks for the key and sends it itself), ``/openapi.json`` and ``/docs``.
@@ -38,7 +38,7 @@ __all__ = ["API_KEYS_ENV", "APIKeys", "RequireKey", "keys_from"]
 
 API_KEYS_ENV = "VOXTRAL_API_KEYS"
 WEBSOCKET_KEY_PROTOCOL = "openai-insecure-api-key."
-PROTECTED_PREFIX = "/v1/"
+PROTECTED_PREFIX = ("/v1/", "/v2/")  # the API (/v2/audio/voices: the SDK's voice search)
 MESSAGE = "a valid API key is required: send the header Authorization: Bearer <key>"
 
 

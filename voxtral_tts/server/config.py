@@ -13,15 +13,18 @@ from pathlib import Path
 
 from ..api import open_tts
 from ..cli_options import add_backend_arguments, add_max_batch_argument, options_from_args
+from ..engine import is_engine_dir
 from ..errors import ArgumentParser, OptionError, VoxtralError
 from ..hub import model_path
 from ..runtime.constants import STREAM_CHUNKS
 from ..runtime.load_options import LoadPlan
 from ..runtime.options import SpeechOptions
+from ..voice_create import DEFAULT_STEPS
 from .access_log import LOG_FORMATS
 from .auth import API_KEYS_ENV, keys_from
 from .schemas import ServerOptions
 from .shutdown import DEFAULT_GRACEFUL_TIMEOUT_S
+from .voice_store import default_voices_dir
 
 RAY_MISSING = "--replicas needs Ray Serve, which is not installed: pip install 'voxtral-tts[ray]'"
 WYOMING_MISSING = "--wyoming needs the wyoming package, which is not installed: pip install 'voxtral-tts[server]'"
@@ -47,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-web", dest="web", action="store_false",
                    help="no page to try the voices at / (an API-only deployment)")
     p.add_argument("--log-level", default="info")
+    made = p.add_argument_group("voices made from recordings (POST /v1/audio/voices, ref_audio; needs torch)")
+    made.add_argument("--voices-dir", type=Path, default=default_voices_dir(),
+                      help="where created voices are kept, across restarts (default: %(default)s)")
+    made.add_argument("--voice-model", type=Path,
+                      help="the model directory whose codec makes voices (default: the served model, when it is a "
+                           "model directory rather than an engine directory)")
+    made.add_argument("--voice-steps", type=int, default=DEFAULT_STEPS,
+                      help="optimisation steps at most per voice (default %(default)s; fewer: faster, rougher)")
     ops = p.add_argument_group("operations (docs/operations.md)")
     ops.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                      help="log lines as text or as one JSON object each (default %(default)s); one line per request")
@@ -107,13 +118,20 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         SpeechOptions(max_frames=args.max_frames)
     except OptionError as exc:
         raise VoxtralError(exc.flag()) from None
+    if args.voice_steps < 1:
+        raise VoxtralError(f"--voice-steps must be at least 1, got {args.voice_steps}")
+    if args.voice_model is not None and not (args.voice_model / "params.json").is_file():
+        raise VoxtralError(f"--voice-model {args.voice_model}: not a model directory (no params.json)")
     model = model_path(args.model)
+    voice_model = args.voice_model or (None if is_engine_dir(model) else model)
     plan = options_from_args(argparse.Namespace(**{**vars(args), "model": model}), progress=False,
                              max_batch=args.max_batch, stream_chunks=args.stream_chunks)
     return ServeConfig(str(model), plan.backend, plan, ServerOptions(max_queue=args.max_queue,
                                                                    max_frames=args.max_frames,
                                                                    max_input_chars=args.max_input_chars,
-                                                                   web=args.web,
+                                                                   web=args.web, voices_dir=str(args.voices_dir),
+                                                                   voice_model=str(voice_model) if voice_model else None,
+                                                                   voice_steps=args.voice_steps,
                                                                    api_keys=keys_from(args.api_key),
                                                                    metrics_need_key=args.metrics_need_key),
                        args.max_batch)

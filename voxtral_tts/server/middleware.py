@@ -1,5 +1,5 @@
 """The server's ASGI middleware: :class:`BodyLimit`, a 413 (in OpenAI's error shape) for a
-request body over the limit, declared or streamed."""
+request body over the limit, declared or streamed; a path may have its own limit (a voice's upload)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ class BodyLimit:
     streamed (chunked). The body is read here, up to the limit, and handed to the app whole: an
     error raised while the app itself reads would become FastAPI's 400 for an unparsable body."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, paths: dict[str, int] | None = None):
+        self.app, self.default, self.paths = app, limit, paths or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.paths.get(scope.get("path", "").rstrip("/"), self.default)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._reject(send, limit)
         chunks, received = [], 0
         while True:
             message = await receive()
@@ -29,8 +30,8 @@ class BodyLimit:
                 return
             chunks.append(message.get("body", b""))
             received += len(chunks[-1])
-            if received > self.limit:
-                return await self._reject(send)
+            if received > limit:
+                return await self._reject(send, limit)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
@@ -45,8 +46,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send):
-        body = json.dumps(error_body(f"request body over {self.limit} bytes", "invalid_request_error",
+    async def _reject(self, send, limit: int):
+        body = json.dumps(error_body(f"request body over {limit} bytes", "invalid_request_error",
                                      code="request_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

@@ -103,12 +103,9 @@ def validation_error(exc: ValidationError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def refusals(body: MistralSpeechRequest, data: dict, no_encoder: str) -> None:
+def refusals(body: MistralSpeechRequest, data: dict) -> None:
     """The 400 for a field this server cannot honour (yet), naming it and what is missing (``data``:
     the raw body, for OpenAI's fields, which Mistral's schema does not name)."""
-    if body.ref_audio is not None:
-        raise APIError(400, no_encoder.replace("reference audio", "reference audio (ref_audio)"), param="ref_audio",
-                       code="voice_cloning_unavailable")
     for name, why in (("phoneme_hints", "this server has no pronunciation hints"),
                       ("conversation_history", "this checkpoint has no conversation conditioning")):
         if getattr(body, name) is not None:

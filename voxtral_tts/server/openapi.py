@@ -1,14 +1,19 @@
 """The app's /openapi.json: FastAPI's schema less its 422 entries where this server answers
 validation errors 400 (:mod:`.errors`), with the body of ``POST /v1/audio/speech`` (OpenAI's request
 or Mistral's, read by the route itself: :mod:`.mistral`) and its answers' models, and, once the
-model is loaded, with its voices as the values of ``voice`` and ``voice_id``."""
+model is loaded, with its voices as the values of ``voice`` and ``voice_id`` (and a created voice's
+id, where voices can be created). Where the server cannot make voices, ``ref_audio`` allows only null.
+The voice routes (:mod:`.voices_api`) keep their 422: Mistral's, for an invalid field."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
-from .schemas import ErrorResponse, MistralError, MistralSpeechRequest, MistralSpeechResponse, SpeechRequest
+from .schemas import (REF_AUDIO_REFUSED, ErrorResponse, MistralError, MistralSpeechRequest, MistralSpeechResponse,
+                      SpeechRequest)
+from .voice_store import VOICE_ID
+from .voices_api import SEARCH_PATH, VOICES_PATH, Voices
 from .worker import Synthesizer
 
 SPEECH_PATH = "/v1/audio/speech"
@@ -22,8 +27,9 @@ def _speech_schemas() -> dict:
     return schemas["$defs"]
 
 
-def patch_openapi(app: FastAPI, synth: Synthesizer) -> None:
-    """``app.openapi`` as described above (``synth``: whose model names the voices)."""
+def patch_openapi(app: FastAPI, synth: Synthesizer, voices: Voices) -> None:
+    """``app.openapi`` as described above (``synth``: whose model names the voices; ``voices``: whether
+    voices can be created)."""
     fastapi_openapi = app.openapi
 
     def openapi() -> dict:
@@ -32,21 +38,25 @@ def patch_openapi(app: FastAPI, synth: Synthesizer) -> None:
             schema = fastapi_openapi()
             for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    if path != SPEECH_PATH:  # there, a 422 is a Mistral-shaped request's invalid field
+                    if path != SPEECH_PATH and not path.startswith((VOICES_PATH, SEARCH_PATH)):  # there, a 422 is Mistral's
                         operation.get("responses", {}).pop("422", None)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_speech_schemas())
             schema["paths"][SPEECH_PATH]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"anyOf": [{"$ref": _REF.format(model="SpeechRequest")},
                                      {"$ref": _REF.format(model="MistralSpeechRequest")}]}}}}
+            models = schema["components"]["schemas"]
+            if voices.maker.unavailable() is not None:
+                for model, field in (("SpeechRequest", "ref_audio"), ("SpeechRequest", "reference_audio"),
+                                     ("MistralSpeechRequest", "ref_audio")):
+                    models[model]["properties"][field] = {"type": "null", "description": REF_AUDIO_REFUSED}
             if not synth.ready:
                 return schema
-            names = synth.tts.voices + sorted(synth.tts.voice_bank.aliases)
-            models = schema["components"]["schemas"]
+            names = [{"type": "string", "enum": synth.tts.voices + sorted(synth.tts.voice_bank.aliases)}]
+            if voices.store.enabled:
+                names.append({"type": "string", "pattern": f"^{VOICE_ID.pattern}$"})
             models["SpeechRequest"]["properties"]["voice"]["anyOf"] = [
-                {"type": "string", "enum": names},
-                {"type": "object", "properties": {"id": {"type": "string", "enum": names}}, "required": ["id"]}]
-            models["MistralSpeechRequest"]["properties"]["voice_id"]["anyOf"] = [{"type": "string", "enum": names},
-                                                                                 {"type": "null"}]
+                *names, {"type": "object", "properties": {"id": {"anyOf": names}}, "required": ["id"]}]
+            models["MistralSpeechRequest"]["properties"]["voice_id"]["anyOf"] = [*names, {"type": "null"}]
             app.openapi_schema = schema
         return app.openapi_schema
 

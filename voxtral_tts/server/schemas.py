@@ -32,6 +32,10 @@ class ServerOptions:
     web: bool = True  # the page to try the voices at GET / (voxtral-serve --no-web: the API alone)
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # Bearer keys the API asks for (none: open; .auth)
     metrics_need_key: bool = False  # /metrics behind the API keys too
+    voices_dir: str | None = None  # where created voices are kept (voxtral-serve --voices-dir); None: none are
+    voice_model: str | None = None  # the model directory whose codec makes voices (None: voices cannot be made)
+    voice_steps: int = 600  # optimisation steps at most per voice made (voxtral-serve --voice-steps)
+    max_sample_bytes: int = 10 << 20  # a voice's uploaded recording (sample_audio, ref_audio); 413 beyond
 
 
 class VoiceRef(BaseModel):
@@ -49,13 +53,20 @@ def _integer(value):
 EXPRESSIVENESS = (f"the flow head's classifier-free guidance scale, 1.0 (none) to {MAX_EXPRESSIVENESS:g}; null: the "
                   "model's own (1.2 for the release). Each request in a batch keeps its own")
 
+REF_AUDIO = ("a recording to speak in (3–25 s of one speaker, an audio file, base64 or a data URL), in place of the "
+             "voice: made into a voice by codec inversion on first use (the request waits: minutes or more on a CPU) and cached "
+             "by its content; POST /v1/audio/voices keeps one for good")
+#: the description of ref_audio where the server cannot make voices (/openapi.json then allows only null)
+REF_AUDIO_REFUSED = "refused (400) unless null: this server cannot make voices (no model directory or no torch)"
+
+
 #: the seed: a JSON-safe integer ≥ 0
 Seed = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_integer)]
 
 
 class SpeechRequest(BaseModel):
     """OpenAI's request body, plus ``seed``, ``stream``, ``temperature``, ``normalize``,
-    ``expressiveness`` and the voice-cloning fields we refuse."""
+    ``expressiveness`` and the voice-cloning fields (``ref_audio``, :mod:`.voices_api`)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -63,8 +74,8 @@ class SpeechRequest(BaseModel):
     input: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_INPUT_CHARS, "pattern": SAYABLE_PATTERN,
                                           "description": "the text; longer than 400 characters is spoken part by "
                                                          "part (the server's limit: --max-input-chars)"})
-    voice: Union[str, VoiceRef] = Field(default="alloy", description="a preset name or an OpenAI alias "
-                                                                     "(GET /v1/audio/voices); never a path")
+    voice: Union[str, VoiceRef] = Field(default="alloy", description="a preset name, an OpenAI alias or a created "
+                                                                     "voice's id (GET /v1/audio/voices); never a path")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"] = Field(
         default="mp3", description="the audio format; ogg is Ogg/Opus, like opus")
     speed: float = Field(default=1.0, strict=True,  # strict: no true / "1" coerced (OpenAI types it a number)
@@ -84,12 +95,9 @@ class SpeechRequest(BaseModel):
     expressiveness: float | None = Field(default=None, strict=True,
                                          json_schema_extra={"minimum": 1.0, "maximum": MAX_EXPRESSIVENESS},
                                          description=EXPRESSIVENESS)
-    ref_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
-                           description="refused (400) unless null: voice cloning needs the codec encoder the "
-                                       "release lacks")
-    ref_text: Any = Field(default=None, json_schema_extra={"type": "null"}, description="refused (400), as ref_audio")
-    reference_audio: Any = Field(default=None, json_schema_extra={"type": "null"},
-                                 description="refused (400), as ref_audio")
+    ref_audio: str | None = Field(default=None, description=REF_AUDIO)
+    ref_text: str | None = Field(default=None, description="accepted and ignored: a voice is made from the audio alone")
+    reference_audio: str | None = Field(default=None, description="another name of ref_audio")
 
 
 def _refused(description: str):
@@ -108,8 +116,8 @@ class MistralSpeechRequest(BaseModel):
 
     input: str = SpeechRequest.model_fields["input"]
     model: str | None = MODEL_ID
-    voice_id: str | None = Field(default=None, description="a preset name or an OpenAI alias (GET /v1/audio/voices); "
-                                                           "null: the default voice")
+    voice_id: str | None = Field(default=None, description="a preset name, an OpenAI alias or a created voice's id "
+                                                           "(GET /v1/audio/voices); null: the default voice")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"] = Field(
         default="mp3", description="the audio format; pcm is raw little-endian float32 (Mistral's), not OpenAI's 16-bit")
     stream: StrictBool | None = Field(default=False, description="server-sent events speech.audio.delta, then "
@@ -121,7 +129,7 @@ class MistralSpeechRequest(BaseModel):
     seed: Seed | None = None
     temperature: float = SpeechRequest.model_fields["temperature"]
     normalize: bool = SpeechRequest.model_fields["normalize"]
-    ref_audio: Any = _refused("refused (400) unless null: voice cloning needs the codec encoder the release lacks")
+    ref_audio: str | None = Field(default=None, description=REF_AUDIO)
     phoneme_hints: Any = _refused("refused (400) unless null: this server has no pronunciation hints")
     conversation_history: Any = _refused("refused (400) unless null: this checkpoint has no conversation "
                                          "conditioning")

@@ -38,11 +38,13 @@ function seconds(s) {
   return `${s.toFixed(2)} s`;
 }
 
-// The server's own words for a failed response: OpenAI's {"error": {"message": ...}}, else the status.
+// The server's own words for a failed response: OpenAI's {"error": {"message": ...}} or Mistral's
+// {"message": ...} (the voice routes), else the status.
 async function serverMessage(response) {
   try {
     const body = await response.json();
     if (body && body.error && body.error.message) return body.error.message;
+    if (body && typeof body.message === "string") return body.message;
   } catch (_) {
     // not JSON: fall through to the status line
   }
@@ -110,7 +112,7 @@ async function loadVoices() {
   }
   const listing = await response.json();
   const groups = new Map();
-  for (const voice of listing.voices) {
+  for (const voice of listing.voices.filter((v) => !v.status || v.status === "ready")) {
     const language = voice.language || "";
     if (!groups.has(language)) groups.set(language, []);
     groups.get(language).push(voice);
@@ -337,6 +339,42 @@ function stop() {
   silence();
 }
 
+// --- a voice from a recording: POST /v1/audio/voices, then its record polled until it is made ------
+
+async function createVoice() {
+  const file = $("sample").files[0];
+  const say = (text) => { $("create-status").textContent = text; };
+  if (!file) return say("Choose a recording first (3 to 25 s of one speaker).");
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  const name = $("voice-name").value.trim() || file.name;
+  $("create").disabled = true;
+  try {
+    let response = await fetch("/v1/audio/voices", {
+      method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() },
+      body: JSON.stringify({ name, sample_audio: btoa(binary), sample_filename: file.name }),
+    });
+    while (response.ok) {
+      const voice = await response.json();
+      if (voice.status === "ready") {
+        await loadVoices();
+        $("voice").value = voice.id;
+        return say(`“${voice.name}” is ready and chosen above.`);
+      }
+      if (voice.status === "failed") return say(`“${voice.name}” could not be made: ${voice.error}`);
+      say(`Making “${voice.name}”: ${voice.status}, ${Math.round(100 * voice.progress)} % (minutes on a CPU).`);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      response = await fetch(`/v1/audio/voices/${encodeURIComponent(voice.id)}`, { headers: authHeaders() });
+    }
+    say(await serverMessage(response));
+  } catch (error) {
+    say(error.message);
+  } finally {
+    $("create").disabled = false;
+  }
+}
+
 // --- wiring --------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -349,6 +387,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("stop").addEventListener("click", stop);
   $("api-key").addEventListener("change", keyChanged);
+  $("create").addEventListener("click", createVoice);
   $("text").addEventListener("input", countText);
   $("text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
