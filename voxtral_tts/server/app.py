@@ -40,6 +40,7 @@ from .errors import APIError, add_error_handlers, as_api_error, quoted
 from .middleware import BodyLimit
 from .mistral import accepts_mistral, is_mistral, mistral_error, validation_error
 from .openapi import patch_openapi
+from .realtime import add_realtime
 from .schemas import SPEECH_RESPONSES, MistralSpeechRequest, ServerOptions, SpeechRequest, VoiceRef
 from .streaming import chunked, next_event, server_sent_events, whole_file
 from .web import add_web
@@ -243,6 +244,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             return Response(status_code=499)
         return mistral.audio_json(content, job.collector.finish_reason)
 
+    add_realtime(app, synth, options, NO_ENCODER)
     if options.web:
         add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id)
     return app

@@ -29,6 +29,7 @@ class ServerOptions:
     max_frames: int | None = None  # per text part; None: the runtime's text-length budget (at most 2048)
     model_id: str = MODEL_ID
     web: bool = True  # the page to try the voices at GET / (voxtral-serve --no-web: the API alone)
+    realtime_idle_s: float = 60.0  # a realtime session with nothing sent either way this long is closed
 
 
 class VoiceRef(BaseModel):

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: what a job's queue holds once its client has gone away
 GONE = None
+#: what the worker's queue is given when a request it runs changed (an open request's text, a
+#: cancel): the worker, waiting while it has nothing to do, looks again
+WAKE = object()
 
 
 @dataclass(eq=False)
@@ -73,7 +76,7 @@ class Synthesizer:
         self.options = options
         self.tts: TTS | None = None
         self.load_error: str | None = None
-        self._submitted: queue.Queue[Job | None] = queue.Queue()
+        self._submitted: queue.Queue = queue.Queue()  # jobs, WAKE, and None to stop
         self._jobs: dict[Request, Job] = {}  # the worker thread's own
         self._pending = 0
         self._lock = threading.Lock()
@@ -101,7 +104,11 @@ class Synthesizer:
                 raise APIError(503, f"the server is busy ({self._pending} requests in progress or queued); retry later",
                                "server_error", code="overloaded", headers={"Retry-After": "1"})
             self._pending += 1
+        job.request.listen(self._wake)
         self._submitted.put(job)
+
+    def _wake(self) -> None:
+        self._submitted.put(WAKE)
 
     def _run(self) -> None:
         try:
@@ -123,8 +130,9 @@ class Synthesizer:
                 while True:
                     if job is None:
                         return
-                    self._jobs[job.request] = job
-                    scheduler.submit(job.request)
+                    if job is not WAKE:
+                        self._jobs[job.request] = job
+                        scheduler.submit(job.request)
                     job = self._submitted.get_nowait()
             except queue.Empty:
                 pass
