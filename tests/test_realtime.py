@@ -28,6 +28,7 @@ import voxtral_tts  # noqa: E402
 from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 
+import test_mistral_api  # noqa: E402
 from test_server import FRAMES, HeldBackend, Live, decode, slow_server, wait_until  # noqa: E402
 
 models = mistralai_client.models
@@ -35,13 +36,7 @@ MODEL = "voxtral-4b-tts-2603"
 SPF = 1920  # samples per frame
 
 
-@pytest.fixture(scope="module")
-def server(tiny_engine_dir):
-    """The server on the tiny engine (the session's exported engine, as test_mistral_api.py's)."""
-    live = Live(create_app(lambda: voxtral_tts.load(tiny_engine_dir), ServerOptions(max_frames=FRAMES)))
-    live.wait_ready()
-    yield live
-    live.close()
+server = test_mistral_api.server  # the SDK suite's server fixture: the tiny engine, the frame cap
 
 
 def connect(url: str, **kwargs):
