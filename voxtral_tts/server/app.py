@@ -6,8 +6,9 @@ The pieces, one concern each: the request and response bodies and the app's opti
 (:mod:`.errors`: 400 for bad input, 500 without a traceback); the model's worker thread, which runs
 every request through the runtime's scheduler, the requests in flight together (:mod:`.worker`: 503
 while loading or overloaded); the 413 for an oversized body (:mod:`.middleware`); the streamed
-response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); and the page to try the
-voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off.
+response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); Mistral's realtime
+WebSocket ``/v1/audio/speech/realtime`` (:mod:`.realtime`); and the page to try the voices at
+``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off.
 
 Audio is encoded per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as
 server-sent events (``stream_format: "sse"``). A client that goes away cancels its generation at
