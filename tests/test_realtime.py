@@ -195,23 +195,31 @@ def test_too_much_text_ends_the_session_with_1009(tiny_engine_dir):
 
 
 def test_an_idle_session_is_closed_with_1008(tiny_engine_dir):
+    """…and while its generation waits for text, the worker waits too (it does not spin on the open
+    request: a handful of scheduler steps, not thousands)."""
     live = Live(create_app(lambda: voxtral_tts.load(tiny_engine_dir), ServerOptions(max_frames=FRAMES,
                                                                                     realtime_idle_s=0.5)))
     live.wait_ready()
+    scheduler = live.app.state.synthesizer.tts.scheduler
+    steps = []
+    step = scheduler.step
+    scheduler.step = lambda: steps.append(1) or step()
 
     async def run():
         async with raw_session(live.url) as ws:
             created = await receive(ws)
             await ws.send(json.dumps({"type": "input_text.append", "text": "Then nothing"}))
+            await asyncio.sleep(0.3)
+            waiting_steps = len(steps)
             error = await receive(ws)
             with pytest.raises(websockets.ConnectionClosedError) as closed:
                 await ws.recv()
-            return created, error, closed.value.rcvd.code
+            return created, error, closed.value.rcvd.code, waiting_steps
 
     try:
-        created, error, code = asyncio.run(run())
+        created, error, code, waiting_steps = asyncio.run(run())
         assert created["type"] == "session.created" and error["type"] == "error" and "0.5 s" in error["error"]["message"]
-        assert code == 1008
+        assert code == 1008 and waiting_steps < 10
         wait_until(lambda: live.app.state.synthesizer._pending == 0)  # its open generation left the worker
     finally:
         live.close()
