@@ -286,6 +286,40 @@ def test_a_websocket_handshake_needs_a_key():
         assert ws.receive_text() == "hello"
 
 
+def test_the_realtime_route_needs_a_key_and_takes_it_as_a_subprotocol(keyed):
+    """The live realtime WebSocket behind --api-key: refused without the key; with it as the page
+    sends it (a browser cannot set headers), accepted, answering with the plain subprotocol."""
+    import asyncio
+
+    import websockets
+
+    url = keyed.url.replace("http://", "ws://") + "/v1/audio/speech/realtime"
+
+    async def run():
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            async with websockets.connect(url):
+                pass
+        assert refused.value.response.status_code == 401
+        protocols = ["voxtral-realtime", "openai-insecure-api-key.key-two"]
+        async with websockets.connect(url, subprotocols=protocols) as ws:
+            assert ws.subprotocol == "voxtral-realtime"
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "session.created"
+
+    failures = []  # on a thread of its own: the browser fixture's event loop may be running on this one
+    thread = threading.Thread(target=lambda: failures.extend(_raised(lambda: asyncio.run(run()))))
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive() and not failures, failures
+
+
+def _raised(call) -> list:
+    try:
+        call()
+    except BaseException as exc:  # noqa: B036 (handed to the test's thread, which fails with it)
+        return [exc]
+    return []
+
+
 def test_keys_come_from_flags_and_the_environment(tiny_engine_dir, monkeypatch):
     assert keys_from(["a"], {"VOXTRAL_API_KEYS": "b, c\nd"}) == ("a", "b", "c", "d")
     assert keys_from(None, {}) == ()

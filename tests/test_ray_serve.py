@@ -300,6 +300,31 @@ def steps(gate) -> int:
     return sum(int(path.read_text() or 0) for path in gate.gate.glob("steps-*"))
 
 
+def test_a_realtime_session_passes_through_rays_proxy(gate):
+    """Mistral's realtime WebSocket, through Ray's proxy to a replica, with the SDK's own client."""
+    import asyncio
+    import base64
+
+    mistral = pytest.importorskip("mistralai.client")
+    pytest.importorskip("websockets")
+
+    async def run():
+        client = mistral.Mistral(api_key="unused", server_url=gate.url)
+        async with await client.audio.realtime_speech.connect("voxtral-4b-tts-2603", timeout_ms=60_000) as session:
+            await session.send_text("Hello there. How")
+            await session.flush(" are you?")
+            audio = b""
+            async for event in session:
+                if isinstance(event, mistral.models.SpeechStreamAudioDelta):
+                    audio += base64.b64decode(event.audio_data)
+                elif isinstance(event, mistral.models.SpeechStreamDone):
+                    return audio, event.usage.completion_tokens
+        raise AssertionError("the session ended before speech.audio.done")
+
+    audio, frames = asyncio.run(run())
+    assert FRAMES < frames <= 2 * FRAMES and len(audio) == frames * 1920 * 4  # two parts, float32 pcm
+
+
 def test_client_disconnect_cancels_generation_on_the_replica(gate):
     """A client that leaves a held stream: its request leaves the replica's scheduler at the next
     step instead of making its 10 frames."""

@@ -127,3 +127,29 @@ def test_an_open_request_in_the_scheduler(reference_tts):
     failing.cancel(KeyError("why"))
     (failed,) = scheduler.step()
     assert isinstance(failed, RequestFailed) and isinstance(failed.error, KeyError) and scheduler.idle
+
+
+def test_an_open_requests_next_part_waits_for_the_first_audio_of_the_part_being_heard(tiny_engine_dir):
+    """A later part's prefill must not delay the audio being heard: with slots free, part 1 starts
+    only once part 0's first chunk is out (a request submitted whole starts both at once)."""
+    tts = voxtral_tts.load(tiny_engine_dir, max_batch=4)
+    scheduler = tts.scheduler
+    voice = tts.voice_bank.get(None)
+    noise = tts.noise_source(SpeechOptions(seed=0))
+    request = Request("", (), voice, noise, max_frames=8, open=True)
+    scheduler.submit(request)
+    request.append("One.")
+    request.append("Two.")
+    request.close()  # closed before it started: still paced, as it was submitted open
+    started, heard = [], False
+    while not scheduler.idle:
+        events = scheduler.step()
+        started.append((len(scheduler._running), heard))
+        heard = heard or any(isinstance(e, AudioChunk) and e.part == 0 for e in events)
+    assert started[0] == (1, False)  # part 0 alone until its first chunk is out
+    assert (2, True) in started and (2, False) not in started
+    whole = tts.request("One. Two.", voice=voice, seed=0, max_frames=8, part_chars=5)
+    scheduler.submit(whole)
+    assert [len(scheduler._running) for _ in [scheduler.step()]] == [2]  # side by side from the start
+    while not scheduler.idle:
+        scheduler.step()

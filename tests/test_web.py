@@ -25,7 +25,7 @@ from voxtral_tts.text import split_text  # noqa: E402
 
 from test_server import FRAMES, HeldBackend, Live, loading_server, wait_until, wrapped  # noqa: E402
 
-PAGE_FILES = ("index.html", "app.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "typing.js", "style.css")
 MAX_CHARS = 1000  # the server's --max-input-chars here: the page must show and keep this one
 LONG_TEXT = " ".join(f"Sentence number {i} is here." for i in range(30))  # three parts
 CHROMIUM = os.environ.get("VOXTRAL_TTS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"  # Debian's
@@ -232,6 +232,27 @@ def test_speak_plays_the_audio_as_it_streams(page):
     assert page.js("audio.state") == "running"
     start = page.js("audio.currentTime")
     page.wait(f"audio.currentTime > {start + 0.1}", timeout=5)
+    assert page.console == []
+
+
+def test_speak_as_i_type(page):
+    """The realtime mode: each sentence is spoken over the WebSocket while the text is still being
+    typed; Ctrl+Enter speaks the rest."""
+    page.tab.fill("#text", "")
+    page.tab.check("#typing")
+    page.wait("voxtralTyping.state === 'on'")
+    page.tab.focus("#text")
+    page.tab.keyboard.type("Hello there. How")
+    page.wait("voxtralTyping.samples > 0")  # the first sentence, before the text is done
+    assert page.js("voxtralTyping.done") == 0 and page.js("voxtralPage.state") != "busy"
+    page.tab.keyboard.type(" are you?")
+    page.tab.keyboard.press("Control+Enter")  # the rest, in this mode over the socket
+    page.wait("voxtralTyping.done === 1")
+    # two parts of FRAMES frames (or, rarely, fewer: a session has no seed and may draw END_AUDIO early)
+    assert FRAMES * 1920 < page.js("voxtralTyping.samples") <= 2 * FRAMES * 1920
+    assert page.js("voxtralTyping.error") is None
+    page.tab.uncheck("#typing")
+    page.wait("voxtralTyping.state === 'off'")
     assert page.console == []
 
 

@@ -34,7 +34,9 @@ a short request arriving behind a long text starts at the next slot that frees (
 never stopped for it).
 
 **Open requests.** A request may be open (``TTS.stream_text``, the realtime server): its parts
-are appended while it runs, and it is done once it is closed and its last part is out. While it
+are appended while it runs, and it is done once it is closed and its last part is out. Its next
+part starts only once the part being heard has its first audio out, so that a later part's
+prefill never delays that audio (the parts still overlap, from their second chunk on). While it
 waits for text the scheduler may have nothing to do (:attr:`Scheduler.idle`); whoever drives it
 then waits for a change (:meth:`.request.Request.listen`) instead of stepping.
 
@@ -96,6 +98,8 @@ class _Flight:
     out: int = 0
     held: dict[int, list[Event]] = field(default_factory=dict)
     finished: set[int] = field(default_factory=set)  # parts whose PartFinished is held
+    audible: set[int] = field(default_factory=set)  # parts from ``out`` on with audio out or held
+    paced: bool = False  # submitted open: its parts start as the part being heard has audio (see waiting)
 
     @property
     def complete(self) -> bool:
@@ -105,8 +109,13 @@ class _Flight:
 
     def waiting(self, ahead: int) -> bool:
         """A part may start now: one is left, fewer than ``ahead`` parts after the one whose events
-        go out have started (what is held stays bounded), and (explicit noise rows) none is running."""
+        go out have started (what is held stays bounded), (explicit noise rows) none is running,
+        and (a request submitted open) the part whose events go out has its first audio out: its
+        text arrives while it is spoken, and a later part's prefill must not delay the first audio
+        of the part being heard, even once the text is complete."""
         if self.next_part >= len(self.request.parts) or self.next_part - self.out >= ahead:
+            return False
+        if self.paced and self.next_part > self.out and self.out not in self.audible:
             return False
         return not (self.request.noise.explicit and self.running)
 
@@ -139,7 +148,7 @@ class Scheduler:
         return not any(f.request.cancelled or f.complete or f.waiting(ahead) for f in self._flights.values())
 
     def submit(self, request: Request) -> None:
-        self._flights[request] = _Flight(request)
+        self._flights[request] = _Flight(request, paced=request.open)
 
     def load(self) -> SchedulerLoad:
         """What the scheduler holds now (read it on the thread that steps it)."""
@@ -306,6 +315,8 @@ class Scheduler:
         """Pass a part's event on if every earlier part's are out, else hold it; a part finishing
         lets the held events of the parts after it out, and the last one ends the request."""
         flight = self._flights[event.request]
+        if isinstance(event, AudioChunk):
+            flight.audible.add(event.part)
         if event.part != flight.out:
             flight.held.setdefault(event.part, []).append(event)
             if isinstance(event, PartFinished):
@@ -321,6 +332,7 @@ class Scheduler:
                 break
             flight.finished.discard(flight.out)
             flight.out += 1
+        flight.audible = {part for part in flight.audible if part >= flight.out}
         if flight.complete:
             del self._flights[flight.request]
             events.append(RequestDone(flight.request, flight.request.usage))

@@ -120,10 +120,13 @@ class TextStream:
 
         def run():
             try:
-                for event in self.tts.events(self.request, cancelled):
-                    loop.call_soon_threadsafe(events.put_nowait, event)
-            except Exception as exc:
-                loop.call_soon_threadsafe(events.put_nowait, RequestFailed(self.request, exc))
+                try:
+                    for event in self.tts.events(self.request, cancelled):
+                        loop.call_soon_threadsafe(events.put_nowait, event)
+                except Exception as exc:
+                    loop.call_soon_threadsafe(events.put_nowait, RequestFailed(self.request, exc))
+            except RuntimeError:  # the caller's event loop is closed: nobody is listening any more
+                self.request.cancel()
 
         feeder = asyncio.create_task(feed())
         threading.Thread(target=run, name="voxtral-text-stream", daemon=True).start()

@@ -7,9 +7,10 @@ The pieces, one concern each: the request and response bodies and the app's opti
 every request through the runtime's scheduler, the requests in flight together (:mod:`.worker`: 503
 while loading or overloaded); the 413 for an oversized body (:mod:`.middleware`); the streamed
 response bodies (:mod:`.streaming`); /openapi.json (:mod:`.openapi`); the voices — listed, created
-from a recording, deleted, and a speech request's ``ref_audio`` (:mod:`.voices_api`); the page to
-try the voices at ``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off; one log line per
-request with its id (:mod:`.access_log`), ``GET /metrics`` (:mod:`.metrics`) and API keys (:mod:`.auth`).
+from a recording, deleted, and a speech request's ``ref_audio`` (:mod:`.voices_api`); Mistral's
+realtime WebSocket ``/v1/audio/speech/realtime`` (:mod:`.realtime`); the page to try the voices at
+``GET /`` (:mod:`.web`) unless ``ServerOptions.web`` is off; one log line per request with its id
+(:mod:`.access_log`), ``GET /metrics`` (:mod:`.metrics`) and API keys (:mod:`.auth`).
 
 Audio is encoded per ``response_format`` — whole, chunked (``stream_format: "audio"``) or as
 server-sent events (``stream_format: "sse"``). A client that goes away cancels its generation at
@@ -46,6 +47,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit
 from .mistral import accepts_mistral, is_mistral, mistral_error, validation_error
 from .openapi import patch_openapi
+from .realtime import add_realtime
 from .schemas import SPEECH_RESPONSES, MistralSpeechRequest, ServerOptions, SpeechRequest, VoiceRef
 from .streaming import chunked, next_event, server_sent_events, whole_file
 from .voices_api import VOICES_PATH, Voices, add_voice_routes, body_limit
@@ -293,6 +295,7 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             return Response(status_code=499)
         return mistral.audio_json(content, job.collector.finish_reason)
 
+    add_realtime(app, synth, options, voices)
     if options.web:
         add_web(app, max_input_chars=options.max_input_chars, model_id=options.model_id,
                 api_key_required=keys.required)

@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-frames", type=int, help="cap on frames per text part (default: 50 + 4 per character of "
                    "the part, at most 2048)")
-    p.add_argument("--max-input-chars", type=int, default=4096)
+    p.add_argument("--max-input-chars", type=int, default=4096,
+                   help="the longest input of a request, and the most text a realtime session may have waiting")
+    p.add_argument("--realtime-idle", type=float, default=60.0, metavar="SECONDS",
+                   help="a realtime session with nothing sent either way this long is closed (default %(default)s)")
     p.add_argument("--stream-chunks", default=",".join(map(str, STREAM_CHUNKS)),
                    help="frames in each streamed audio chunk, the last repeating (default %(default)s: the first "
                         "chunk after 160 ms of audio)")
@@ -114,6 +117,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     if args.max_queue < 0:
         raise VoxtralError(f"--max-queue must be at least 0, got {args.max_queue}")
     check_operation_arguments(args)
+    if not args.realtime_idle > 0:
+        raise VoxtralError(f"--realtime-idle must be a positive number of seconds, got {args.realtime_idle}")
     try:  # the per-part frame cap every request gets: checked once, as a request's own would be
         SpeechOptions(max_frames=args.max_frames)
     except OptionError as exc:
@@ -132,6 +137,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
                                                                    web=args.web, voices_dir=str(args.voices_dir),
                                                                    voice_model=str(voice_model) if voice_model else None,
                                                                    voice_steps=args.voice_steps,
+                                                                   realtime_idle_s=args.realtime_idle,
                                                                    api_keys=keys_from(args.api_key),
                                                                    metrics_need_key=args.metrics_need_key),
                        args.max_batch)

@@ -36,6 +36,7 @@ class ServerOptions:
     voice_model: str | None = None  # the model directory whose codec makes voices (None: voices cannot be made)
     voice_steps: int = 600  # optimisation steps at most per voice made (voxtral-serve --voice-steps)
     max_sample_bytes: int = 10 << 20  # a voice's uploaded recording (sample_audio, ref_audio); 413 beyond
+    realtime_idle_s: float = 60.0  # a realtime session with nothing sent either way this long is closed
 
 
 class VoiceRef(BaseModel):
