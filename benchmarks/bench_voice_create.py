@@ -1,7 +1,8 @@
 """Voice creation's cost and round trip on one model: seconds per optimisation step and to a finished
 voice for a sample of ``--seconds`` (issue #23), and how closely the codes come back.
 
-    python benchmarks/bench_voice_create.py MODEL_DIR [--steps 40] [--seconds 10] [--seed 0] [--device cpu] [--threads N]
+    python benchmarks/bench_voice_create.py MODEL_DIR [--steps 40] [--seconds 10] [--seed 0] [--device cpu]
+        [--threads N]
 
 The sample is the model's own codec output for random valid codes (seeded), so the true codes are
 known: it is prepared as a recording would be (:func:`voxtral_tts.reference_audio.prepare`), its
@@ -49,7 +50,8 @@ def random_codes(config: ModelConfig, n: int, seed: int) -> np.ndarray:
     a = config.audio
     rng = np.random.default_rng(seed)
     return np.concatenate([rng.integers(0, a.semantic_codebook_size, (n, 1)),
-                           rng.integers(0, a.acoustic_codebook_size, (n, a.n_acoustic_codebook))], axis=1) + N_AUDIO_SPECIAL
+                           rng.integers(0, a.acoustic_codebook_size, (n, a.n_acoustic_codebook))],
+                          axis=1) + N_AUDIO_SPECIAL
 
 
 @torch.no_grad()
@@ -147,7 +149,8 @@ def main() -> None:
     assert np.array_equal(rows, voice_from_codes(args.model, found.codes))
     for i, shuffled in enumerate(shuffles):
         s_exact, s_near, s_error = recovery(shuffled)
-        print(f"shuffled {i}: semantic exact {100 * s_exact[0]:.1f} %; acoustic exact {100 * s_exact[1:].mean():.1f} %, "
+        print(f"shuffled {i}: semantic exact {100 * s_exact[0]:.1f} %; "
+              f"acoustic exact {100 * s_exact[1:].mean():.1f} %, "
               f"within one level {100 * s_near.mean():.1f} %; rows' relative error {s_error:.3f}; spectral distance "
               f"{spectral_distance(decoder, shuffled, sample):.3f}", flush=True)
     print(f"# load average at end: {load_average()}")

@@ -223,7 +223,8 @@ def test_the_api_needs_a_key(keyed):
     assert httpx.get(keyed.url + "/web/config").json()["api_key_required"] is True
     # the OpenAI SDK sends its api_key as the Bearer key
     client = openai.OpenAI(base_url=keyed.url + "/v1", api_key="key-one", max_retries=0)
-    assert client.audio.speech.create(model="m", voice="alloy", input="Hi.", response_format="wav").content[:4] == b"RIFF"
+    speech = client.audio.speech.create(model="m", voice="alloy", input="Hi.", response_format="wav")
+    assert speech.content[:4] == b"RIFF"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=keyed.url + "/v1", api_key="nope", max_retries=0).models.list()
 

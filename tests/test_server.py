@@ -451,7 +451,8 @@ def test_voxtral_serve_command(tiny_engine_dir):
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            assert proc.poll() is None and time.time() < deadline, (
+                proc.stderr.read() if proc.poll() is not None else "timeout")
             time.sleep(0.1)
         response = httpx.post(url + "/v1/audio/speech", json={"model": "m", "input": "Hi.", "voice": "echo",
                                                               "response_format": "wav"}, timeout=60)
@@ -496,7 +497,8 @@ def test_concurrent_requests_are_decoded_together(tiny_engine_dir, reference_tts
             t.join(120)
         for text, seed in requests:
             assert results[seed].status_code == 200
-            assert_pcm_equal(np.frombuffer(results[seed].content, "<i2"), expected_audio(reference_tts, text, seed=seed))
+            assert_pcm_equal(np.frombuffer(results[seed].content, "<i2"),
+                             expected_audio(reference_tts, text, seed=seed))
         assert max(widths) >= 2, widths
     finally:
         server.close()
@@ -636,7 +638,8 @@ def test_a_failure_after_streaming_began_is_visible(tiny_engine_dir):
     (json.dumps({"model": "m", "input": "hi", "speed": True}), {}, "speed: Input should be a valid number", "speed"),
     (json.dumps({"model": "m", "input": "hi", "seed": "1"}), {}, "seed: Input should be a valid integer", "seed"),
     (json.dumps({"model": "m", "input": "hi", "seed": True}), {}, "seed: Input should be a valid integer", "seed"),
-    (json.dumps({"model": "m", "input": "hi", "stream": "yes"}), {}, "stream: Input should be a valid boolean", "stream"),
+    (json.dumps({"model": "m", "input": "hi", "stream": "yes"}), {}, "stream: Input should be a valid boolean",
+     "stream"),
     ('{"model": "m", "input": ', {}, "the request body is not valid JSON", None),
     (json.dumps({"model": "m", "input": "hi"}), {"content-type": "text/plain"}, "must be a JSON object", None),
 ])

@@ -89,7 +89,8 @@ def test_cache_key_and_rebuild_decision():
     key = _key()
     assert key["compute_capability"] == "9.0" and key["tensorrt"] == "10.9.0" and key["model"] == IDENTITY
     assert key["profile"]["decode_buckets"] == decode_buckets(4096) and key["profile"]["codec_frames"] == 75
-    assert key["profile"]["batch_widths"] == [1] and _key(max_batch=32)["profile"]["batch_widths"] == [1, 2, 4, 8, 16, 32]
+    assert key["profile"]["batch_widths"] == [1]
+    assert _key(max_batch=32)["profile"]["batch_widths"] == [1, 2, 4, 8, 16, 32]
     assert rebuild_reason(key, _key(), plans_present=True) is None
     assert "incomplete" in rebuild_reason(key, _key(), plans_present=False)
     assert "no TensorRT plans" in rebuild_reason(None, key, plans_present=False)

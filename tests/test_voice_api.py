@@ -309,7 +309,8 @@ def test_ref_audio_in_both_shapes_uses_the_cache(mistral, server, sample, engine
     from voxtral_tts.voice_create import DEFAULT_SEED, cache_key
 
     (tmp_path / "ref.wav").write_bytes(sample)
-    cached = engine_cache / "voices" / f"{cache_key(tiny_model_dir, tmp_path / 'ref.wav', STEPS, DEFAULT_SEED)[:32]}.safetensors"
+    key = cache_key(tiny_model_dir, tmp_path / 'ref.wav', STEPS, DEFAULT_SEED)
+    cached = engine_cache / "voices" / f"{key[:32]}.safetensors"
     assert not cached.exists()
     with caplog.at_level("INFO", logger="voxtral_tts"):
         openai_shape = speak_openai(server.url, "alloy", ref_audio=b64(sample))
@@ -337,9 +338,11 @@ def test_without_a_model_directory_or_torch_creation_says_what_is_missing(tiny_e
     finally:
         live.close()
     real = voice_maker.importlib.util.find_spec
-    monkeypatch.setattr(voice_maker.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(voice_maker.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
     maker = voice_maker.VoiceMaker(None, tmp_path)
-    assert maker.unavailable() == "creating a voice needs PyTorch, to run the codec decoder: pip install 'voxtral-tts[torch]'"
+    assert maker.unavailable() == ("creating a voice needs PyTorch, to run the codec decoder: "
+                                   "pip install 'voxtral-tts[torch]'")
 
 
 def test_speaking_with_a_created_voice_needs_no_torch(tiny_engine_dir, voices_dir, made, reference):

@@ -17,8 +17,8 @@ What DIR holds when the run ends:
   renamed), so no half-written file is ever left under an utterance's name;
 - ``manifest.jsonl``: one JSON object per utterance — ``id``, ``file``, ``line``, ``text`` (as
   given), ``spoken`` (as normalised for speech), ``voice``, ``seed``, ``language``,
-  ``temperature``, ``expressiveness`` (null: the model's), ``duration`` (seconds), ``frames``, ``finish_reason`` (``end``, or ``length``
-  when a part stopped at its frame budget), ``parts``;
+  ``temperature``, ``expressiveness`` (null: the model's), ``duration`` (seconds), ``frames``,
+  ``finish_reason`` (``end``, or ``length`` when a part stopped at its frame budget), ``parts``;
 - ``metadata.csv``: LJSpeech's layout, ``id|text|normalized text`` without a header (the id is
   the file's name without its extension; the text as given, then as spoken; a ``|`` or a line
   break inside a text becomes a space there — ``manifest.jsonl`` keeps texts exact).
@@ -277,7 +277,8 @@ def run(args: argparse.Namespace, voices: VoiceBank) -> int:
     if not args.batch.is_file():
         raise VoxtralError(f"{args.batch}: no such batch file")
     defaults = {"voice": args.voice, "seed": args.seed, "temperature": args.temperature,
-                "expressiveness": args.expressiveness, "max_frames": args.max_frames, "normalize": args.normalize, "language": args.language}
+                "expressiveness": args.expressiveness, "max_frames": args.max_frames, "normalize": args.normalize,
+                "language": args.language}
     try:  # the command line's defaults: a bad one is a usage error, not every line's
         SpeechOptions(**{**defaults, "voice": voices.get(args.voice)})
     except OptionError as exc:

@@ -186,7 +186,8 @@ class TTS:
         yield from self.collector(request).audio(self.events(request, cancelled))
 
     def stream_text(self, pieces: Pieces, options: SpeechOptions | None = None, /, *, mode: str = RESPONSIVE,
-                    cancelled: Callable[[], bool] | None = None, **fields) -> Iterator[np.ndarray] | AsyncIterator[np.ndarray]:
+                    cancelled: Callable[[], bool] | None = None,
+                    **fields) -> Iterator[np.ndarray] | AsyncIterator[np.ndarray]:
         """Speak text while it is still being written: ``pieces`` (an iterable, or an async
         iterable, of text pieces — an LLM's tokens) are cut into segments as soon as each is
         complete (:mod:`voxtral_tts.segmenter`, ``mode`` ``responsive`` or ``long_form``), and

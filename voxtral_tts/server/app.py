@@ -253,9 +253,9 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
         fmt = check_format(body.response_format)  # ogg → opus
         checked = speech_options(body)  # every field checked before a voice is made from ref_audio
         ref_param = "ref_audio" if body.ref_audio is not None else "reference_audio"
-        tts, text, voice = await prepare(body.input, body.voice.id if isinstance(body.voice, VoiceRef) else body.voice,
-                                         "voice", body.ref_audio if body.ref_audio is not None else body.reference_audio,
-                                         ref_param)
+        voice_name = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
+        ref_audio = body.ref_audio if body.ref_audio is not None else body.reference_audio
+        tts, text, voice = await prepare(body.input, voice_name, "voice", ref_audio, ref_param)
         if (record := current_request()) is not None:
             record.format = fmt
         job, first = await submit(tts, text, voice, checked, request)
@@ -285,7 +285,8 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             record.format = fmt
         job, first = await submit(tts, text, voice, checked, request)
         if body.stream:  # the stream closes the job when it ends
-            return StreamingResponse(mistral.server_sent_events(job, first, mistral.encoder(fmt, tts.sample_rate, False)),
+            encoder = mistral.encoder(fmt, tts.sample_rate, False)
+            return StreamingResponse(mistral.server_sent_events(job, first, encoder),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             content = await whole_file(job, first, mistral.encoder(fmt, tts.sample_rate, True))

@@ -135,7 +135,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
                                                                    max_frames=args.max_frames,
                                                                    max_input_chars=args.max_input_chars,
                                                                    web=args.web, voices_dir=str(args.voices_dir),
-                                                                   voice_model=str(voice_model) if voice_model else None,
+                                                                   voice_model=str(voice_model) if voice_model
+                                                                   else None,
                                                                    voice_steps=args.voice_steps,
                                                                    realtime_idle_s=args.realtime_idle,
                                                                    api_keys=keys_from(args.api_key),

@@ -4,11 +4,11 @@
 Which shape a request has (:func:`is_mistral`): a ``voice`` field makes it OpenAI's, whatever else
 it holds (as before this shape existed); else a field only Mistral's request has (``voice_id``,
 ``metadata``, ``prompt_cache_key``, ``phoneme_hints``, ``conversation_history``; ``expressiveness``
-is in both, OpenAI's as this server's extra field) makes it Mistral's; else a field only OpenAI's has (``stream_format``,
-``speed``, ``instructions``), not null, makes it OpenAI's; else the ``Accept`` header decides: Mistral's when
-it names ``application/json`` or ``text/event-stream`` (what the SDK sends) and no audio type,
-OpenAI's otherwise (its SDK sends ``application/octet-stream``, curl ``*/*``) — unless only Mistral's
-schema takes the body (``"model": null``), so that every body /openapi.json allows is accepted.
+is in both, OpenAI's as this server's extra field) makes it Mistral's; else a field only OpenAI's
+has (``stream_format``, ``speed``, ``instructions``), not null, makes it OpenAI's; else the
+``Accept`` header decides: Mistral's when it names ``application/json`` or ``text/event-stream``
+(what the SDK sends) and no audio type, OpenAI's otherwise (its SDK sends
+``application/octet-stream``, curl ``*/*``) — unless only Mistral's schema takes the body (``"model": null``), so that every body /openapi.json allows is accepted.
 
 Mistral's answers: JSON ``{"audio_data": <base64 file>}``, or with ``stream: true`` server-sent
 events — ``event: speech.audio.delta`` with ``{"type", "audio_data"}``, then ``event:
@@ -140,6 +140,10 @@ def _event(name: str, payload: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
+def _delta(data: bytes) -> bytes:
+    return _event("speech.audio.delta", {"type": "speech.audio.delta", "audio_data": base64.b64encode(data).decode()})
+
+
 async def server_sent_events(job, first, encode):
     """The request's audio as Mistral's events (see the module's docstring)."""
     collector = job.collector
@@ -149,9 +153,9 @@ async def server_sent_events(job, first, encode):
             yield _event("error", {"type": "error", "error": {"message": error.message, "code": error.status}})
             return
         if isinstance(item, AudioChunk) and (data := encode.encode(item.audio)):
-            yield _event("speech.audio.delta", {"type": "speech.audio.delta", "audio_data": base64.b64encode(data).decode()})
+            yield _delta(data)
     if tail := encode.finish():
-        yield _event("speech.audio.delta", {"type": "speech.audio.delta", "audio_data": base64.b64encode(tail).decode()})
+        yield _delta(tail)
     tokens, frames = collector.usage.text_tokens, collector.usage.frames
     yield _event("speech.audio.done", {"type": "speech.audio.done", "finish_reason": collector.finish_reason,
                                        "usage": {"prompt_tokens": tokens, "completion_tokens": frames,

@@ -38,7 +38,8 @@ def patch_openapi(app: FastAPI, synth: Synthesizer, voices: Voices) -> None:
             schema = fastapi_openapi()
             for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    if path != SPEECH_PATH and not path.startswith((VOICES_PATH, SEARCH_PATH)):  # there, a 422 is Mistral's
+                    # on the speech and voice routes a 422 is Mistral's
+                    if path != SPEECH_PATH and not path.startswith((VOICES_PATH, SEARCH_PATH)):
                         operation.get("responses", {}).pop("422", None)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_speech_schemas())
             schema["paths"][SPEECH_PATH]["post"]["requestBody"] = {"required": True, "content": {"application/json": {

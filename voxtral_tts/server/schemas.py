@@ -55,8 +55,8 @@ EXPRESSIVENESS = (f"the flow head's classifier-free guidance scale, 1.0 (none) t
                   "model's own (1.2 for the release). Each request in a batch keeps its own")
 
 REF_AUDIO = ("a recording to speak in (3–25 s of one speaker, an audio file, base64 or a data URL), in place of the "
-             "voice: made into a voice by codec inversion on first use (the request waits: minutes or more on a CPU) and cached "
-             "by its content; POST /v1/audio/voices keeps one for good")
+             "voice: made into a voice by codec inversion on first use (the request waits: minutes or more on a "
+             "CPU) and cached by its content; POST /v1/audio/voices keeps one for good")
 #: the description of ref_audio where the server cannot make voices (/openapi.json then allows only null)
 REF_AUDIO_REFUSED = "refused (400) unless null: this server cannot make voices (no model directory or no torch)"
 
@@ -120,7 +120,8 @@ class MistralSpeechRequest(BaseModel):
     voice_id: str | None = Field(default=None, description="a preset name, an OpenAI alias or a created voice's id "
                                                            "(GET /v1/audio/voices); null: the default voice")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"] = Field(
-        default="mp3", description="the audio format; pcm is raw little-endian float32 (Mistral's), not OpenAI's 16-bit")
+        default="mp3",
+        description="the audio format; pcm is raw little-endian float32 (Mistral's), not OpenAI's 16-bit")
     stream: StrictBool | None = Field(default=False, description="server-sent events speech.audio.delta, then "
                                                           "speech.audio.done")
     expressiveness: float | None = Field(default=None, strict=True, ge=1.0, le=MAX_EXPRESSIVENESS,

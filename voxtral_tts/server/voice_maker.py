@@ -39,7 +39,8 @@ from ..encoding import encode_audio
 from ..engine import is_engine_dir
 from ..errors import VoxtralError
 from ..reference_audio import prepare
-from ..voice_create import DEFAULT_SEED, DEFAULT_STEPS, TORCH_MISSING, cached_voice, find_voice, voice_metadata, write_voice
+from ..voice_create import (DEFAULT_SEED, DEFAULT_STEPS, TORCH_MISSING, cached_voice, find_voice, voice_metadata,
+                            write_voice)
 from .voice_store import FAILED, PROCESSING, QUEUED, READY, ROWS, SAMPLE, VoiceStore
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ class VoiceMaker:
             return
         except Exception:
             log.exception("%s: failed", label)
-            self.store.update(voice_id, status=FAILED, error="internal error while making the voice; see the server log")
+            self.store.update(voice_id, status=FAILED,
+                              error="internal error while making the voice; see the server log")
             return
         if self.store.update(voice_id, status=READY, progress=1.0, loss=round(found.loss, 5),
                              frames=len(found.rows), steps=found.steps) is None:

@@ -289,7 +289,8 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
     """The routes of the module's docstring."""
     options = voices.options
 
-    @app.get(VOICES_PATH, response_model=VoiceList, responses={**_errors(), 503: _openai_error}, openapi_extra={"parameters": [
+    @app.get(VOICES_PATH, response_model=VoiceList, responses={**_errors(), 503: _openai_error},
+             openapi_extra={"parameters": [
         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                                                         "default": 1000}},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "default": 0}},
@@ -331,7 +332,8 @@ def add_voice_routes(app: FastAPI, voices: Voices) -> None:
             size = _query_int(query, "page_size", 10, 1, 1000)
             start = _query_int(query, "page_token", 0, 0, None)
             kind = _query_choice(query, "type", ("all", "custom", "preset"))
-            genders = [_query_choice(query, "gender", ("female", "male", "neutral"), g) for g in query.getlist("gender")]
+            genders = [_query_choice(query, "gender", ("female", "male", "neutral"), g)
+                       for g in query.getlist("gender")]
         except ValueError as exc:
             return _query_error(exc)
         languages = {code.lower() for code in query.getlist("language")}

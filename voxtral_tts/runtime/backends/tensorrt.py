@@ -194,8 +194,8 @@ class TensorRTBackend(EngineBackend):
             self._contexts["backbone", bucket, rows] = self._context(
                 "backbone", profile, backbone_bindings(self.layout, dim, bucket, rows), scratch)
         for profile, rows in enumerate(self.widths):
-            self._contexts["flow", rows] = self._context("flow_frame", profile,
-                                                         flow_bindings(self.config, rows, self._takes_guidance), scratch)
+            bindings = flow_bindings(self.config, rows, self._takes_guidance)
+            self._contexts["flow", rows] = self._context("flow_frame", profile, bindings, scratch)
         self._contexts["codec", None] = self._context("codec", 0, codec_bindings(self.config), scratch)
         self._cuda("cudaStreamSynchronize", self._stream)
 

@@ -9,9 +9,9 @@ is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
   norms' statistics, RoPE, softmax, the semantic logits, the Euler updates and FSQ in float32
   (spec §9.2). The decode step and the flow frame are captured as CUDA graphs and replayed.
 
-State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one slot per sequence decoded
-together, written in place) and fixed input/output buffers. The n sequences in flight are kept in
-cache rows 0..n−1 (:class:`.kv_slots.RowPlacement`: when one leaves, the one in the highest row
+State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one
+slot per sequence decoded together, written in place) and fixed input/output buffers. The n
+sequences in flight are kept in cache rows 0..n−1 (:class:`.kv_slots.RowPlacement`: when one leaves, the one in the highest row
 moves into its row), and a decode step runs rows 0..B−1 — B = n on the CPU, on CUDA the smallest
 batch bucket holding n; rows past n decode a dummy token into a scratch position no sequence
 reads — and attends over the first
@@ -143,7 +143,8 @@ class FusedBlocks:
 def _packed_linear(self, x: torch.Tensor) -> torch.Tensor:
     """A :class:`Linear` over a oneDNN-packed bf16 weight (see :func:`pack_linears`)."""
     if x.dtype != torch.bfloat16:  # every caller feeds the compute dtype; another input is computed in bf16
-        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, None, "none", [], "").to(x.dtype)
+        packed = torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, None, "none", [], "")
+        return packed.to(x.dtype)
     return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, None, "none", [], "")
 
 
