@@ -8,7 +8,8 @@ is in both, OpenAI's as this server's extra field) makes it Mistral's; else a fi
 has (``stream_format``, ``speed``, ``instructions``), not null, makes it OpenAI's; else the
 ``Accept`` header decides: Mistral's when it names ``application/json`` or ``text/event-stream``
 (what the SDK sends) and no audio type, OpenAI's otherwise (its SDK sends
-``application/octet-stream``, curl ``*/*``) — unless only Mistral's schema takes the body (``"model": null``), so that every body /openapi.json allows is accepted.
+``application/octet-stream``, curl ``*/*``) — unless only Mistral's schema takes the body
+(``"model": null``), so that every body /openapi.json allows is accepted.
 
 Mistral's answers: JSON ``{"audio_data": <base64 file>}``, or with ``stream: true`` server-sent
 events — ``event: speech.audio.delta`` with ``{"type", "audio_data"}``, then ``event:

@@ -11,16 +11,15 @@ is opened) behind the runtime's :class:`.Backend` protocol, on CPU or CUDA.
 
 State is allocated once: the backbone's static KV cache (``StaticCache``, owned by this backend, one
 slot per sequence decoded together, written in place) and fixed input/output buffers. The n
-sequences in flight are kept in cache rows 0..n−1 (:class:`.kv_slots.RowPlacement`: when one leaves, the one in the highest row
-moves into its row), and a decode step runs rows 0..B−1 — B = n on the CPU, on CUDA the smallest
-batch bucket holding n; rows past n decode a dummy token into a scratch position no sequence
-reads — and attends over the first
-K positions, K the smallest KV bucket past the longest sequence. Each (B, K) is one CUDA graph,
-captured on first use (inputs, outputs and cache at fixed addresses), so a step costs one replay
-and two small host copies. The flow frame is one graph per batch bucket. Prefill (any length) and
-the codec run eagerly. ``compile=True`` also fuses each transformer block with ``torch.compile``
-(:class:`FusedBlocks`) inside those graphs: fewer, larger kernels, at a compile cost per shape.
-"""
+sequences in flight are kept in cache rows 0..n−1 (:class:`.kv_slots.RowPlacement`: when one leaves,
+the one in the highest row moves into its row), and a decode step runs rows 0..B−1 — B = n on the
+CPU, on CUDA the smallest batch bucket holding n; rows past n decode a dummy token into a scratch
+position no sequence reads — and attends over the first K positions, K the smallest KV bucket past
+the longest sequence. Each (B, K) is one CUDA graph, captured on first use (inputs, outputs and
+cache at fixed addresses), so a step costs one replay and two small host copies. The flow frame is
+one graph per batch bucket. Prefill (any length) and the codec run eagerly. ``compile=True`` also
+fuses each transformer block with ``torch.compile`` (:class:`FusedBlocks`) inside those graphs:
+fewer, larger kernels, at a compile cost per shape."""
 
 from __future__ import annotations
 
