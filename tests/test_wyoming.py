@@ -71,7 +71,7 @@ class LiveBoth:
         self.port = free_port()
         self.http = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
         coroutine = serve(self.synth, f"tcp://127.0.0.1:{self.port}", idle_timeout=idle_timeout, http=self.http,
-                          sockets=[sock])
+                          sockets=[sock], voices=self.app.state.voices)
         self.thread = threading.Thread(target=asyncio.run, args=(coroutine,), daemon=True)
         self.thread.start()
         deadline = time.time() + 60
@@ -487,3 +487,39 @@ def test_voxtral_serve_wyoming_command(tiny_engine_dir, http):
 def test_bad_wyoming_arguments_exit_2(tiny_engine_dir, capsys, argv, fragment):
     assert serve_main([str(tiny_engine_dir), *argv]) == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_voices_made_from_recordings_are_listed_and_spoken(tiny_engine_dir, tmp_path):
+    """A voice made over HTTP (its record and rows in --voices-dir) is in describe once ready and is
+    spoken by its id; one still being made is a voice_not_ready error."""
+    from voxtral_tts.server.voice_store import READY, ROWS, VoiceStore
+    from voxtral_tts.voice_create import write_voice
+
+    store = VoiceStore(tmp_path)
+    ready = store.add({"name": "Grandpa", "languages": ["en"]}, b"RIFF", "sample.wav")
+    queued = store.add({"name": "Later", "languages": ["en"]}, b"RIFF", "sample.wav")
+    tts = voxtral_tts.load(tiny_engine_dir)
+    rows = tts.voice_bank.get(tts.voice_bank.default).embedding  # a preset's rows: what a made voice holds
+    write_voice(store.path(ready["id"], ROWS), rows)
+    store.update(ready["id"], status=READY, progress=1.0)
+    server = LiveBoth(lambda: tts, ServerOptions(max_frames=FRAMES, voices_dir=str(tmp_path)))
+
+    async def talk():
+        async with client(server.port) as c:
+            await c.write_event(Describe().event())
+            info = Info.from_event(await c.read_event())
+            await c.write_event(Synthesize(text="Hello there.", voice=SynthesizeVoice(name=ready["id"])).event())
+            spoken = await answer(c)
+            await c.write_event(Synthesize(text="Hello there.", voice=SynthesizeVoice(name=queued["id"])).event())
+            refused = await answer(c)
+            return info, spoken, refused
+
+    try:
+        info, spoken, refused = run(talk())
+    finally:
+        server.close()
+    listed = {v.name: v for v in info.tts[0].voices}
+    assert ready["id"] in listed and queued["id"] not in listed
+    assert "Grandpa" in listed[ready["id"]].description and listed[ready["id"]].languages == ["en"]
+    assert len(audio_of(spoken)) == SAMPLES
+    assert error_of(refused).code == "voice_not_ready"

@@ -47,9 +47,11 @@ from ..runtime.request import RequestDone, RequestFailed
 from ..runtime.text_stream import TextStream
 from ..runtime.tts import TTS
 from ..text import check_text
-from ..voices import voice_gender, voice_language
+from ..voices import Voice, voice_gender, voice_language
 from .errors import APIError, quoted
 from .streaming import next_event
+from .voice_store import READY
+from .voices_api import Voices
 from .worker import GONE, Job, Synthesizer
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ CHANNELS = 1
 #: the ``code`` of each ``error`` event this server sends
 CODES = ("loading", "model_unavailable", "overloaded", "unknown_voice", "unknown_language", "empty_text",
          "text_too_long", "invalid_text", "unsupported_text_format", "invalid_event", "unknown_program",
-         "no_stream", "stream_open", "voice_unavailable", "internal_error", "idle_timeout")
+         "no_stream", "stream_open", "voice_unavailable", "voice_not_ready", "internal_error", "idle_timeout")
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian",
                   "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic", "hi": "Hindi"}
 
@@ -81,11 +83,12 @@ class Refusal(Exception):
 
 # --- describe ---------------------------------------------------------------------------------------
 
-def describe(tts: TTS, model_id: str) -> Info:
+def describe(tts: TTS, model_id: str, voices: Voices | None = None) -> Info:
     """The ``info`` answer: one TTS program with every voice the model has (presets and any other
-    voice of its bank), each with its language and a description naming its OpenAI aliases."""
+    voice of its bank), each with its language and a description naming its OpenAI aliases, then
+    the voices made from recordings (``voices``: the server's, :mod:`.voices_api`) that are ready."""
     aliases = tts.voice_bank.aliases
-    voices = []
+    listed = []
     for name in tts.voices:
         language = voice_language(name)
         description = f"{name} — {LANGUAGE_NAMES.get(language, language)}"
@@ -94,19 +97,25 @@ def describe(tts: TTS, model_id: str) -> Info:
         also = sorted(alias for alias, target in aliases.items() if target == name)
         if also:
             description += "; also " + ", ".join(also)
-        voices.append(TtsVoice(name=name, attribution=ATTRIBUTION, installed=True, description=description,
+        listed.append(TtsVoice(name=name, attribution=ATTRIBUTION, installed=True, description=description,
                                version=model_id, languages=[language]))
+    for record in voices.store.all() if voices is not None else []:
+        if record.get("status") == READY:
+            listed.append(TtsVoice(name=record["id"], attribution=ATTRIBUTION, installed=True, version=model_id,
+                                   description=f"{record.get('name') or record['id']} — made from a recording",
+                                   languages=list(record.get("languages") or [])))
     program = TtsProgram(name=PROGRAM, attribution=ATTRIBUTION, installed=True, version=__version__,
                          description=f"Voxtral-4B-TTS-2603 text to speech ({model_id}, voxtral-tts {__version__})",
-                         voices=voices, supports_synthesize_streaming=True)
+                         voices=listed, supports_synthesize_streaming=True)
     return Info(tts=[program])
 
 
-def choose_voice(tts: TTS, voice: object) -> tuple[str, str | None]:
-    """The voice a request's ``voice`` object names — ``name`` (a preset, an OpenAI alias or any
-    voice of the bank), else the first voice of ``language`` (the default voice if it speaks it),
-    else the default voice — and the language to read the text in (``language`` if given, else
-    None: the voice's own). ``speaker`` is ignored: the voices have no speakers."""
+def choose_voice(tts: TTS, voice: object, voices: Voices | None = None) -> tuple[str | Voice, str | None]:
+    """The voice a request's ``voice`` object names — ``name`` (a preset, an OpenAI alias, any voice of
+    the bank, or the id of a voice made from a recording that is ready: its rows), else the first
+    voice of ``language`` (the default voice if it speaks it), else the default voice — and the
+    language to read the text in (``language`` if given, else None: the voice's own). ``speaker`` is
+    ignored: the voices have no speakers."""
     if voice is None:
         voice = {}
     if not isinstance(voice, dict):
@@ -119,6 +128,14 @@ def choose_voice(tts: TTS, voice: object) -> tuple[str, str | None]:
             raise Refusal(f"unknown language {quoted(language)}; describe lists the voices' languages",
                           "unknown_language") from None
     bank = tts.voice_bank
+    if name is not None and voices is not None:
+        try:
+            created = voices.created_voice(tts, str(name), "voice")
+        except APIError as exc:  # made from a recording, and not ready (or its file unreadable)
+            raise Refusal(exc.message, "voice_not_ready" if exc.code == "voice_not_ready"
+                          else "voice_unavailable") from None
+        if created is not None:
+            return created, language
     if name is not None:
         try:
             return bank.resolve_name(str(name)), language
@@ -189,7 +206,7 @@ class _TextStream:
         try:
             check_format(start.get("text_format"))
             tts = handler.tts()
-            voice, language = choose_voice(tts, start.get("voice"))
+            voice, language = choose_voice(tts, start.get("voice"), handler.voices)
             options = SpeechOptions(voice=voice, language=language, max_frames=handler.synth.options.max_frames)
             self.stream = TextStream(tts, options)  # reads the voice's file
             self.job = handler.submit(tts, self.stream.request)
@@ -247,8 +264,9 @@ class _TextStream:
 
 def voice_unavailable(voice, exc: VoiceError) -> Refusal:
     """A preset's file the server cannot read: the operator's to fix (logged), not the client's."""
-    log.error("voice %s cannot be read: %s", voice, exc)
-    return Refusal(f"voice {quoted(voice)} is unavailable on this server", "voice_unavailable")
+    name = voice.name if isinstance(voice, Voice) else voice
+    log.error("voice %s cannot be read: %s", name, exc)
+    return Refusal(f"voice {quoted(name)} is unavailable on this server", "voice_unavailable")
 
 
 class SpeechHandler(AsyncEventHandler):
@@ -256,9 +274,10 @@ class SpeechHandler(AsyncEventHandler):
     the connection is read meanwhile: stream text, a disconnect), answers in order."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, synth: Synthesizer,
-                 idle_timeout: float | None = None):
+                 idle_timeout: float | None = None, voices: Voices | None = None):
         super().__init__(reader, writer)
         self.synth = synth
+        self.voices = voices  # the voices made from recordings (None: presets only)
         self.idle_timeout = idle_timeout
         self._work: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._worker = asyncio.create_task(self._run_work(), name="wyoming requests")
@@ -281,7 +300,7 @@ class SpeechHandler(AsyncEventHandler):
         data = event.data if isinstance(event.data, dict) else {}
         if Describe.is_type(event.type):
             try:
-                info = describe(self.tts(), self.synth.options.model_id).event()
+                info = describe(self.tts(), self.synth.options.model_id, self.voices).event()
             except Refusal as refusal:
                 info = refusal.event()
             await self.write_event(info)
@@ -332,7 +351,7 @@ class SpeechHandler(AsyncEventHandler):
             check_format(data.get("text_format"))
             tts = self.tts()
             text = checked_text(data.get("text"), self.synth.options.max_input_chars)
-            voice, language = choose_voice(tts, data.get("voice"))
+            voice, language = choose_voice(tts, data.get("voice"), self.voices)
             audio = _Audio(self, tts.sample_rate)
             await self.speak(text, voice, language, audio)
         except Refusal as refusal:

@@ -18,6 +18,7 @@ from wyoming.server import AsyncServer
 from ..errors import VoxtralError
 from .app import create_app
 from .config import ServeConfig
+from .voices_api import Voices
 from .worker import Synthesizer
 from .wyoming import SpeechHandler
 
@@ -36,12 +37,12 @@ def wyoming_server(uri: str) -> AsyncServer:
 
 
 async def serve(synth: Synthesizer, uri: str, *, idle_timeout: float | None = None, http=None,
-                sockets=None, stop: asyncio.Event | None = None) -> None:
+                sockets=None, stop: asyncio.Event | None = None, voices: Voices | None = None) -> None:
     """Serve Wyoming at ``uri`` on ``synth``: with ``http`` (a ``uvicorn.Server`` of the app that
     owns ``synth``; ``sockets``: its listening sockets, if given) until it exits; without it, ``synth``
     is started here and served until ``stop`` is set (default: SIGINT or SIGTERM)."""
     server = wyoming_server(uri)
-    await server.start(functools.partial(SpeechHandler, synth=synth, idle_timeout=idle_timeout))
+    await server.start(functools.partial(SpeechHandler, synth=synth, idle_timeout=idle_timeout, voices=voices))
     log.info("Wyoming protocol on %s", uri)
     try:
         if http is not None:
@@ -68,8 +69,9 @@ def serve_forever(config: ServeConfig, args: argparse.Namespace) -> int:
     wyoming_server(args.wyoming)  # a bad address is refused before the model loads
     idle_timeout = args.wyoming_idle_timeout or None  # 0: never
     if not args.http:
-        asyncio.run(serve(Synthesizer(config.load, config.server), args.wyoming,
-                          idle_timeout=idle_timeout))
+        synth = Synthesizer(config.load, config.server)  # voices made over HTTP earlier are spoken too
+        voices = Voices(config.server, lambda: synth.tts)
+        asyncio.run(serve(synth, args.wyoming, idle_timeout=idle_timeout, voices=voices))
         return 0
     from . import shutdown
 
@@ -77,6 +79,7 @@ def serve_forever(config: ServeConfig, args: argparse.Namespace) -> int:
     http = shutdown.http_server(app, host=args.host, port=args.port, graceful_timeout=args.graceful_timeout,
                                 ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                                 access_log=args.uvicorn_access_log, log_level=args.log_level)
-    asyncio.run(serve(app.state.synthesizer, args.wyoming, idle_timeout=idle_timeout, http=http))
+    asyncio.run(serve(app.state.synthesizer, args.wyoming, idle_timeout=idle_timeout, http=http,
+                      voices=app.state.voices))
     shutdown.exit_if_forced(http)
     return 0
