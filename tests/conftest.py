@@ -35,6 +35,20 @@ def _require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _root_logging():
+    """Each test leaves the root logger as it found it: a CLI's main() run in-process sets up the
+    process's logging (voxtral-serve: a handler on the sys.stderr of the moment, which capsys
+    closes when its test ends), and a later test's log lines must not reach that handler."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
     return _require(SPEC)
