@@ -44,14 +44,16 @@ COPY --from=wheel /dist /tmp/dist
 RUN /opt/voxtral/bin/pip install --no-deps /tmp/dist/*.whl \
     && rm -r /tmp/dist \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/voxtral voxtral \
-    && mkdir -p /cache/huggingface /cache/voxtral-tts \
+    && mkdir -p /cache/huggingface /cache/voxtral-tts /cache/data \
     && chown -R voxtral:voxtral /cache
 # The hub cache (HF_HOME: the model's files, downloaded once) and the engine cache (a model exported to
-# ONNX on first use) on one volume, so that neither is downloaded or exported again by a new container.
+# ONNX on first use) on one volume, so that neither is downloaded or exported again by a new container;
+# voices made from recordings (POST /v1/audio/voices: --voices-dir's default under XDG_DATA_HOME) there too.
 # HF_TOKEN, for a gated or private repository, is read from the environment: docker run -e HF_TOKEN.
 ENV PATH=/opt/voxtral/bin:$PATH \
     HF_HOME=/cache/huggingface \
     VOXTRAL_TTS_CACHE=/cache/voxtral-tts \
+    XDG_DATA_HOME=/cache/data \
     PYTHONUNBUFFERED=1
 VOLUME ["/cache"]
 USER voxtral

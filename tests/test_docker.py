@@ -229,6 +229,11 @@ def test_image_serves_speech_and_stops_on_sigterm(container):
     assert check[0] == "CMD"
     run("docker", "exec", name, *check[1:])
     assert run("docker", "exec", name, "id", "-u").stdout.strip() != "0"
+    # voices made from recordings are kept on the /cache volume, writable by that user
+    where = ("from voxtral_tts.server.voice_store import default_voices_dir as d; import os; "
+             "p = d(); p.mkdir(parents=True, exist_ok=True); print(p, os.access(p, os.W_OK))")
+    voices_dir = run("docker", "exec", name, "python", "-c", where).stdout.split()
+    assert voices_dir == ["/cache/data/voxtral-tts/voices", "True"]
 
     # SIGTERM reaches the server (process 1, exec form), which shuts down before docker's SIGKILL
     start = time.monotonic()
