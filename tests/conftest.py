@@ -19,8 +19,11 @@ REFERENCE_MODEL = REFERENCE_TINY / "model"
 
 # Fixtures that make every test using them slow (`pytest -m "not slow"` leaves those tests out): the
 # engine exports, tens of seconds each on first use (this file's three and test_coreml's Core ML
-# conversion), Ray Serve (test_ray_serve) and the browser (test_web).
-SLOW_FIXTURES = {"reference_engine_dir", "tiny_engine_dir", "fp16_engine_dir", "export_run", "ray_serve", "browser"}
+# conversion), Ray Serve (test_ray_serve) and the browser (test_web). A fixture that reaches one of
+# those through request.getfixturevalue marks its slow parameters itself (test_expressiveness).
+# test_voice_create's round_trip: a codec inversion, about 10 s.
+SLOW_FIXTURES = {"reference_engine_dir", "tiny_engine_dir", "fp16_engine_dir", "export_run", "ray_serve", "browser",
+                 "round_trip"}
 
 
 def pytest_collection_modifyitems(items):

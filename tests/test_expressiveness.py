@@ -57,7 +57,7 @@ def test_the_reference_at_its_default_is_the_loop_with_the_constant(reference_mo
         assert not torch.equal(other, x)
 
 
-@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+@pytest.fixture(scope="module", params=["torch", pytest.param("onnxruntime", marks=pytest.mark.slow)])  # an export
 def tts(request, tiny_model_dir):
     if request.param == "torch":
         return voxtral_tts.load(tiny_model_dir, backend="torch", dtype="fp32", max_batch=2, progress=False)
