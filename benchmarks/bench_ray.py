@@ -23,7 +23,6 @@ import concurrent.futures
 import functools
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -32,15 +31,9 @@ from pathlib import Path
 
 import httpx
 
+from voxtral_tts.testing import free_port
+
 FRAME_SECONDS = 1920 / 24000
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def wait_ready(url: str, timeout: float = 120) -> None:

@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import wave
 from pathlib import Path
 
 import pytest
+
+from voxtral_tts.testing import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -163,12 +164,6 @@ def image() -> str:
         args += ["--build-arg", f"TORCH_INDEX={serve_directory(index)}"]
     run(*args, str(ROOT), timeout=1200)
     return IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, bytes]:

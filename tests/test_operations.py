@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.auth import APIKeys, RequireKey, keys_from  # noqa: E402
 from voxtral_tts.server.config import parser, serve_config  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
+from voxtral_tts.testing import free_port  # noqa: E402
 
 from test_server import FRAMES, SECONDS, Live, slow_server, wait_until  # noqa: E402
 from test_web import browser  # noqa: E402, F401  (the fixture: a real browser, or a skip)
@@ -381,14 +381,6 @@ def test_text_that_normalises_to_nothing_is_spoken_as_given(server):
 
 
 # --- a real voxtral-serve: TLS, keys, JSON log, SIGTERM -------------------------------------------------------
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
 
 def self_signed(tmp_path) -> tuple[str, str]:
     if shutil.which("openssl") is None:

@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ pytest.importorskip("onnxruntime")
 import voxtral_tts  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
-from voxtral_tts.testing import Forwarding  # noqa: E402
+from voxtral_tts.testing import Forwarding, free_port  # noqa: E402
 
 REPLICA_HEADER = "X-Voxtral-Replica"
 # the frame cap: every request here makes exactly 10 frames — with this text and voice the tiny
@@ -124,10 +123,7 @@ class Cluster:
 
     def __init__(self, gate: Path):
         self.gate = gate
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: dict[int, str] = {}
         self.running = False

@@ -24,7 +24,7 @@ from voxtral_tts.runtime.backend import Backend  # noqa: E402
 from voxtral_tts.runtime.constants import STREAM_CHUNKS  # noqa: E402
 from voxtral_tts.server.app import create_app  # noqa: E402
 from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
-from voxtral_tts.testing import Forwarding  # noqa: E402
+from voxtral_tts.testing import Forwarding, free_port  # noqa: E402
 
 FRAMES = 10  # the tiny random model never says END_AUDIO: every request makes exactly 10 frames
 SECONDS = FRAMES * 1920 / 24000
@@ -434,10 +434,7 @@ def test_voxtral_serve_command(tiny_engine_dir):
     import subprocess
     import sys
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     exe = shutil.which("voxtral-serve")
     cmd = ([exe] if exe else [sys.executable, "-m", "voxtral_tts.server.cli"]) + [
         str(tiny_engine_dir), "--port", str(port), "--max-frames", "3", "--log-level", "warning"]

@@ -43,19 +43,11 @@ from voxtral_tts.server.schemas import ServerOptions  # noqa: E402
 from voxtral_tts.server.worker import Job, Synthesizer  # noqa: E402
 from voxtral_tts.server.wyoming import CODES, Refusal, choose_voice, describe  # noqa: E402
 from voxtral_tts.server.wyoming_serve import serve  # noqa: E402
-from voxtral_tts.testing import Forwarding  # noqa: E402
+from voxtral_tts.testing import Forwarding, free_port  # noqa: E402
 
 from test_server import FRAMES, HeldBackend, wait_until, wrapped  # noqa: E402
 
 SAMPLES = FRAMES * 1920  # per request: the tiny model never stops by itself, FRAMES is its cap
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class LiveBoth:

@@ -19,6 +19,7 @@ import base64
 import copy
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -226,6 +227,13 @@ def _write_pt_voice(path: Path, bits: np.ndarray) -> None:
 
 
 # --- driving a backend by hand ------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test's or a benchmark's server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 def step_one(backend: Backend, embed: np.ndarray, position: int, slot: int = 0) -> np.ndarray:
     """One backbone step of the sequence in ``slot``: embedding [D] at ``position`` → hidden [D]."""
