@@ -125,6 +125,18 @@ def test_a_lone_request_runs_one_row(engines):
                                                             max_frames=8).codes)
 
 
+def joined(tts, texts) -> tuple[FrameLoop, list[Sequence]]:
+    """A frame loop of ``tts``'s backend with one sequence per (text, frames), seeded by its index,
+    all joined at once."""
+    loop = FrameLoop(tts.backend)
+    sequences = []
+    for i, (text, frames) in enumerate(texts):
+        _, embeds = tts.prompt(text, tts.voice_bank.get("neutral_female"))
+        sequences.append(Sequence(embeds, NoiseSource(36, seed=i), frames))
+    loop.join(*sequences)
+    return loop, sequences
+
+
 def test_steps_follow_the_active_count_and_moved_sequences_keep_their_codes(engines):
     batched, alone = engines
     texts = [("One that goes on for a while, longer than the others.", 14), ("Short.", 3),
@@ -134,12 +146,7 @@ def test_steps_follow_the_active_count_and_moved_sequences_keep_their_codes(engi
     spy = Spy(batched.backend._sessions["backbone"])
     batched.backend._sessions["backbone"] = spy
     try:
-        loop = FrameLoop(batched.backend)
-        sequences = []
-        for i, (text, frames) in enumerate(texts):
-            _, embeds = batched.prompt(text, batched.voice_bank.get("neutral_female"))
-            sequences.append(Sequence(embeds, NoiseSource(36, seed=i), frames))
-        loop.join(*sequences)
+        loop, sequences = joined(batched, texts)
         got = {id(s): [] for s in sequences}
         moved = False
         spy.rows.clear()
@@ -167,12 +174,7 @@ def test_torch_cpu_steps_run_the_active_rows(tiny_model_dir):
              for module in (batched.backend.model.backbone, batched.backend.model.acoustic_transformer)]
     try:
         texts = [("One that goes on for a while, longer than the others.", 10), ("Short.", 2), ("A third one.", 5)]
-        loop = FrameLoop(batched.backend)
-        sequences = []
-        for i, (text, frames) in enumerate(texts):
-            _, embeds = batched.prompt(text, batched.voice_bank.get("neutral_female"))
-            sequences.append(Sequence(embeds, NoiseSource(36, seed=i), frames))
-        loop.join(*sequences)
+        loop, sequences = joined(batched, texts)
         rows.clear()
         got = {id(s): [] for s in sequences}
         expected_rows = []
