@@ -42,7 +42,7 @@ from ..voices import Voice
 from . import mistral
 from .access_log import AccessLog, RequestLog, current_request
 from .auth import APIKeys, RequireKey
-from .errors import APIError, add_error_handlers, as_api_error, quoted
+from .errors import APIError, add_error_handlers, as_api_error
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit
 from .mistral import accepts_mistral, is_mistral, mistral_error, validation_error
@@ -162,14 +162,10 @@ def create_app(load: Callable[[], TTS], options: ServerOptions | None = None) ->
             record.text_chars = len(text)
         if ref_audio is not None:
             voice = await voices.reference_voice(tts, ref_audio, ref_param)
-        elif voice_name is not None and (created := voices.created_voice(tts, voice_name, voice_param)) is not None:
-            voice = created
+        elif voice_name is not None:
+            voice = voices.named(tts, voice_name, voice_param)
         else:
-            try:
-                voice = tts.voice_bank.resolve_name(voice_name) if voice_name is not None else tts.voice_bank.default
-            except VoxtralError:
-                raise APIError(400, f"unknown voice {quoted(voice_name)}; GET /v1/audio/voices lists them",
-                               param=voice_param, code="unknown_voice") from None
+            voice = tts.voice_bank.default
         if record is not None:
             record.voice = voice.name if isinstance(voice, Voice) else voice
         return tts, text, voice

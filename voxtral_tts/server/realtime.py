@@ -99,7 +99,7 @@ class Settings:
 class Session:
     """One WebSocket's session (see the module's docstring)."""
 
-    def __init__(self, websocket: WebSocket, synth: Synthesizer, options: ServerOptions, voices: Voices | None):
+    def __init__(self, websocket: WebSocket, synth: Synthesizer, options: ServerOptions, voices: Voices):
         self.ws = websocket
         self.synth = synth
         self.tts = synth.tts
@@ -186,15 +186,9 @@ class Session:
                                 "as voice", param="ref_audio", code="not_supported")
         settings = Settings(**vars(self.settings))
         if update.voice is not None:
-            created = self.voices.created_voice(self.tts, update.voice, "voice") if self.voices else None
-            if created is not None:
-                settings.voice, settings.voice_name = created, update.voice.strip().lower()
-            else:
-                try:
-                    settings.voice = settings.voice_name = self.tts.voice_bank.resolve_name(update.voice)
-                except VoxtralError:
-                    raise APIError(400, f"unknown voice {quoted(update.voice)}; GET /v1/audio/voices lists them",
-                                   param="voice", code="unknown_voice") from None
+            settings.voice = self.voices.named(self.tts, update.voice, "voice")
+            settings.voice_name = (update.voice.strip().lower() if isinstance(settings.voice, Voice)
+                                   else settings.voice)
         if update.response_format is not None:
             if update.response_format not in _FORMATS:
                 raise APIError(400, f"response_format must be one of {', '.join(_FORMATS)}, got "
@@ -329,8 +323,7 @@ def chosen_subprotocol(offered: list[str]) -> str | None:
     return (plain or list(offered) or [None])[0]
 
 
-async def serve_session(websocket: WebSocket, synth: Synthesizer, options: ServerOptions,
-                        voices: Voices | None = None) -> None:
+async def serve_session(websocket: WebSocket, synth: Synthesizer, options: ServerOptions, voices: Voices) -> None:
     await websocket.accept(subprotocol=chosen_subprotocol(websocket.scope.get("subprotocols", [])))
     if not synth.ready:
         message = ("the model failed to load; see the server log" if synth.load_error
@@ -373,7 +366,7 @@ async def serve_session(websocket: WebSocket, synth: Synthesizer, options: Serve
                 await websocket.close(CLOSE_DONE)
 
 
-def add_realtime(app: FastAPI, synth: Synthesizer, options: ServerOptions, voices: Voices | None = None) -> None:
+def add_realtime(app: FastAPI, synth: Synthesizer, options: ServerOptions, voices: Voices) -> None:
     """The realtime route on ``app`` (``voices``: the server's created voices, which ``voice`` may name)."""
 
     @app.websocket(PATH)

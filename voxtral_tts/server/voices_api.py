@@ -245,6 +245,19 @@ class Voices:
                            code="voice_not_found") from None
 
     # --- speech -------------------------------------------------------------------------------------
+    def named(self, tts: TTS, name: str, param: str) -> str | Voice:
+        """What a request's voice field ``param`` names: a created voice's rows (by its id; a 400 if
+        it is not ready), else a preset's name (from a name or an alias: never a server path), else
+        a 400 ``unknown_voice``."""
+        created = self.created_voice(tts, name, param)
+        if created is not None:
+            return created
+        try:
+            return tts.voice_bank.resolve_name(name)
+        except VoxtralError:
+            raise APIError(400, f"unknown voice {quoted(name)}; GET /v1/audio/voices lists them", param=param,
+                           code="unknown_voice") from None
+
     def created_voice(self, tts: TTS, name: str, param: str) -> Voice | None:
         """The rows of the created voice ``name`` names, a 400 if it is not ready, None if ``name`` is no
         created voice's id (a preset's name or alias, for the caller to resolve)."""
