@@ -2,7 +2,7 @@
 voice for a sample of ``--seconds`` (issue #23), and how closely the codes come back.
 
     python benchmarks/bench_voice_create.py MODEL_DIR [--steps 40] [--seconds 10] [--seed 0] [--device cpu]
-        [--threads N]
+        [--threads N] [--compare-decoding]
 
 The sample is the model's own codec output for random valid codes (seeded), so the true codes are
 known: it is prepared as a recording would be (:func:`voxtral_tts.reference_audio.prepare`), its
@@ -13,6 +13,10 @@ codec, each step's seconds (first, median, mean), the time to a finished voice (
 inversion + embedding), and the round trip against a baseline of the same codes shuffled in time:
 per-codebook exact recovery (semantic; the 36 acoustic ones, and within one FSQ level), the rows'
 relative error and the spectral distance of the decoded audio to the reference.
+
+``--compare-decoding`` first times one step (the loss's forward and backward) side by side, taking
+turns: the whole sample as one sequence with banded attention (what :func:`invert` does) against the
+72-frame windows with full masked attention (what it did before).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch  # noqa: E402
 
 from voxtral_tts.config import N_AUDIO_SPECIAL, ModelConfig  # noqa: E402
 from voxtral_tts.model import inversion  # noqa: E402
+from voxtral_tts.model.codec import banded_attention  # noqa: E402
 from voxtral_tts.model.loading import load_model  # noqa: E402
 from voxtral_tts.reference_audio import prepare  # noqa: E402
 from voxtral_tts.voice_create import voice_from_codes  # noqa: E402
@@ -64,6 +69,31 @@ def spectral_distance(decoder, codes: np.ndarray, reference: np.ndarray) -> floa
                  - inversion.WAVEFORM_WEIGHT * (audio - target).abs().mean() / target.abs().mean())
 
 
+def compare_decoding(decoder, sample: np.ndarray, n_frames: int, device: str, rounds: int = 3) -> None:
+    """Seconds per step, one sequence with banded attention against 72-frame windows with full attention."""
+    target = torch.from_numpy(np.ascontiguousarray(sample[:n_frames * decoder.args.samples_per_frame])).to(device)
+    latent = torch.randn(n_frames, decoder.args.latent_dim, generator=torch.Generator().manual_seed(0))
+    latent = latent.to(device).requires_grad_(True)
+    whole = inversion._Decode(decoder, target, n_frames)
+    windowed = inversion._Decode(decoder, target, n_frames, chunk=48)
+
+    def step(decode) -> float:
+        started = time.perf_counter()
+        latent.grad = None
+        decode.loss(latent).backward()
+        return time.perf_counter() - started
+
+    times: dict[str, list[float]] = {"banded": [], "windows": []}
+    for _ in range(rounds + 1):  # the first round warms up and is not counted
+        with banded_attention(decoder):
+            times["banded"].append(step(whole))
+        times["windows"].append(step(windowed))
+    banded, windows = statistics.median(times["banded"][1:]), statistics.median(times["windows"][1:])
+    print(f"decoding per step (median of {rounds}, taking turns): one sequence of {n_frames} frames, banded attention "
+          f"{banded:.2f} s; {len(windowed.spans)} windows of 72 frames, full attention {windows:.2f} s; "
+          f"ratio {windows / banded:.2f}×", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model directory (params.json, consolidated.safetensors)")
@@ -72,6 +102,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
+    p.add_argument("--compare-decoding", action="store_true",
+                   help="first time a step with banded attention against the 72-frame windows")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,6 +135,9 @@ def main() -> None:
         prepared = sample * (prepared.std() / max(sample.std(), 1e-8))
     print(f"sample: {n_frames} frames ({n_frames * spf / config.sample_rate:.1f} s), prepared in {prepare_s:.2f} s",
           flush=True)
+
+    if args.compare_decoding:
+        compare_decoding(decoder, prepared, n_frames, args.device)
 
     times: list[float] = []
     last = [time.perf_counter()]

@@ -258,22 +258,52 @@ def test_voxtral_run_speaks_in_the_voice_of_a_recording_and_caches_it(reference_
 
 def test_windowed_decoding_reads_what_one_decode_gives(reference_model_dir):
     """The inversion decodes long audio as windows with 24 frames of left context: the frames its loss
-    reads equal one decode of the whole sequence (the decoder's receptive field is about 21 frames)."""
+    reads equal one decode of the whole sequence (the decoder's receptive field is about 21 frames), with
+    banded attention as without."""
     torch = pytest.importorskip("torch")
+    from voxtral_tts.model.codec import banded_attention
     from voxtral_tts.model.inversion import _Decode, dequantize_levels, windows
     from voxtral_tts.model.loading import load_model
 
-    assert windows(50) == [(0, 50, 0)]
-    assert windows(150) == [(0, 72, 0), (48, 120, 72), (78, 150, 102)]
+    assert windows(344) == [(0, 344, 0)]  # a reference of up to 25.6 s is one window
+    assert windows(50, chunk=48) == [(0, 50, 0)]
+    assert windows(150, chunk=48) == [(0, 72, 0), (48, 120, 72), (78, 150, 102)]
     decoder = load_model(reference_model_dir, progress=False, blocks=("audio_tokenizer",)).audio_tokenizer
     codes = torch.from_numpy(random_codes(150, seed=5))
     with torch.no_grad():
         whole = decoder(codes[None])[0]
-        decode = _Decode(decoder, whole, 150)
+        decode = _Decode(decoder, whole, 150, chunk=48)
         latent = dequantize_levels(decoder, codes[:, 0] - 2, codes[:, 1:] - 2)
         np.testing.assert_array_equal(latent.numpy(), decoder.dequantize(codes[None])[0].numpy())
         parts = decode.audio(latent)
+        with banded_attention(decoder):
+            banded_parts = decode.audio(latent)
+            banded_whole = decoder(codes[None])[0]
+    assert not any(m.banded for m in decoder.modules() if hasattr(m, "banded"))  # restored on leaving
+    np.testing.assert_allclose(banded_whole.numpy(), whole.numpy(), atol=1e-5, rtol=0)
     spf = 1920
-    for (start, end, read), part in zip(decode.spans, parts):
+    for (start, end, read), part, banded in zip(decode.spans, parts, banded_parts):
         np.testing.assert_allclose(part[(read - start) * spf:].numpy(), whole[read * spf:end * spf].numpy(),
                                    atol=1e-4, rtol=0)
+        np.testing.assert_allclose(banded.numpy(), part.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("length,window,heads,kv_heads", [(50, 4, 8, 8), (200, 16, 8, 8), (130, 2, 4, 2), (1, 2, 8, 8)])
+def test_banded_attention_gives_the_full_masked_attention_and_its_gradients(length, window, heads, kv_heads):
+    """The codec's sliding-window attention computed block by block (what inversion differentiates) equals the
+    full [L, L] masked softmax, values and gradients, at lengths on and off the block size."""
+    torch = pytest.importorskip("torch")
+    from voxtral_tts.model.codec import alibi_slopes, banded_alibi_bias, banded_attend, windowed_alibi_bias
+    from voxtral_tts.model.layers import attend
+
+    g = torch.Generator().manual_seed(length)
+    q = torch.randn(2, heads, length, 16, generator=g, requires_grad=True)
+    k, v = (torch.randn(2, kv_heads, length, 16, generator=g, requires_grad=True) for _ in range(2))
+    slopes = alibi_slopes(heads)
+    full = attend(q, [(k, v, windowed_alibi_bias(length, window, slopes))], 0.25)
+    banded = banded_attend(q, k, v, banded_alibi_bias(length, window, slopes), 0.25)
+    np.testing.assert_allclose(banded.detach().numpy(), full.detach().numpy(), atol=1e-5, rtol=0)
+    weights = torch.randn(full.shape, generator=g)
+    for a, b in zip(torch.autograd.grad((full * weights).sum(), (q, k, v)),
+                    torch.autograd.grad((banded * weights).sum(), (q, k, v))):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, rtol=0)

@@ -12,6 +12,7 @@ Weight norm is folded at load time (:mod:`.loading`); these modules hold plain c
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,42 @@ def windowed_alibi_bias(length: int, window: int, slopes: torch.Tensor, device=N
     return bias.masked_fill(~allowed[None], float("-inf"))
 
 
+#: queries per block of :func:`banded_attend`
+BAND_BLOCK = 64
+
+
+def banded_alibi_bias(length: int, window: int, slopes: torch.Tensor, device=None) -> torch.Tensor:
+    """:func:`windowed_alibi_bias` cut into the blocks :func:`banded_attend` computes: [H, n, K, K + W]
+    for n = ⌈L / K⌉ blocks of K = :data:`BAND_BLOCK` queries, each against its K + W keys (from W
+    before the block's first query); −inf outside the window and before the sequence's start."""
+    block = BAND_BLOCK
+    n = -(-length // block)
+    query = torch.arange(n * block, device=device).view(n, block, 1)
+    key = (torch.arange(n, device=device) * block - window).view(n, 1, 1) + torch.arange(block + window, device=device)
+    rel = (key - query).float()  # j − i
+    allowed = (rel <= 0) & (rel >= -window) & (key >= 0)
+    bias = slopes.to(device)[:, None, None, None] * rel[None]
+    return bias.masked_fill(~allowed[None], float("-inf"))
+
+
+def banded_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, band: torch.Tensor, scale: float) -> torch.Tensor:
+    """Sliding-window attention computed block by block: q [B, H, L, hd], k and v [B, Hkv, L, hd],
+    ``band`` from :func:`banded_alibi_bias`. The same softmax as :func:`.layers.attend` with the full
+    [L, L] bias, at O(L·(K + W)) instead of O(L²): what makes differentiating long decodes cheap."""
+    B, H, L, hd = q.shape
+    _, n, block, width = band.shape
+    window = width - block
+    rep = H // k.shape[1]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    pad = n * block - L
+    queries = F.pad(q.float() * scale, (0, 0, 0, pad)).view(B, H, n, block, hd)
+    keys = F.pad(k.float(), (0, 0, window, pad)).unfold(2, width, block)  # [B, H, n, hd, K + W]
+    values = F.pad(v.float(), (0, 0, window, pad)).unfold(2, width, block).transpose(-1, -2)
+    probs = torch.softmax(queries @ keys + band, dim=-1)  # [B, H, n, K, K + W]
+    return (probs @ values).reshape(B, H, n * block, hd)[:, :, :L].to(q.dtype)
+
+
 class CodecAttention(nn.Module):
     def __init__(self, args: CodecArgs):
         super().__init__()
@@ -85,7 +122,8 @@ class CodecAttention(nn.Module):
             self.q_norm = RMSNorm(q_width, args.qk_norm_eps)
             self.k_norm = RMSNorm(kv_width, args.qk_norm_eps)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, banded: bool = False) -> torch.Tensor:
+        """``bias``: [H, L, L] from :func:`windowed_alibi_bias`, or with ``banded`` :func:`banded_alibi_bias`."""
         B, L, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         if self.qk_norm:
@@ -93,7 +131,8 @@ class CodecAttention(nn.Module):
         q = q.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        out = attend(q, [(k, v, bias)], 1.0 / math.sqrt(self.head_dim))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        out = banded_attend(q, k, v, bias, scale) if banded else attend(q, [(k, v, bias)], scale)
         return self.wo(out.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -111,14 +150,20 @@ class CodecLayer(nn.Module):
             self.attention_scale = nn.Parameter(torch.ones(args.dim))
             self.ffn_scale = nn.Parameter(torch.ones(args.dim))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        a = self.attention(self.attention_norm(x), bias)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, banded: bool = False) -> torch.Tensor:
+        a = self.attention(self.attention_norm(x), bias, banded)
         x = x + (self.attention_scale.float() * a if self.layer_scale else a)
         f = self.feed_forward(self.ffn_norm(x))
         return x + (self.ffn_scale.float() * f if self.layer_scale else f)
 
 
 class CodecTransformer(nn.Module):
+    """Sliding-window layers. ``banded`` (off by default, and in every export) computes attention on
+    blocks of queries against their K + W keys instead of the full masked [L, L] scores: the same result, far
+    less work on long sequences (codec inversion turns it on: :func:`banded_attention`)."""
+
+    banded = False
+
     def __init__(self, args: CodecArgs, n_layers: int, window: int):
         super().__init__()
         self.window = window
@@ -132,10 +177,25 @@ class CodecTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, L] (conv layout) → [B, C, L]."""
         h = x.transpose(1, 2)
-        bias = windowed_alibi_bias(h.shape[1], self.window, self.slopes, device=h.device)
+        make_bias = banded_alibi_bias if self.banded else windowed_alibi_bias
+        bias = make_bias(h.shape[1], self.window, self.slopes, device=h.device)
         for layer in self.layers:
-            h = layer(h, bias)
+            h = layer(h, bias, self.banded)
         return h.transpose(1, 2)
+
+
+@contextmanager
+def banded_attention(decoder: nn.Module):
+    """Within the block, every :class:`CodecTransformer` of ``decoder`` computes banded attention."""
+    stages = [m for m in decoder.modules() if isinstance(m, CodecTransformer)]
+    before = [m.banded for m in stages]
+    for m in stages:
+        m.banded = True
+    try:
+        yield decoder
+    finally:
+        for m, was in zip(stages, before):
+            m.banded = was
 
 
 class CodecDecoder(nn.Module):

@@ -16,9 +16,12 @@ The loss is level-free: the decoded audio is scaled to the target's RMS before i
 reference's loudness is a property of the recording, not of the voice, and the recording is
 level-set before this), so the codes are asked to match the spectra up to one global gain.
 
-Long audio is decoded as a batch of windows of ``context + chunk`` frames: each window's first
-``context`` frames only give the decoder its left context (its receptive field is about 21 frames,
-spec §7.7), and the loss reads the rest. The first window starts at frame 0 and is read whole.
+A reference (25 s at most) is decoded as one sequence, its attention computed on the band of each
+stage's window only (:func:`.codec.banded_attention`: the same values as the full masked scores, and
+on a 10 s sample half the time of the 72-frame windows this used before). Longer audio is decoded
+as a batch of windows of ``context + chunk`` frames: each window's first ``context`` frames only
+give the decoder its left context (its receptive field is about 21 frames, spec §7.7), and the loss
+reads the rest. The first window starts at frame 0 and is read whole.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 
 from ..config import N_AUDIO_SPECIAL
 from ..reporting import steps as progress_steps
-from .codec import CodecDecoder
+from .codec import CodecDecoder, banded_attention
 
 #: (FFT size, hop) of the STFT loss at 24 kHz: from 85 ms down to 10.7 ms windows
 RESOLUTIONS = ((2048, 512), (1024, 256), (512, 128), (256, 64))
@@ -40,8 +43,8 @@ RESOLUTIONS = ((2048, 512), (1024, 256), (512, 128), (256, 64))
 WAVEFORM_WEIGHT = 1.0
 #: frames of left context in front of each decoded window (≥ the decoder's receptive field, §7.7)
 CONTEXT_FRAMES = 24
-#: frames the loss reads per window after the first
-CHUNK_FRAMES = 48
+#: frames the loss reads per window after the first: 25.6 s, so a reference is one window
+CHUNK_FRAMES = 320
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,11 @@ class _Decode:
     """Decodes a latent sequence [T, C] as the batch of :func:`windows`; the loss against the target
     is computed on the frames each window reads."""
 
-    def __init__(self, decoder: CodecDecoder, target: torch.Tensor, n_frames: int):
+    def __init__(self, decoder: CodecDecoder, target: torch.Tensor, n_frames: int, chunk: int = CHUNK_FRAMES):
         self.decoder = decoder
         self.spf = decoder.args.samples_per_frame
-        self.spans = windows(n_frames)
+        self.chunk = chunk
+        self.spans = windows(n_frames, chunk=chunk)
         self.index = torch.tensor([list(range(s, e)) for s, e, _ in self.spans], device=target.device)
         # the target of each window's read part; all but the first are `chunk` frames long
         first_len = self.spans[0][1] * self.spf
@@ -108,7 +112,7 @@ class _Decode:
         self.rest_specs = ([spectrum(self.rest_target, n, h) for n, h in RESOLUTIONS]
                            if self.rest_target is not None else None)
         self.target_rms = target.pow(2).mean().sqrt()
-        self.weight_first = self.spans[0][1] / (self.spans[0][1] + CHUNK_FRAMES * (len(self.spans) - 1))
+        self.weight_first = self.spans[0][1] / (self.spans[0][1] + chunk * (len(self.spans) - 1))
 
     def audio(self, latent: torch.Tensor) -> torch.Tensor:
         """latent [T, C] → the decoded windows [n_windows, W · samples per frame]."""
@@ -183,6 +187,15 @@ def invert(decoder: CodecDecoder, audio: np.ndarray, *, steps: int = 600, seed: 
     levels = args.acoustic_codebook_size
     decode = _Decode(decoder, target, n_frames)
     latents = _Latents(codebook, n_frames, args.acoustic_dim, generator)
+    with banded_attention(decoder):
+        return _search(decode, latents, codebook, levels, steps=steps, lr=lr, refine_fraction=refine_fraction,
+                       patience=patience, progress=progress, on_step=on_step)
+
+
+def _search(decode: _Decode, latents: _Latents, codebook: torch.Tensor, levels: int, *, steps: int, lr: float,
+            refine_fraction: float, patience: int, progress: bool,
+            on_step: Callable[[int, int, float], None] | None) -> Inversion:
+    """The two passes of :func:`invert`: Adam on the continuous latents, then straight through the snapped codes."""
     refine_steps = max(1, int(steps * refine_fraction)) if steps > 0 else 0
     bar = progress_steps(range(steps + refine_steps), desc="finding codes", unit="step", disable=not progress)
     optimiser = torch.optim.Adam(latents.parameters(), lr=lr)
