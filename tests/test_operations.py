@@ -173,7 +173,8 @@ def test_an_abandoned_request_is_logged_as_such(tiny_engine_dir, access_lines):
     try:
         with httpx.stream("POST", live.url + SPEECH, json={**BODY, "stream_format": "audio"}, timeout=60,
                           headers={"X-Request-Id": "left-stream"}) as response:
-            next(response.iter_bytes())
+            chunks = response.iter_bytes()  # held: a discarded iterator would close the connection now
+            next(chunks)
             assert holder["model"].holding.wait(30)
         with pytest.raises(httpx.ReadTimeout):  # a whole file waits behind it: the client gives up
             httpx.post(live.url + SPEECH, json=BODY, timeout=1.5, headers={"X-Request-Id": "left-file"})

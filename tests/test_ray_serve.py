@@ -329,7 +329,8 @@ def test_client_disconnect_cancels_generation_on_the_replica(gate):
     body = {**BODY, "response_format": "pcm", "stream_format": "audio"}
     with httpx.stream("POST", gate.url + "/v1/audio/speech", json=body, timeout=60) as response:
         assert response.status_code == 200, response.read()
-        next(response.iter_bytes())
+        chunks = response.iter_bytes()  # held: a discarded iterator would close the connection now
+        next(chunks)
         wait_held(gate)
     time.sleep(1.5)  # the client has gone: Ray cancels the request's handler on the replica
     gate.open_gate()
