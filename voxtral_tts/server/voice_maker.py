@@ -1,4 +1,4 @@
-"""The server's voice-creation worker: codec inversion (minutes to hours on a CPU) off the request path.
+"""The server's voice-creation worker: codec inversion (many minutes on a CPU) off the request path.
 
 :class:`VoiceMaker` owns one thread, apart from the model's worker (:mod:`.worker`) and the event
 loop: the decode batch keeps stepping while a voice is made, and on Linux the thread runs at a lower

@@ -15,7 +15,7 @@ The routes (:func:`add_voice_routes`):
   PyAV reads, 3 s of sound or more, at most ``max_sample_bytes``), the voice is queued for
   :class:`.voice_maker.VoiceMaker` and its record answered at once, ``status: "queued"``; the client
   polls ``GET /v1/audio/voices/{id}`` until ``ready``. (Answering when done would hold the
-  connection for minutes to hours on a CPU — past the SDK's 300 s default timeout and most proxies' — and
+  connection for many minutes on a CPU — past the SDK's 300 s default timeout and most proxies' — and
   lose the work to a dropped connection; the SDK accepts the early record, whose extra fields it ignores.)
 - ``GET /v2/audio/voices`` (the SDK's ``search``; ``/v1``'s listing is deprecated by Mistral):
   ``{"data", "next_page_token"}``, by ``page_size`` and ``page_token`` (a cursor), filtered by
