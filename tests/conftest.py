@@ -118,3 +118,12 @@ def fp16_engine_dir(tmp_path_factory, reference_model_dir) -> Path:
     out = tmp_path_factory.mktemp("engines") / "fp16"
     assert main([str(reference_model_dir), "-o", str(out), "--target", "tensorrt", "--capacity", "96", "-q"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def mistral(server):
+    """Mistral's own SDK pointed at the requesting module's ``server`` fixture (a live server): its URL is
+    the only change from Mistral's hosted API."""
+    client_module = pytest.importorskip("mistralai.client")
+    with client_module.Mistral(api_key="unused", server_url=server.url) as client:
+        yield client

@@ -41,13 +41,6 @@ def server(tiny_engine_dir):
     live.close()
 
 
-@pytest.fixture(scope="module")
-def mistral(server):
-    """The SDK, pointed at this server: its URL is the only change from Mistral's hosted API."""
-    with mistralai_client.Mistral(api_key="unused", server_url=server.url) as client:
-        yield client
-
-
 # --- the rule that picks the shape --------------------------------------------------------------------
 
 @pytest.mark.parametrize("body, accept, expected", [

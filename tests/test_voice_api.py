@@ -75,12 +75,6 @@ def server(tiny_engine_dir, tiny_model_dir, voices_dir):
     live.close()
 
 
-@pytest.fixture(scope="module")
-def mistral(server):
-    with mistralai_client.Mistral(api_key="unused", server_url=server.url) as client:
-        yield client
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
