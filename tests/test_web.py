@@ -229,9 +229,9 @@ def test_speak_plays_the_audio_as_it_streams(page):
     assert re.fullmatch(r"\d+ ms", page.text("#ttfa")) and re.fullmatch(r"\d+\.\d\d", page.text("#rtf"))
     assert page.text("#duration") == f"{FRAMES * 1920 / 24000:.2f} s"
     # Web Audio really plays it: the context runs and its clock advances
-    assert page.js("audio.state") == "running"
-    start = page.js("audio.currentTime")
-    page.wait(f"audio.currentTime > {start + 0.1}", timeout=5)
+    assert page.js("player.context.state") == "running"
+    start = page.js("player.context.currentTime")
+    page.wait(f"player.context.currentTime > {start + 0.1}", timeout=5)
     assert page.console == []
 
 

@@ -17,9 +17,42 @@ window.voxtralPage = stats;
 
 let config = null; // GET /web/config: the server's limits and formats
 let controller = null; // AbortController of the request in flight
-let audio = null; // the AudioContext, made on the first "Speak" (a user gesture)
-let playhead = 0; // when the next chunk starts, in the context's time
-const playing = new Set(); // buffer sources scheduled and not yet ended
+
+// Chunks of mono audio played one right after another on an AudioContext, made on first use (after a
+// user gesture). "Speak" has one, "speak as I type" (typing.js) another.
+class Player {
+  constructor() {
+    this.context = null;
+    this.head = 0; // when the next chunk starts, in the context's time
+    this.sources = new Set(); // buffer sources scheduled and not yet ended
+  }
+
+  async open() {
+    this.context = this.context || new AudioContext();
+    await this.context.resume();
+  }
+
+  play(samples, rate) {
+    const buffer = this.context.createBuffer(1, samples.length, rate);
+    buffer.getChannelData(0).set(samples);
+    const source = this.context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.context.destination);
+    this.head = Math.max(this.head, this.context.currentTime + 0.05);
+    source.start(this.head);
+    this.head += buffer.duration;
+    this.sources.add(source);
+    source.onended = () => this.sources.delete(source);
+  }
+
+  silence() {
+    for (const source of this.sources) source.stop();
+    this.sources.clear();
+    this.head = 0;
+  }
+}
+
+const player = new Player(); // "Speak"'s
 
 // --- small helpers -------------------------------------------------------------------------------
 
@@ -257,31 +290,16 @@ function play(bytes) {
   const count = bytes.length >> 1;
   if (!count) return 0;
   const view = new DataView(bytes.buffer, bytes.byteOffset, count * 2);
-  const buffer = audio.createBuffer(1, count, config.sample_rate);
-  const channel = buffer.getChannelData(0);
-  for (let i = 0; i < count; i++) channel[i] = view.getInt16(2 * i, true) / 32768;
-  const source = audio.createBufferSource();
-  source.buffer = buffer;
-  source.connect(audio.destination);
-  playhead = Math.max(playhead, audio.currentTime + 0.05);
-  source.start(playhead);
-  playhead += buffer.duration;
-  playing.add(source);
-  source.onended = () => playing.delete(source);
+  const samples = new Float32Array(count);
+  for (let i = 0; i < count; i++) samples[i] = view.getInt16(2 * i, true) / 32768;
+  player.play(samples, config.sample_rate);
   stats.samplesScheduled += count;
   return count;
 }
 
-function silence() {
-  for (const source of playing) source.stop();
-  playing.clear();
-  playhead = 0;
-}
-
 async function speak(signal) {
-  audio = audio || new AudioContext();
-  await audio.resume();
-  silence();
+  await player.open();
+  player.silence();
   stats.samplesScheduled = 0;
   const started = performance.now();
   const response = await post({ ...requestBody("pcm"), stream_format: "sse" }, signal);
@@ -336,7 +354,7 @@ async function download(signal) {
 
 function stop() {
   if (controller) controller.abort(); // the server stops generating when the connection closes
-  silence();
+  player.silence();
 }
 
 // --- a voice from a recording: POST /v1/audio/voices, then its record polled until it is made ------

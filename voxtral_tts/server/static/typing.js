@@ -14,8 +14,7 @@ const typing = {
 window.voxtralTyping = typing;
 
 let socket = null;
-let context = null; // the AudioContext of this mode
-let head = 0; // when the next chunk starts
+const typingPlayer = new Player(); // this mode's own (app.js)
 
 function typingStatus(text) {
   document.getElementById("typing-status").textContent = text;
@@ -24,15 +23,7 @@ function typingStatus(text) {
 function playFloat32(bytes) {
   const count = bytes.length >> 2;
   if (!count) return;
-  const samples = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + count * 4));
-  const buffer = context.createBuffer(1, count, 24000);
-  buffer.getChannelData(0).set(samples);
-  const source = context.createBufferSource();
-  source.buffer = buffer;
-  source.connect(context.destination);
-  head = Math.max(head, context.currentTime + 0.05);
-  source.start(head);
-  head += buffer.duration;
+  typingPlayer.play(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + count * 4)), 24000);
   typing.samples += count;
 }
 
@@ -52,8 +43,7 @@ function sendNewText() {
 }
 
 async function startTyping() {
-  context = context || new AudioContext();
-  await context.resume();
+  await typingPlayer.open();
   typing.state = "connecting";
   typing.error = null;
   typing.sent = "";
