@@ -122,8 +122,9 @@ class CodecAttention(nn.Module):
             self.q_norm = RMSNorm(q_width, args.qk_norm_eps)
             self.k_norm = RMSNorm(kv_width, args.qk_norm_eps)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, banded: bool = False) -> torch.Tensor:
-        """``bias``: [H, L, L] from :func:`windowed_alibi_bias`, or with ``banded`` :func:`banded_alibi_bias`."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``bias``: [H, L, L] from :func:`windowed_alibi_bias`, or its blocks [H, n, K, K + W] from
+        :func:`banded_alibi_bias` (then attention is computed on the band: :func:`banded_attend`)."""
         B, L, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         if self.qk_norm:
@@ -132,7 +133,7 @@ class CodecAttention(nn.Module):
         k = k.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         scale = 1.0 / math.sqrt(self.head_dim)
-        out = banded_attend(q, k, v, bias, scale) if banded else attend(q, [(k, v, bias)], scale)
+        out = banded_attend(q, k, v, bias, scale) if bias.dim() == 4 else attend(q, [(k, v, bias)], scale)
         return self.wo(out.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -150,8 +151,8 @@ class CodecLayer(nn.Module):
             self.attention_scale = nn.Parameter(torch.ones(args.dim))
             self.ffn_scale = nn.Parameter(torch.ones(args.dim))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, banded: bool = False) -> torch.Tensor:
-        a = self.attention(self.attention_norm(x), bias, banded)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        a = self.attention(self.attention_norm(x), bias)
         x = x + (self.attention_scale.float() * a if self.layer_scale else a)
         f = self.feed_forward(self.ffn_norm(x))
         return x + (self.ffn_scale.float() * f if self.layer_scale else f)
@@ -180,7 +181,7 @@ class CodecTransformer(nn.Module):
         make_bias = banded_alibi_bias if self.banded else windowed_alibi_bias
         bias = make_bias(h.shape[1], self.window, self.slopes, device=h.device)
         for layer in self.layers:
-            h = layer(h, bias, self.banded)
+            h = layer(h, bias)
         return h.transpose(1, 2)
 
 

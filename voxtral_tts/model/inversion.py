@@ -100,7 +100,6 @@ class _Decode:
     def __init__(self, decoder: CodecDecoder, target: torch.Tensor, n_frames: int, chunk: int = CHUNK_FRAMES):
         self.decoder = decoder
         self.spf = decoder.args.samples_per_frame
-        self.chunk = chunk
         self.spans = windows(n_frames, chunk=chunk)
         self.index = torch.tensor([list(range(s, e)) for s, e, _ in self.spans], device=target.device)
         # the target of each window's read part; all but the first are `chunk` frames long
